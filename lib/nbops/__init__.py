@@ -1,0 +1,44 @@
+"""nbops: parameterized notebooks as reliable, recorded, monitored pipelines.
+
+Inside a notebook: ``nbops.log_metric``, ``log_params``, ``log_artifact``, ``log_figure``,
+``log_model``, ``output``. From Python: ``nbops.run`` and ``nbops.load_run``. Importing
+nbops is cheap: the recording API uses only the standard library, and everything else
+(papermill, MLflow) is imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .recording import (
+    end_run,
+    log_artifact,
+    log_figure,
+    log_metric,
+    log_model,
+    log_params,
+    output,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .runner import run
+    from .runs import load_run
+
+__all__ = [
+    "end_run", "load_run", "log_artifact", "log_figure", "log_metric", "log_model",
+    "log_params", "output", "run",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "run":
+        from .runner import run as _run
+
+        return _run
+    if name == "load_run":
+        from .runs import load_run as _load_run
+
+        return _load_run
+    raise AttributeError(f"module 'nbops' has no attribute {name!r}")

@@ -1,0 +1,180 @@
+"""The ``nbops`` command line: parses, delegates, formats. No logic lives here.
+
+Exit codes: 0 succeeded; 1 a run failed or was killed, or verification found problems;
+2 bad usage, template or parameters (nothing was run or written).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import NbopsError, UsageError
+from .fsutil import dumps
+
+RUNS_DIR = click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=None, help="Run records folder [env NBOPS_RUNS_DIR; ./runs].")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nbops")
+def cli() -> None:
+    """nbops: run parameterized notebooks as recorded, reproducible stages."""
+
+
+@cli.command("run")
+@click.argument("template")
+@click.option("-p", "--param", "cli_params", type=(str, str), multiple=True,
+              metavar="NAME VALUE", help="Set a parameter (repeatable); YAML-style value.")
+@click.option("-f", "--params-file", type=click.Path(path_type=Path), default=None,
+              help="YAML file of parameters (-p overrides it).")
+@RUNS_DIR
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Whole-run timeout in seconds.")
+@click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Per-cell timeout in seconds.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [env MLFLOW_TRACKING_URI; SQLite in the runs dir].")
+@JSON
+def run_cmd(template: str, cli_params: tuple[tuple[str, str], ...], params_file: Path | None,
+            runs_dir: Path | None, timeout: float | None, cell_timeout: float | None,
+            tracking_uri: str | None, as_json: bool) -> None:
+    """Run TEMPLATE (a template name or a path to an .ipynb) and record the run."""
+    from .runner import RunOptions, run
+
+    options = RunOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, timeout=timeout,
+                         cell_timeout=cell_timeout, progress=sys.stderr.isatty() and not as_json)
+    record = run(template, cli_params=cli_params, params_file=params_file, options=options)
+    from .records import resolve_runs_dir
+
+    folder = resolve_runs_dir(runs_dir) / record["id"]
+    click.echo(dumps(record) if as_json else _run_summary(record, folder))
+    sys.exit(0 if record["status"] == "succeeded" else 1)
+
+
+def _run_summary(record: dict[str, Any], folder: Path) -> str:
+    lines = [f"run {record['id']}  {record['status']}  ({record['duration_s']:.1f} s)",
+             f"record:   {folder}"]
+    if record["metrics"]:
+        shown = ", ".join(f"{k}={_num(v)}" for k, v in record["metrics"].items())
+        lines.append(f"metrics:  {shown}")
+    if record["outputs"]:
+        lines.append(f"outputs:  {', '.join(record['outputs'])}")
+    if record.get("models"):
+        lines.append(f"models:   {', '.join(record['models'])}")
+    for warning in record.get("warnings", []):
+        lines.append(f"warning:  {warning}")
+    if record["error"]:
+        lines.append(f"error:    {record['error']['message']}")
+        lines.append(f"notebook: {folder / 'notebook.ipynb'} (failing cell marked)")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@cli.command("templates")
+@JSON
+def templates_cmd(as_json: bool) -> None:
+    """List templates (this project's templates/ and those shipped with nbops)."""
+    from .contract import discover, load_template
+
+    found = [load_template(path, name).to_dict() for name, path in discover().items()]
+    if as_json:
+        click.echo(dumps(found))
+        return
+    for tpl in found:
+        click.echo(f"{tpl['name']}  (stage: {tpl['stage']})  {tpl['path']}")
+        if tpl["description"]:
+            click.echo(f"    {tpl['description']}")
+        for p in tpl["parameters"]:
+            click.echo(f"    {p['name']}: {p['type']} = {p['default']!r}  {p['help']}".rstrip())
+
+
+@cli.group("runs")
+def runs_group() -> None:
+    """Inspect and verify run records."""
+
+
+@runs_group.command("ls")
+@click.option("--stage", default=None, help="Only runs of this stage.")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "killed"]),
+              default=None, help="Only runs with this status.")
+@RUNS_DIR
+@JSON
+def runs_ls(stage: str | None, status: str | None, runs_dir: Path | None, as_json: bool) -> None:
+    """List run records, oldest first."""
+    from .runs import list_records
+
+    found = list_records(runs_dir, stage=stage, status=status)
+    if as_json:
+        click.echo(dumps([_brief(r) for r in found]))
+        return
+    for r in found:
+        metrics = " ".join(f"{k}={_num(v)}" for k, v in list(r["metrics"].items())[:3])
+        click.echo(f"{r['id']}  {r['stage']:<12} {r['status']:<9} {metrics}".rstrip())
+
+
+def _brief(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "stage", "status", "started_at", "duration_s", "metrics")
+    return {k: record[k] for k in keys}
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@RUNS_DIR
+@JSON
+def runs_show(run_id: str, runs_dir: Path | None, as_json: bool) -> None:
+    """Show one run record."""
+    from .records import resolve_runs_dir
+    from .runs import get_record
+
+    record = get_record(run_id, runs_dir)
+    if as_json:
+        click.echo(dumps(record))
+        return
+    click.echo(_run_summary(record, resolve_runs_dir(runs_dir) / run_id))
+    click.echo(f"stage:    {record['stage']}")
+    if record["template"]:
+        click.echo(f"template: {record['template']['name']} ({record['template']['sha256'][:12]})")
+    for name, value in record["parameters"].items():
+        click.echo(f"  param {name} = {value!r}")
+    click.echo(f"artifacts: {len(record['artifacts'])} files")
+
+
+@runs_group.command("verify")
+@click.argument("run_ids", nargs=-1)
+@RUNS_DIR
+def runs_verify(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
+    """Re-hash every artifact; exit 1 naming each missing, changed or unlisted file."""
+    from .runs import verify_runs
+
+    problems = verify_runs(list(run_ids) or None, runs_dir)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        sys.exit(1)
+    click.echo("all artifacts match their records")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one clear message and an exit code, no traceback."""
+    try:
+        cli.main(args=argv, prog_name="nbops", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        click.echo(f"nbops: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except NbopsError as exc:
+        click.echo(f"nbops: error: {exc}", err=True)
+        sys.exit(exc.exit_code)

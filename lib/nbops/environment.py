@@ -1,0 +1,73 @@
+"""What a run ran on: interpreter, platform, installed packages, git commit."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def capture(cwd: Path | None = None) -> dict[str, Any]:
+    """The environment block of a run record."""
+    return {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "packages": installed_packages(),
+        "git": git_state(cwd or Path.cwd()),
+    }
+
+
+def installed_packages() -> dict[str, str]:
+    """Every installed distribution, name -> version (sorted by name)."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name") if dist.metadata else None
+        if name:
+            found.setdefault(str(name).lower(), str(dist.version))
+    return dict(sorted(found.items()))
+
+
+def git_state(cwd: Path) -> dict[str, Any]:
+    """``{"commit": sha | None, "dirty": bool | None}`` for the repository around ``cwd``."""
+    commit = _git(cwd, "rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start tick of a process (Linux), to tell a reused pid from the original."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int, start_time: int | None) -> bool:
+    """Whether ``pid`` still runs the process that started at ``start_time``."""
+    current = process_start_time(pid)
+    if current is None:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    if state == "Z":
+        return False
+    return start_time is None or current == start_time

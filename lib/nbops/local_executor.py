@@ -1,0 +1,119 @@
+"""The local executor: papermill in a fresh kernel, with nbops' own bookkeeping.
+
+A papermill engine (``nbops``) wraps papermill's nbclient engine so that every save is
+atomic and every cell start/finish reaches the :class:`~nbops.executors.CellTracker`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nbformat
+import papermill
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import Engine, NotebookExecutionManager, papermill_engines
+
+from .executors import CellTracker, ExecutionRequest, Executor
+
+ENGINE_NAME = "nbops"
+
+
+class _TrackedManager(NotebookExecutionManager):  # type: ignore[misc]
+    """papermill's execution manager, saving atomically and reporting to the tracker."""
+
+    def __init__(self, nb: nbformat.NotebookNode, tracker: CellTracker, **kwargs: Any) -> None:
+        self.tracker = tracker
+        super().__init__(nb, output_path=None, **kwargs)
+        tracker.notebook = self.nb
+
+    def save(self, **kwargs: Any) -> None:
+        self.tracker.save(self.nb)
+        self.last_save_time = self.now()
+
+    def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        if cell_index is not None and cell.cell_type == "code":
+            self.tracker.cell_started(cell_index)
+        super().cell_start(cell, cell_index, **kwargs)
+
+    def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        ok = cell.metadata.get("papermill", {}).get("status") != self.FAILED
+        if cell_index is not None and ok and cell.get("execution_count") is not None:
+            self.tracker.cell_finished(cell_index)
+        super().cell_complete(cell, cell_index, **kwargs)
+
+
+class _Client(PapermillNotebookClient):  # type: ignore[misc]
+    """Reports the kernel's pid to the tracker as soon as the kernel is up."""
+
+    tracker: CellTracker
+
+    def start_new_kernel_client(self) -> Any:
+        # nbclient binds the sync name to the base coroutine, so override the sync one.
+        kc = super().start_new_kernel_client()
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        self.tracker.kernel_pid = getattr(process, "pid", None)
+        return kc
+
+
+class NbopsEngine(Engine):  # type: ignore[misc]
+    """papermill engine used by :class:`LocalExecutor`."""
+
+    @classmethod
+    def execute_notebook(cls, nb: nbformat.NotebookNode, kernel_name: str,
+                         output_path: str | None = None, progress_bar: bool = True,
+                         log_output: bool = False, autosave_cell_every: int = 30,
+                         **kwargs: Any) -> nbformat.NotebookNode:
+        tracker: CellTracker = kwargs.pop("nbops_tracker")
+        nb_man = _TrackedManager(nb, tracker, progress_bar=progress_bar,
+                                 log_output=log_output, autosave_cell_every=autosave_cell_every)
+        nb_man.notebook_start()
+        try:
+            cls.execute_managed_notebook(nb_man, kernel_name, tracker=tracker, **kwargs)
+        finally:
+            nb_man.cleanup_pbar()
+            nb_man.notebook_complete()
+        return nb_man.nb
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man: NotebookExecutionManager, kernel_name: str,
+                                 **kwargs: Any) -> nbformat.NotebookNode:
+        tracker: CellTracker = kwargs["tracker"]
+        client = _Client(
+            nb_man, kernel_name=kernel_name, timeout=kwargs.get("execution_timeout"),
+            startup_timeout=kwargs.get("start_timeout", 60), shutdown_kernel="immediate",
+            store_widget_state=True, log_output=False,
+            resources={"metadata": {"path": kwargs["kernel_cwd"]}},  # kernel cwd, no process chdir
+        )
+        client.tracker = tracker
+        start_kwargs: dict[str, Any] = {"env": kwargs["env"]}
+        log = kwargs.get("kernel_log")
+        if log is not None:
+            start_kwargs["stderr"] = log
+            start_kwargs["stdout"] = log
+        return client.execute(**start_kwargs)
+
+
+papermill_engines.register(ENGINE_NAME, NbopsEngine)
+
+
+class LocalExecutor(Executor):
+    """Each notebook in a fresh local kernel, executed by papermill."""
+
+    def _run(self, request: ExecutionRequest, tracker: CellTracker) -> None:
+        log = request.kernel_log.open("ab") if request.kernel_log else None
+        try:
+            papermill.execute_notebook(
+                request.notebook, None, kernel_name=request.kernel_name,
+                engine_name=ENGINE_NAME, progress_bar=request.progress, log_output=False,
+                execution_timeout=request.cell_timeout,
+                nbops_tracker=tracker, env=request.env, kernel_cwd=str(request.cwd), kernel_log=log,
+            )
+        finally:
+            if log is not None:
+                log.close()
+
+
+def default_executor() -> Executor:
+    return LocalExecutor()
+
+

@@ -1,0 +1,196 @@
+"""Parameters: read from their sources, validate against the contract, render as code.
+
+Precedence, lowest to highest (each source overrides the one before):
+
+1. the template's defaults (its ``parameters`` cell);
+2. a parameters file (``-f params.yaml``);
+3. ``-p NAME VALUE`` options, or the ``parameters`` mapping of the Python API.
+
+Only declared names are accepted, so a name can never carry code; values are rendered as
+Python literals by type, never with ``str()``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+
+from .contract import INJECTED_TAG, PARAMETERS_TAG, Template
+from .errors import ConfigError, ParameterError, closest
+from .typespec import TypeMismatch, TypeSpec, coerce
+
+_DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
+
+
+def parse_cli_value(raw: str, spec: TypeSpec) -> Any:
+    """A ``-p`` value: the text as-is for ``str``; otherwise a YAML scalar/flow value."""
+    if spec.kind == "str":
+        return raw
+    if _DECIMAL.fullmatch(raw.strip()) and _has_member(spec, "int"):
+        return int(raw.strip().replace("_", ""))  # YAML 1.1 would read "010" as octal 8
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str) or (value is None and not spec.accepts_none):
+        return raw if _str_member(spec) else value
+    return value
+
+
+def _has_member(spec: TypeSpec, kind: str) -> bool:
+    return spec.kind == kind or (spec.kind == "union" and any(a.kind == kind for a in spec.args))
+
+
+def _str_member(spec: TypeSpec) -> bool:
+    return _has_member(spec, "str")
+
+
+def load_params_file(path: Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) parameters file with the safe loader.
+
+    Raises:
+        ConfigError: missing, unreadable, or not a mapping of names to values.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"parameters file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read parameters file {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError(f"parameters file {path} must be a mapping of parameter names to "
+                          "values (NAME: VALUE per line)")
+    return data
+
+
+def resolve(
+    template: Template,
+    *,
+    cli: Iterable[tuple[str, str]] = (),
+    file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Merge and validate parameters.
+
+    Returns:
+        (resolved, given): every declared parameter with its final typed value, and the
+        subset that was given explicitly (what gets injected into the notebook).
+
+    Raises:
+        ParameterError: unknown name or unconvertible value.
+        ConfigError: unreadable parameters file.
+    """
+    given: dict[str, Any] = {}
+    if file is not None:
+        for name, value in load_params_file(file).items():
+            given[name] = _checked(template, name, value, source=f"file {file}")
+    for name, raw in cli:
+        spec = _declared(template, name).type
+        given[name] = _checked(template, name, parse_cli_value(raw, spec), source="-p", raw=raw)
+    for name, value in (overrides or {}).items():
+        given[name] = _checked(template, name, value, source="parameters")
+    resolved = {name: p.default for name, p in template.parameters.items()}
+    resolved.update(given)
+    return resolved, given
+
+
+def _declared(template: Template, name: str) -> Any:
+    if not isinstance(name, str) or name not in template.parameters:
+        raise ParameterError(_unknown_message(template, name), name=str(name))
+    return template.parameters[name]
+
+
+def _unknown_message(template: Template, name: object) -> str:
+    if not template.has_parameters_cell:
+        return (f"template '{template.name}' declares no parameters (it has no cell tagged "
+                f"'parameters'), so parameter {name!r} cannot be set. Tag a cell "
+                "'parameters' in the template to declare some.")
+    valid = ", ".join(template.parameters) or "(none)"
+    match = closest(str(name), template.parameters)
+    hint = f" Did you mean '{match}'?" if match else ""
+    return (f"unknown parameter {name!r} for template '{template.name}'.{hint} "
+            f"Valid parameters: {valid}. Run 'nbops templates' to see their types and help.")
+
+
+def _checked(template: Template, name: str, value: Any, *, source: str,
+             raw: str | None = None) -> Any:
+    param = _declared(template, name)
+    try:
+        return coerce(value, param.type)
+    except TypeMismatch as exc:
+        shown = raw if raw is not None else value
+        raise ParameterError(
+            f"parameter '{name}' of template '{template.name}' (from {source}) expects "
+            f"{param.type}, got {_show(shown)}: {exc}. Pass a value of type {param.type} "
+            f"(default: {_show(param.default)}).",
+            name=name,
+        ) from None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def render_value(value: Any) -> str:
+    """Python source that evaluates to exactly ``value`` (a JSON-like value).
+
+    Raises:
+        TypeError: the value is not JSON-like (validation should have caught it).
+    """
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(int(value))
+    if isinstance(value, float):
+        if math.isnan(value):
+            return 'float("nan")'
+        if math.isinf(value):
+            return 'float("inf")' if value > 0 else 'float("-inf")'
+        return repr(float(value))
+    if isinstance(value, str):
+        return repr(str(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(render_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{render_value(str(k))}: {render_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    raise TypeError(f"cannot render {type(value).__name__} as a parameter value")
+
+
+def render_cell_source(given: Mapping[str, Any]) -> str:
+    """The source of the injected-parameters cell."""
+    lines = ["# Parameters injected by nbops"]
+    for name, value in given.items():
+        if not name.isidentifier():  # defence in depth: names were checked against the contract
+            raise ParameterError(f"{name!r} is not a valid parameter name", name=name)
+        lines.append(f"{name} = {render_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def inject(nb: nbformat.NotebookNode, given: Mapping[str, Any]) -> nbformat.NotebookNode:
+    """A copy of ``nb`` with an ``injected-parameters`` cell after the ``parameters`` cell.
+
+    An earlier injected cell is replaced, never duplicated.
+    """
+    nb = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), as_version=4))
+    nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.metadata.get("tags", [])]
+    if not given:
+        return nb
+    cell = nbformat.v4.new_code_cell(render_cell_source(given))
+    cell.metadata["tags"] = [INJECTED_TAG]
+    position = 0
+    for index, existing in enumerate(nb.cells):
+        if PARAMETERS_TAG in existing.metadata.get("tags", []):
+            position = index + 1
+            break
+    nb.cells.insert(position, cell)
+    return nb

@@ -1,0 +1,162 @@
+"""The in-notebook recording API: ``nbops.log_metric`` and friends.
+
+Headless (``nbops run``), the runner sets ``NBOPS_RUN_DIR`` in the kernel's environment and
+every call appends an event to ``<run_dir>/events.jsonl`` (files go under ``artifacts/``
+and ``models/``); the runner folds them into ``run.json`` when the notebook ends.
+Interactively, with no run context, the first call opens a run record of its own (stage
+``interactive``) that is closed at interpreter exit or by :func:`end_run`.
+
+This module imports only the standard library: heavy packages are imported on use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+RUN_DIR_ENV = "NBOPS_RUN_DIR"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ ]{0,249}$")
+_lock = threading.RLock()
+_state: dict[str, Any] = {"run_dir": None, "interactive": False, "steps": {}}
+
+
+def _run_dir() -> Path:
+    with _lock:
+        if _state["run_dir"] is None:
+            env = os.environ.get(RUN_DIR_ENV)
+            if env:
+                _state["run_dir"] = Path(env)
+            else:
+                from .runner import start_interactive_run
+
+                _state["run_dir"] = start_interactive_run()
+                _state["interactive"] = True
+                atexit.register(end_run)
+        return Path(_state["run_dir"])
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ValueError(f"invalid {what} name {name!r}: use letters, digits, _ . - / and "
+                         "spaces, not starting with a dot")
+    return name
+
+
+def _emit(event: dict[str, Any]) -> None:
+    from .fsutil import encode_json
+
+    event["t"] = time.time()
+    line = json.dumps(encode_json(event), allow_nan=False) + "\n"
+    with _lock, open(_run_dir() / "events.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+
+
+def _number(value: Any) -> float:
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()  # numpy / torch scalars
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"a metric value must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def log_metric(name: str, value: float, step: int | None = None) -> None:
+    """Record a metric value; without ``step`` the values of a name are numbered 0, 1, …"""
+    _check_name(name, "metric")
+    number = _number(value)
+    _run_dir()
+    with _lock:
+        steps: dict[str, int] = _state["steps"]
+        if step is None:
+            step = steps.get(name, -1) + 1
+        steps[name] = max(int(step), steps.get(name, -1))
+    _emit({"kind": "metric", "name": name, "value": number, "step": int(step)})
+
+
+def log_params(**params: Any) -> None:
+    """Record values the notebook chose (hyperparameters, derived settings)."""
+    from .typespec import ANY, TypeMismatch, coerce
+
+    clean = {}
+    for key, value in params.items():
+        try:
+            clean[_check_name(key, "param")] = coerce(value, ANY)
+        except TypeMismatch:
+            clean[key] = repr(value)
+    _emit({"kind": "params", "params": clean})
+
+
+def _store(source: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, dest, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, dest)
+    return dest
+
+
+def log_artifact(path: str | os.PathLike[str], name: str | None = None) -> Path:
+    """Copy a file or folder into the run's ``artifacts/``; returns the stored path."""
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"log_artifact: {source} does not exist")
+    rel = _check_name(name or source.name, "artifact")
+    dest = _store(source, _run_dir() / "artifacts" / rel)
+    _emit({"kind": "artifact", "path": f"artifacts/{rel}"})
+    return dest
+
+
+def log_figure(fig: Any, name: str) -> Path:
+    """Save a matplotlib figure as ``artifacts/figures/<name>`` (PNG unless named .svg/.pdf)."""
+    _check_name(name, "figure")
+    if not re.search(r"\.(png|svg|pdf|jpg)$", name):
+        name += ".png"
+    dest = _run_dir() / "artifacts" / "figures" / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, bbox_inches="tight", dpi=100)
+    _emit({"kind": "artifact", "path": f"artifacts/figures/{name}"})
+    return dest
+
+
+def log_model(model: Any, name: str, input_example: Any = None) -> Path:
+    """Save a scikit-learn or PyTorch model in MLflow's model format under ``models/``."""
+    from .models import save_model
+
+    _check_name(name, "model")
+    dest = _run_dir() / "models" / name
+    if dest.exists():
+        raise FileExistsError(f"log_model: a model named {name!r} was already logged in this run")
+    flavor = save_model(model, dest, input_example)
+    _emit({"kind": "model", "name": name, "flavor": flavor, "path": f"models/{name}"})
+    return dest
+
+
+def output(name: str, value: Any) -> None:
+    """Publish a JSON value that later pipeline stages can consume as a parameter."""
+    from .typespec import ANY, TypeMismatch, coerce
+
+    _check_name(name, "output")
+    try:
+        clean = coerce(value, ANY)
+    except TypeMismatch as exc:
+        raise TypeError(f"output {name!r}: {exc}") from None
+    _emit({"kind": "output", "name": name, "value": clean})
+
+
+def end_run(status: str = "succeeded") -> None:
+    """Close the interactive run record (no-op headless, where the runner closes it)."""
+    with _lock:
+        if not _state["interactive"] or _state["run_dir"] is None:
+            return
+        run_dir = Path(_state["run_dir"])
+        _state.update(run_dir=None, interactive=False, steps={})
+    from .runner import finish_interactive_run
+
+    finish_interactive_run(run_dir, status)

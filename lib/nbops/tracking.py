@@ -1,0 +1,139 @@
+"""MLflow behind one interface, with explicit run ids and no global active run.
+
+The embedded default is a SQLite store inside the runs folder. Creating a new SQLite store
+or a new experiment from several processes at once races inside MLflow (broken store, runs
+sent silently to ``Default``), so both happen once under a file lock in the runs folder,
+and every write of a run goes through that lock too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .models import guard_pickle
+
+EXPERIMENT_ENV = "NBOPS_EXPERIMENT"
+_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED", "running": "RUNNING"}
+
+
+def default_uri(runs_dir: Path) -> str:
+    return f"sqlite:///{runs_dir / 'mlflow.db'}"
+
+
+def resolve_uri(option: str | None, runs_dir: Path) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the runs folder."""
+    return option or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(runs_dir)
+
+
+class Tracker:
+    """Mirror of run records into MLflow."""
+
+    def __init__(self, uri: str, runs_dir: Path, experiment: str | None = None) -> None:
+        guard_pickle()
+        from filelock import FileLock
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.runs_dir = runs_dir
+        self.experiment_name = experiment or os.environ.get(EXPERIMENT_ENV, "nbops")
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(runs_dir / ".mlflow.lock"), timeout=600)
+        with self._lock:
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = self._experiment()
+
+    def _experiment(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment_name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if self.uri.startswith("sqlite:"):
+            location = (self.runs_dir / "mlartifacts").as_uri()
+        try:
+            return str(self.client.create_experiment(self.experiment_name,
+                                                     artifact_location=location))
+        except Exception:  # created meanwhile by another process on a shared server
+            again = self.client.get_experiment_by_name(self.experiment_name)
+            if again is None:
+                raise
+            return str(again.experiment_id)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    def start(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Create the MLflow run of a new record; returns the record's ``mlflow`` block."""
+        tags = {"nbops.run_id": record["id"], "nbops.stage": record["stage"],
+                "mlflow.runName": record["id"]}
+        if record.get("template"):
+            tags["nbops.template"] = record["template"]["name"]
+            tags["nbops.template_sha256"] = record["template"]["sha256"]
+        git = record["environment"]["git"]
+        if git.get("commit"):
+            tags["mlflow.source.git.commit"] = git["commit"]
+        with self._locked():
+            run = self.client.create_run(self.experiment_id, tags=tags,
+                                         start_time=int(time.time() * 1000))
+        return {"tracking_uri": self.uri, "experiment_id": self.experiment_id,
+                "run_id": run.info.run_id}
+
+    def finish(self, record: dict[str, Any], run_dir: Path) -> None:
+        """Log params, metrics with steps, artifacts and models; set the final status."""
+        from mlflow.entities import Metric, Param
+
+        run_id = record["mlflow"]["run_id"]
+        params = [Param(k, _param_text(v)) for k, v in record["parameters"].items()]
+        params += [Param(f"logged.{k}", _param_text(v))
+                   for k, v in record.get("logged_params", {}).items()]
+        metrics = [Metric(name, _metric_value(p["value"]), int(p["timestamp"] * 1000), p["step"])
+                   for name, points in record["metric_history"].items() for p in points]
+        with self._locked():
+            for i in range(0, max(len(params), len(metrics)), 100):
+                self.client.log_batch(run_id, metrics=metrics[i:i + 100],
+                                      params=params[i:i + 100])
+            self.client.set_tag(run_id, "nbops.status", record["status"])
+            self._log_files(run_id, run_dir, record)
+            end = record.get("ended_at_ms") or int(time.time() * 1000)
+            self.client.set_terminated(run_id, _STATUS[record["status"]], end_time=end)
+
+    def _log_files(self, run_id: str, run_dir: Path, record: dict[str, Any]) -> None:
+        for art in record["artifacts"]:
+            path = Path(art["path"])
+            if path.parts and path.parts[0] == "models":
+                continue
+            folder = path.parent.as_posix()
+            self.client.log_artifact(run_id, str(run_dir / path),
+                                     None if folder == "." else folder)
+        for name, model in record.get("models", {}).items():
+            self.client.log_artifacts(run_id, str(run_dir / model["path"]), model["path"])
+
+    def mark(self, run_id: str, status: str) -> None:
+        """Set the terminal status of a run whose runner is gone."""
+        with self._locked():
+            self.client.set_tag(run_id, "nbops.status", status)
+            self.client.set_terminated(run_id, _STATUS[status])
+
+    def run_status(self, run_id: str) -> str:
+        return str(self.client.get_run(run_id).info.status)
+
+    def count_runs(self) -> int:
+        return len(self.client.search_runs([self.experiment_id], max_results=50000))
+
+
+def _param_text(value: Any) -> str:
+    from .fsutil import dumps
+
+    text = value if isinstance(value, str) else dumps(value, indent=None)
+    text = text.replace("\x00", "\\x00")
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _metric_value(value: float) -> float:
+    return float(value)

@@ -1,0 +1,250 @@
+"""Declared parameter types: parse an annotation, convert a value to it.
+
+The contract admits JSON-like types only: ``int``, ``float``, ``bool``, ``str``, ``None``,
+``list[T]``, ``dict[str, T]``, unions of these (``int | None``, ``Optional[str]``) and
+``Any``. Conversion is explicit: numpy scalars become their Python value, tuples become
+lists, and anything else that is not a JSON-like value is rejected, never ``str()``-ed.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TypeMismatch(ValueError):
+    """A value cannot be converted to a declared type."""
+
+
+@dataclass(frozen=True)
+class TypeSpec:
+    """A declared type: ``kind`` in int, float, bool, str, none, list, dict, any, union."""
+
+    kind: str
+    args: tuple[TypeSpec, ...] = field(default=())
+
+    def __str__(self) -> str:
+        if self.kind == "none":
+            return "None"
+        if self.kind == "any":
+            return "Any"
+        if self.kind == "union":
+            return " | ".join(str(a) for a in self.args)
+        if self.kind == "list":
+            return f"list[{self.args[0]}]" if self.args else "list"
+        if self.kind == "dict":
+            return f"dict[str, {self.args[0]}]" if self.args else "dict"
+        return self.kind
+
+    @property
+    def accepts_none(self) -> bool:
+        return self.kind in ("none", "any") or any(a.accepts_none for a in self.args
+                                                      if self.kind == "union")
+
+
+ANY = TypeSpec("any")
+_SCALARS = {"int", "float", "bool", "str"}
+_NAMES = {**{s: s for s in _SCALARS}, "None": "none", "NoneType": "none", "Any": "any",
+          "object": "any", "list": "list", "List": "list", "dict": "dict", "Dict": "dict"}
+
+
+def parse_annotation(node: ast.expr) -> TypeSpec:
+    """Turn an annotation's AST into a TypeSpec.
+
+    Raises:
+        ValueError: the annotation is not one of the admitted types.
+    """
+    if isinstance(node, ast.Constant) and node.value is None:
+        return TypeSpec("none")
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return parse_annotation(ast.parse(node.value, mode="eval").body)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _union(parse_annotation(node.left), parse_annotation(node.right))
+    name = _dotted_name(node.value if isinstance(node, ast.Subscript) else node)
+    if isinstance(node, ast.Subscript):
+        args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        specs = [parse_annotation(a) for a in args]
+        if name == "Optional" and len(specs) == 1:
+            return _union(specs[0], TypeSpec("none"))
+        if name == "Union":
+            result = specs[0]
+            for spec in specs[1:]:
+                result = _union(result, spec)
+            return result
+        if _NAMES.get(name) == "list" and len(specs) == 1:
+            return TypeSpec("list", (specs[0],))
+        if _NAMES.get(name) == "dict" and len(specs) == 2 and specs[0].kind == "str":
+            return TypeSpec("dict", (specs[1],))
+        raise ValueError(f"unsupported annotation {ast.unparse(node)!r}")
+    if name in _NAMES:
+        return TypeSpec(_NAMES[name])
+    raise ValueError(f"unsupported annotation {ast.unparse(node)!r}")
+
+
+def _dotted_name(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr  # typing.Optional -> Optional
+    return ast.unparse(node)
+
+
+def _union(a: TypeSpec, b: TypeSpec) -> TypeSpec:
+    members = (a.args if a.kind == "union" else (a,)) + (b.args if b.kind == "union" else (b,))
+    unique = tuple(dict.fromkeys(members))
+    return unique[0] if len(unique) == 1 else TypeSpec("union", unique)
+
+
+def infer_spec(value: Any) -> TypeSpec:
+    """The type implied by an unannotated default value."""
+    if value is None:
+        return ANY
+    for kind, py in (("bool", bool), ("int", int), ("float", float), ("str", str),
+                     ("list", list), ("dict", dict)):
+        if isinstance(value, py):
+            return TypeSpec(kind)
+    return ANY
+
+
+def coerce(value: Any, spec: TypeSpec) -> Any:
+    """Convert ``value`` to ``spec``, explicitly and losslessly, or raise TypeMismatch."""
+    value = _plain(value)
+    if spec.kind == "union":
+        return _coerce_union(value, spec)
+    handler = _HANDLERS[spec.kind]
+    return handler(value, spec)
+
+
+def _coerce_union(value: Any, spec: TypeSpec) -> Any:
+    # An exact type match wins over a conversion: 1 stays int in ``int | str``.
+    for member in spec.args:
+        if _exact(value, member):
+            return coerce(value, member)
+    for member in spec.args:
+        try:
+            return coerce(value, member)
+        except TypeMismatch:
+            continue
+    raise TypeMismatch(f"expected {spec}")
+
+
+def _exact(value: Any, spec: TypeSpec) -> bool:
+    exact = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+             "float": lambda v: isinstance(v, float), "bool": lambda v: isinstance(v, bool),
+             "str": lambda v: isinstance(v, str), "none": lambda v: v is None,
+             "list": lambda v: isinstance(v, list), "dict": lambda v: isinstance(v, dict),
+             "any": lambda v: False, "union": lambda v: False}
+    return exact[spec.kind](value)
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and arrays to Python values; tuples to lists."""
+    module = type(value).__module__
+    if module == "numpy":
+        if hasattr(value, "tolist"):
+            return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _to_int(value: Any, spec: TypeSpec) -> int:
+    if isinstance(value, bool):
+        raise TypeMismatch("expected int, got a bool")
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip().replace("_", ""), 10)
+        except ValueError:
+            pass
+    raise TypeMismatch("expected int")
+
+
+def _to_float(value: Any, spec: TypeSpec) -> float:
+    if isinstance(value, bool):
+        raise TypeMismatch("expected float, got a bool")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace("_", "")
+        text = {".nan": "nan", ".inf": "inf", "-.inf": "-inf", "+.inf": "inf"}.get(text, text)
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    raise TypeMismatch("expected float")
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _to_bool(value: Any, spec: TypeSpec) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise TypeMismatch("expected bool (true/false)")
+
+
+def _to_str(value: Any, spec: TypeSpec) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeMismatch("expected str")
+
+
+def _to_none(value: Any, spec: TypeSpec) -> None:
+    if value is None:
+        return None
+    raise TypeMismatch("expected None")
+
+
+def _to_list(value: Any, spec: TypeSpec) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeMismatch(f"expected {spec}")
+    item = spec.args[0] if spec.args else ANY
+    return [_item(coerce, v, item, f"[{i}]") for i, v in enumerate(value)]
+
+
+def _to_dict(value: Any, spec: TypeSpec) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeMismatch(f"expected {spec}")
+    item = spec.args[0] if spec.args else ANY
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if not isinstance(key, str):
+            raise TypeMismatch(f"dict keys must be str, got {type(key).__name__} {key!r}")
+        out[key] = _item(coerce, v, item, f"[{key!r}]")
+    return out
+
+
+def _item(fn: Any, value: Any, spec: TypeSpec, where: str) -> Any:
+    try:
+        return fn(value, spec)
+    except TypeMismatch as exc:
+        raise TypeMismatch(f"item {where}: {exc}") from None
+
+
+def _to_any(value: Any, spec: TypeSpec) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return _to_list(value, TypeSpec("list"))
+    if isinstance(value, dict):
+        return _to_dict(value, TypeSpec("dict"))
+    raise TypeMismatch(
+        f"a {type(value).__module__}.{type(value).__qualname__} is not a JSON-like value "
+        "(use int, float, bool, str, None, list or dict)"
+    )
+
+
+_HANDLERS = {"int": _to_int, "float": _to_float, "bool": _to_bool, "str": _to_str,
+             "none": _to_none, "list": _to_list, "dict": _to_dict, "any": _to_any}
