@@ -35,12 +35,6 @@ class _TrackedManager(NotebookExecutionManager):  # type: ignore[misc]
             self.tracker.cell_started(cell_index)
         super().cell_start(cell, cell_index, **kwargs)
 
-    def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
-        ok = cell.metadata.get("papermill", {}).get("status") != self.FAILED
-        if cell_index is not None and ok and cell.get("execution_count") is not None:
-            self.tracker.cell_finished(cell_index)
-        super().cell_complete(cell, cell_index, **kwargs)
-
 
 class _Client(PapermillNotebookClient):  # type: ignore[misc]
     """Reports the kernel's pid to the tracker as soon as the kernel is up."""
@@ -53,6 +47,12 @@ class _Client(PapermillNotebookClient):  # type: ignore[misc]
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         self.tracker.kernel_pid = getattr(process, "pid", None)
         return kc
+
+    def execute_cell(self, cell: Any, cell_index: int, *args: Any, **kwargs: Any) -> Any:
+        result = super().execute_cell(cell, cell_index, *args, **kwargs)
+        if cell.cell_type == "code":  # reached only when the cell ran to its end
+            self.tracker.cell_finished(cell_index)
+        return result
 
 
 class NbopsEngine(Engine):  # type: ignore[misc]

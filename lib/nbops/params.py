@@ -23,7 +23,7 @@ import yaml
 
 from .contract import INJECTED_TAG, PARAMETERS_TAG, Template
 from .errors import ConfigError, ParameterError, closest
-from .typespec import TypeMismatch, TypeSpec, coerce
+from .typespec import TypeMismatch, TypeSpec, coerce, matches_exactly
 
 _DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
 
@@ -38,9 +38,13 @@ def parse_cli_value(raw: str, spec: TypeSpec) -> Any:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
         return raw
-    if isinstance(value, str) or (value is None and not spec.accepts_none):
-        return raw if _str_member(spec) else value
-    return value
+    if not _str_member(spec):
+        return value
+    if value is None and spec.accepts_none:
+        return None
+    others = [m for m in (spec.args if spec.kind == "union" else (spec,)) if m.kind != "str"]
+    # e.g. ``int | str``: "5" is the int 5; ``str | None``: "true" stays the text "true"
+    return value if any(matches_exactly(value, m) for m in others) else raw
 
 
 def _has_member(spec: TypeSpec, kind: str) -> bool:

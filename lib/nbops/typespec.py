@@ -121,7 +121,7 @@ def coerce(value: Any, spec: TypeSpec) -> Any:
 def _coerce_union(value: Any, spec: TypeSpec) -> Any:
     # An exact type match wins over a conversion: 1 stays int in ``int | str``.
     for member in spec.args:
-        if _exact(value, member):
+        if matches_exactly(value, member):
             return coerce(value, member)
     for member in spec.args:
         try:
@@ -131,7 +131,7 @@ def _coerce_union(value: Any, spec: TypeSpec) -> Any:
     raise TypeMismatch(f"expected {spec}")
 
 
-def _exact(value: Any, spec: TypeSpec) -> bool:
+def matches_exactly(value: Any, spec: TypeSpec) -> bool:
     exact = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
              "float": lambda v: isinstance(v, float), "bool": lambda v: isinstance(v, bool),
              "str": lambda v: isinstance(v, str), "none": lambda v: v is None,

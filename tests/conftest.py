@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny notebooks, a shared run store, CLI helpers, kernel accounting."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NBOPS = [sys.executable, "-m", "nbops"]
+
+
+@pytest.fixture(scope="session")
+def shared_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One run store for the tests that only read their own run."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture
+def nb() -> Any:
+    return lambda name: NOTEBOOKS / f"{name}.ipynb"
+
+
+@pytest.fixture
+def run_api(shared_runs: Path, tmp_path: Path) -> Any:
+    """Run a test notebook through the Python API, in-process."""
+    from nbops.runner import RunOptions, run
+
+    def _run(name: str, parameters: dict[str, Any] | None = None, **opts: Any) -> dict[str, Any]:
+        options = RunOptions(runs_dir=opts.pop("runs_dir", shared_runs), cwd=tmp_path, **opts)
+        return run(NOTEBOOKS / f"{name}.ipynb", parameters, options=options)
+
+    return _run
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the real ``nbops`` CLI in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*NBOPS, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def kernel_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def kernels_of(run_dir: Path) -> list[psutil.Process]:
+    """Live kernel processes started for this run folder (by their environment)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "ipykernel_launcher" in " ".join(proc.info["cmdline"] or []):
+                if proc.environ().get("NBOPS_RUN_DIR", "").startswith(str(run_dir)):
+                    found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
