@@ -63,7 +63,7 @@ def save_model(model: Any, dest: Path, input_example: Any = None) -> str:
 
             mlflow.pytorch.save_model(
                 model, str(dest), pip_requirements=_pins("torch", "cloudpickle", "numpy"),
-                input_example=input_example)
+                input_example=input_example, serialization_format="pickle")
     return flavor
 
 

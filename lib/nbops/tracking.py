@@ -8,7 +8,10 @@ and every write of a run goes through that lock too.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +38,8 @@ class Tracker:
 
     def __init__(self, uri: str, runs_dir: Path, experiment: str | None = None) -> None:
         guard_pickle()
+        for noisy in ("mlflow.store.db.utils", "alembic", "mlflow.tracking._tracking_service"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         from filelock import FileLock
         from mlflow.tracking import MlflowClient
 
@@ -92,7 +97,7 @@ class Tracker:
         params = [Param(k, _param_text(v)) for k, v in record["parameters"].items()]
         params += [Param(f"logged.{k}", _param_text(v))
                    for k, v in record.get("logged_params", {}).items()]
-        metrics = [Metric(name, _metric_value(p["value"]), int(p["timestamp"] * 1000), p["step"])
+        metrics = [Metric(name, float(p["value"]), int(p["timestamp"] * 1000), p["step"])
                    for name, points in record["metric_history"].items() for p in points]
         with self._locked():
             for i in range(0, max(len(params), len(metrics)), 100):
@@ -100,8 +105,7 @@ class Tracker:
                                       params=params[i:i + 100])
             self.client.set_tag(run_id, "nbops.status", record["status"])
             self._log_files(run_id, run_dir, record)
-            end = record.get("ended_at_ms") or int(time.time() * 1000)
-            self.client.set_terminated(run_id, _STATUS[record["status"]], end_time=end)
+            self._terminate(run_id, record["status"])
 
     def _log_files(self, run_id: str, run_dir: Path, record: dict[str, Any]) -> None:
         for art in record["artifacts"]:
@@ -114,11 +118,17 @@ class Tracker:
         for name, model in record.get("models", {}).items():
             self.client.log_artifacts(run_id, str(run_dir / model["path"]), model["path"])
 
+    def _terminate(self, run_id: str, status: str) -> None:
+        # MLflow prints "View run at <url>" on stdout for server URIs: keep stdout for our
+        # own output (--json) and show the link on stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            self.client.set_terminated(run_id, _STATUS[status])
+
     def mark(self, run_id: str, status: str) -> None:
         """Set the terminal status of a run whose runner is gone."""
         with self._locked():
             self.client.set_tag(run_id, "nbops.status", status)
-            self.client.set_terminated(run_id, _STATUS[status])
+            self._terminate(run_id, status)
 
     def run_status(self, run_id: str) -> str:
         return str(self.client.get_run(run_id).info.status)
@@ -133,7 +143,3 @@ def _param_text(value: Any) -> str:
     text = value if isinstance(value, str) else dumps(value, indent=None)
     text = text.replace("\x00", "\\x00")
     return text if len(text) <= 6000 else text[:5997] + "..."
-
-
-def _metric_value(value: float) -> float:
-    return float(value)

@@ -1,0 +1,162 @@
+"""The CLI as a user meets it: exit codes, messages without tracebacks, nothing half-written."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NBOPS, NOTEBOOKS, cli, kernel_alive, kernels_of
+
+pytestmark = pytest.mark.slow
+EVIL = "x'); import os; os.system('touch PWNED'); ('"
+
+
+def assert_usage_error(done: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    for needle in needles:
+        assert needle in done.stderr
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["-p", "xx", "1"], ["unknown parameter 'xx'", "Did you mean 'x'", "Valid parameters: x"]),
+    (["-p", "x", "ten"], ["parameter 'x'", "expects int", "'ten'"]),
+    (["-p", EVIL, "1"], ["unknown parameter"]),
+    (["-f", "missing.yaml"], ["parameters file", "does not exist"]),
+])
+def test_bad_parameters_exit_2_and_write_nothing(tmp_path: Path, args: list[str],
+                                                 needles: list[str]) -> None:
+    runs = tmp_path / "runs"
+    done = cli("run", str(NOTEBOOKS / "ok.ipynb"), *args, "--runs-dir", str(runs), cwd=tmp_path)
+    assert_usage_error(done, *needles)
+    assert not runs.exists()  # no run record, no store, and so no kernel
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_unknown_template_exit_2(tmp_path: Path) -> None:
+    done = cli("run", "sampl", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert_usage_error(done, "unknown template 'sampl'", "Did you mean 'sample'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_parameters_to_notebook_without_parameters_cell(tmp_path: Path) -> None:
+    done = cli("run", str(NOTEBOOKS / "no_parameters.ipynb"), "-p", "x", "1",
+               "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert_usage_error(done, "declares no parameters", "Tag a cell 'parameters'")
+
+
+def test_hostile_value_runs_as_data(tmp_path: Path) -> None:
+    done = cli("run", str(NOTEBOOKS / "echo.ipynb"), "-p", "s", EVIL, "--json",
+               "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["outputs"]["echo"]["s"] == EVIL
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_run_text_output_and_failure_exit_1(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    done = cli("run", str(NOTEBOOKS / "raises.ipynb"), "--runs-dir", str(runs), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "failed" in done.stdout and "ValueError: bad value 1" in done.stdout
+    assert "failing cell marked" in done.stdout
+    ok = cli("run", str(NOTEBOOKS / "ok.ipynb"), "-p", "x", "4", "--runs-dir", str(runs),
+             cwd=tmp_path)
+    assert ok.returncode == 0 and "succeeded" in ok.stdout and "y=8" in ok.stdout
+    listing = cli("runs", "ls", "--status", "failed", "--runs-dir", str(runs))
+    assert listing.returncode == 0 and "raises" in listing.stdout and "ok " not in listing.stdout
+    as_json = json.loads(cli("runs", "ls", "--json", "--runs-dir", str(runs)).stdout)
+    assert sorted(r["status"] for r in as_json) == ["failed", "succeeded"]
+    run_id = [r["id"] for r in as_json if r["status"] == "succeeded"][0]
+    show = cli("runs", "show", run_id, "--runs-dir", str(runs))
+    assert show.returncode == 0 and "param x = 4" in show.stdout
+    missing = cli("runs", "show", run_id[:-1] + "z", "--runs-dir", str(runs))
+    assert_usage_error(missing, "no run", "Did you mean")
+
+
+def test_templates_listing() -> None:
+    done = cli("templates", "--json")
+    assert done.returncode == 0
+    sample = [t for t in json.loads(done.stdout) if t["name"] == "sample"][0]
+    assert sample["stage"] == "sample"
+    assert {"name": "C", "type": "float", "default": 1.0,
+            "help": "inverse regularisation strength"} in sample["parameters"]
+    text = cli("templates").stdout
+    assert "sample  (stage: sample)" in text and "max_iter: int = 200" in text
+
+
+def _start(tmp_path: Path, runs: Path) -> tuple[subprocess.Popen[str], Path]:
+    proc = subprocess.Popen([*NBOPS, "run", str(NOTEBOOKS / "sleeps.ipynb"), "--runs-dir",
+                             str(runs)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the sleeping cell runs
+        for run_json in runs.glob("*/run.json"):
+            events = run_json.parent / "events.jsonl"
+            if events.exists() and "before_sleep" in events.read_text():
+                return proc, run_json.parent
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the notebook never reached its sleeping cell")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_kills_run_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    runs = tmp_path / "runs"
+    proc, run_dir = _start(tmp_path, runs)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "killed" in out and "Traceback" not in err
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "killed" and "in cell" in record["error"]["message"]
+    assert (run_dir / "notebook.ipynb").exists()
+    assert not kernel_alive(record["runner"]["kernel_pid"]) and not kernels_of(run_dir)
+    mlflow = cli("runs", "show", record["id"], "--json", "--runs-dir", str(runs))
+    assert json.loads(mlflow.stdout)["mlflow"]["synced"] is True
+
+
+def test_sigkill_then_reconcile(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    proc, run_dir = _start(tmp_path, runs)
+    proc.kill()
+    proc.wait(timeout=30)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "running"
+    listing = cli("runs", "ls", "--json", "--runs-dir", str(runs))
+    assert [r["status"] for r in json.loads(listing.stdout)] == ["killed"]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "killed" and record["error"]["ename"] == "RunnerDied"
+    deadline = time.time() + 10
+    while kernels_of(run_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not kernels_of(run_dir)
+    from nbops.tracking import Tracker
+
+    tracker = Tracker(record["mlflow"]["tracking_uri"], runs)
+    assert tracker.run_status(record["mlflow"]["run_id"]) == "KILLED"
+
+
+def test_verify_after_tampering(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    done = cli("run", str(NOTEBOOKS / "record.ipynb"), "--json", "--runs-dir", str(runs),
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["id"]
+    assert cli("runs", "verify", "--runs-dir", str(runs)).returncode == 0
+    run_dir = runs / run_id
+    (run_dir / "artifacts" / "table.csv").write_text("a,b\n9,9\n")
+    (run_dir / "artifacts" / "figures" / "curve.png").unlink()
+    (run_dir / "artifacts" / "sneaky.txt").write_text("hi")
+    done = cli("runs", "verify", run_id, "--runs-dir", str(runs))
+    assert done.returncode == 1
+    assert "changed artifacts/table.csv" in done.stdout
+    assert "missing artifacts/figures/curve.png" in done.stdout
+    assert "unlisted artifacts/sneaky.txt" in done.stdout

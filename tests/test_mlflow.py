@@ -1,0 +1,182 @@
+"""Every run is an MLflow run whose status, params, metrics, artifacts and models match."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import NBOPS, NOTEBOOKS, cli
+
+pytestmark = pytest.mark.slow
+
+
+def client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_mlflow_run_mirrors_record(run_api) -> None:  # type: ignore[no-untyped-def]
+    record = run_api("record", {"n_epochs": 3})
+    info = record["mlflow"]
+    mlrun = client(info["tracking_uri"]).get_run(info["run_id"])
+    assert mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["n_epochs"] == "3" and mlrun.data.params["logged.lr"] == "0.1"
+    assert mlrun.data.tags["nbops.run_id"] == record["id"]
+    assert mlrun.data.tags["nbops.stage"] == "record"
+    assert mlrun.data.tags["nbops.template_sha256"] == record["template"]["sha256"]
+    history = client(info["tracking_uri"]).get_metric_history(info["run_id"], "loss")
+    assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+    paths = {a.path for a in client(info["tracking_uri"]).list_artifacts(info["run_id"])}
+    assert {"notebook.ipynb", "artifacts", "models"} <= paths
+    models = {a.path for a in client(info["tracking_uri"]).list_artifacts(info["run_id"], "models/clf")}
+    assert "models/clf/MLmodel" in models
+
+
+def test_failed_notebook_is_failed_in_mlflow(run_api) -> None:  # type: ignore[no-untyped-def]
+    record = run_api("raises")
+    info = record["mlflow"]
+    mlrun = client(info["tracking_uri"]).get_run(info["run_id"])
+    assert mlrun.info.status == "FAILED" and mlrun.data.tags["nbops.status"] == "failed"
+
+
+def test_model_in_mlflow_format_and_pickle_guard(run_api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import mlflow.pyfunc
+
+    record = run_api("record", {"n_epochs": 1})
+    uri = f"runs:/{record['mlflow']['run_id']}/models/clf"
+    mlflow.set_tracking_uri(record["mlflow"]["tracking_uri"])
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    with pytest.raises(Exception, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+        mlflow.pyfunc.load_model(uri)  # not verified by nbops: MLflow's guard stays on
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    model = mlflow.pyfunc.load_model(uri)
+    assert list(model.predict([[0.0], [3.0]])) == [0, 1]
+
+
+def test_guard_defaults_to_safe(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from nbops.models import guard_pickle
+
+    monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
+    guard_pickle()
+    assert os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
+
+
+def test_tampered_model_is_never_unpickled(run_api, shared_runs: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    import nbops
+    from nbops.errors import ModelIntegrityError
+
+    record = run_api("record", {"n_epochs": 1})
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self) -> Any:
+            return (open, (str(marker), "w"))
+
+    (shared_runs / record["id"] / "models" / "clf" / "model.pkl").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ModelIntegrityError, match="changed since the run recorded it"):
+        nbops.load_run(record["id"], runs_dir=shared_runs).load_model("clf")
+    assert not marker.exists()
+
+
+def test_torch_model_round_trip(run_api, shared_runs: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    import nbops
+
+    record = run_api("torch_model", {"hidden": 3})
+    assert record["status"] == "succeeded", record["error"]
+    assert record["models"]["mlp"]["flavor"] == "pytorch"
+    net = nbops.load_run(record["id"], runs_dir=shared_runs).load_model("mlp")
+    assert net(torch.zeros(1, 2)).shape == (1, 1) and net[0].out_features == 3
+
+
+def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"  # brand-new: store and experiment are created by the racing runs
+
+    def one(i: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*NBOPS, "run", str(NOTEBOOKS / "ok.ipynb"), "-p", "x", str(i),
+                               "--json", "--runs-dir", str(runs)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one, range(12)))
+    assert [r.returncode for r in results] == [0] * 12, [r.stderr[-500:] for r in results]
+    records = [json.loads(r.stdout) for r in results]
+    assert sorted(r["outputs"]["y"] for r in records) == [2 * i for i in range(12)]
+    assert len(list(runs.glob("*/run.json"))) == 12
+    from nbops.tracking import Tracker
+
+    tracker = Tracker(records[0]["mlflow"]["tracking_uri"], runs)
+    assert tracker.count_runs() == 12
+    assert {r["mlflow"]["experiment_id"] for r in records} == {tracker.experiment_id}
+    for r in records:
+        assert tracker.run_status(r["mlflow"]["run_id"]) == "FINISHED"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Any:
+    port = _free_port()
+    exe = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    import urllib.request
+
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError("mlflow server exited at start")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError("mlflow server did not start")
+    yield uri, tmp_path / "server-artifacts"
+    import os
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_runs_go_to_a_shared_server(mlflow_server: Any, tmp_path: Path) -> None:
+    uri, artifacts = mlflow_server
+    runs = tmp_path / "runs"
+    done = cli("run", str(NOTEBOOKS / "record.ipynb"), "--json", "--runs-dir", str(runs),
+               "--tracking-uri", uri, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["mlflow"]["tracking_uri"] == uri and record["mlflow"]["synced"] is True
+    mlrun = client(uri).get_run(record["mlflow"]["run_id"])
+    assert mlrun.info.status == "FINISHED" and mlrun.data.metrics["score"] == 0.5
+    assert not (runs / "mlflow.db").exists()  # nothing went to the embedded store
+    assert any(p.name == "MLmodel" for p in artifacts.rglob("MLmodel"))
+    env_done = cli("run", str(NOTEBOOKS / "raises.ipynb"), "--json", "--runs-dir", str(runs),
+                   cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    failed = json.loads(env_done.stdout)
+    assert client(uri).get_run(failed["mlflow"]["run_id"]).info.status == "FAILED"
