@@ -58,6 +58,8 @@ cells = [
         "nbops.output('n_test_rows', int(len(X_test)))"),
 ]
 nb = nbformat.v4.new_notebook(cells=cells)
+for index, cell in enumerate(nb.cells):
+    cell.id = f"cell-{index}"
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 nb.metadata["language_info"] = {"name": "python"}
 nb.metadata["nbops"] = {"stage": "sample", "outputs": ["accuracy", "n_test_rows"],

@@ -19,7 +19,9 @@ def saved(record: dict[str, Any], runs: Path) -> nbformat.NotebookNode:
 
 
 def marked_cell(nb: nbformat.NotebookNode) -> int:
-    return [i for i, c in enumerate(nb.cells) if "nbops-failed-cell" in c.metadata.get("tags", [])][0]
+    tagged = [i for i, c in enumerate(nb.cells)
+              if "nbops-failed-cell" in c.metadata.get("tags", [])]
+    return tagged[0]
 
 
 def test_ok(run_api, shared_runs: Path) -> None:  # type: ignore[no-untyped-def]
@@ -68,7 +70,8 @@ def test_dead_kernel(run_api, shared_runs: Path) -> None:  # type: ignore[no-unt
 def test_cell_timeout(run_api, shared_runs: Path) -> None:  # type: ignore[no-untyped-def]
     record = run_api("sleeps", cell_timeout=2)
     assert record["status"] == "failed"
-    assert "timed out in cell" in record["error"]["message"] and "after 2 s" in record["error"]["message"]
+    message = record["error"]["message"]
+    assert "timed out in cell" in message and "after 2 s" in message
     assert "time.sleep" in saved(record, shared_runs).cells[record["error"]["cell_index"]].source
     assert record["metrics"] == {"before_sleep": 1.0}  # recorded before the timeout
     assert not kernel_alive(record["runner"]["kernel_pid"])

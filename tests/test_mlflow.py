@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,7 +36,8 @@ def test_mlflow_run_mirrors_record(run_api) -> None:  # type: ignore[no-untyped-
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     paths = {a.path for a in client(info["tracking_uri"]).list_artifacts(info["run_id"])}
     assert {"notebook.ipynb", "artifacts", "models"} <= paths
-    models = {a.path for a in client(info["tracking_uri"]).list_artifacts(info["run_id"], "models/clf")}
+    models = {a.path for a in
+              client(info["tracking_uri"]).list_artifacts(info["run_id"], "models/clf")}
     assert "models/clf/MLmodel" in models
 
 
@@ -53,7 +53,7 @@ def test_model_in_mlflow_format_and_pickle_guard(run_api, monkeypatch) -> None: 
 
     record = run_api("record", {"n_epochs": 1})
     uri = f"runs:/{record['mlflow']['run_id']}/models/clf"
-    mlflow.set_tracking_uri(record["mlflow"]["tracking_uri"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", record["mlflow"]["tracking_uri"])  # restored after
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     with pytest.raises(Exception, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
         mlflow.pyfunc.load_model(uri)  # not verified by nbops: MLflow's guard stays on
@@ -85,7 +85,8 @@ def test_tampered_model_is_never_unpickled(run_api, shared_runs: Path, tmp_path:
         def __reduce__(self) -> Any:
             return (open, (str(marker), "w"))
 
-    (shared_runs / record["id"] / "models" / "clf" / "model.pkl").write_bytes(pickle.dumps(Payload()))
+    pkl = shared_runs / record["id"] / "models" / "clf" / "model.pkl"
+    pkl.write_bytes(pickle.dumps(Payload()))
     with pytest.raises(ModelIntegrityError, match="changed since the run recorded it"):
         nbops.load_run(record["id"], runs_dir=shared_runs).load_model("clf")
     assert not marker.exists()
@@ -117,9 +118,10 @@ def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
     records = [json.loads(r.stdout) for r in results]
     assert sorted(r["outputs"]["y"] for r in records) == [2 * i for i in range(12)]
     assert len(list(runs.glob("*/run.json"))) == 12
-    from nbops.tracking import Tracker
+    from nbops.tracking import Tracker, default_uri
 
-    tracker = Tracker(records[0]["mlflow"]["tracking_uri"], runs)
+    assert {r["mlflow"]["tracking_uri"] for r in records} == {default_uri(runs)}
+    tracker = Tracker(default_uri(runs), runs)
     assert tracker.count_runs() == 12
     assert {r["mlflow"]["experiment_id"] for r in records} == {tracker.experiment_id}
     for r in records:
@@ -151,7 +153,7 @@ def mlflow_server(tmp_path: Path) -> Any:
             break
         except OSError:
             if proc.poll() is not None:
-                raise AssertionError("mlflow server exited at start")
+                raise AssertionError("mlflow server exited at start") from None
             time.sleep(0.5)
     else:
         proc.kill()

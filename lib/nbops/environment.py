@@ -25,10 +25,22 @@ def installed_packages() -> dict[str, str]:
     """Every installed distribution, name -> version (sorted by name)."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name") if dist.metadata else None
+        name, version = _from_folder_name(dist)
+        if name is None:  # no standard folder name: parse METADATA (slower)
+            name, version = dist.metadata["Name"], dist.version
         if name:
-            found.setdefault(str(name).lower(), str(dist.version))
+            found.setdefault(str(name).lower().replace("_", "-"), str(version))
     return dict(sorted(found.items()))
+
+
+def _from_folder_name(dist: metadata.Distribution) -> tuple[str | None, str | None]:
+    """``name-version.dist-info`` gives both without reading METADATA (fast)."""
+    folder = getattr(dist, "_path", None)
+    if folder is None or not str(folder).endswith(".dist-info"):
+        return None, None
+    stem = Path(str(folder)).name[: -len(".dist-info")]
+    name, sep, version = stem.partition("-")
+    return (name, version) if sep and version else (None, None)
 
 
 def git_state(cwd: Path) -> dict[str, Any]:

@@ -219,9 +219,9 @@ def mark_notebook(result: ExecutionResult) -> None:
     if result.error is None:
         return
     nb.metadata["nbops"]["error"] = result.error
-    index = result.error.get("cell_index")
-    if isinstance(index, int) and 0 <= index < len(nb.cells):
-        target = nb.cells[index]
+    failed_at = result.error.get("cell_index")
+    if isinstance(failed_at, int) and 0 <= failed_at < len(nb.cells):
+        target = nb.cells[failed_at]
         target.metadata.setdefault("papermill", {})["status"] = "failed"
         target.metadata["papermill"]["exception"] = True
         target.metadata.setdefault("tags", [])
@@ -231,7 +231,7 @@ def mark_notebook(result: ExecutionResult) -> None:
             f'<span id="nbops-failed-cell" style="color:red; font-size:1.5em;">'
             f"nbops: {result.status}: {_escape(result.error['message'])}</span>")
         banner.metadata["tags"] = [FAILED_TAG + "-banner"]
-        nb.cells.insert(index + 1, banner)  # after it, so cell indices stay valid
+        nb.cells.insert(failed_at + 1, banner)  # after it, so cell indices stay valid
 
 
 def _escape(text: str) -> str:

@@ -72,7 +72,8 @@ class NbopsEngine(Engine):  # type: ignore[misc]
         finally:
             nb_man.cleanup_pbar()
             nb_man.notebook_complete()
-        return nb_man.nb
+        result: nbformat.NotebookNode = nb_man.nb
+        return result
 
     @classmethod
     def execute_managed_notebook(cls, nb_man: NotebookExecutionManager, kernel_name: str,
@@ -90,7 +91,8 @@ class NbopsEngine(Engine):  # type: ignore[misc]
         if log is not None:
             start_kwargs["stderr"] = log
             start_kwargs["stdout"] = log
-        return client.execute(**start_kwargs)
+        executed: nbformat.NotebookNode = client.execute(**start_kwargs)
+        return executed
 
 
 papermill_engines.register(ENGINE_NAME, NbopsEngine)

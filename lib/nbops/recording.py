@@ -38,7 +38,7 @@ def _run_dir() -> Path:
 
                 _state["run_dir"] = start_interactive_run()
                 _state["interactive"] = True
-                atexit.register(end_run)
+                atexit.register(_end_at_exit)
         return Path(_state["run_dir"])
 
 
@@ -150,7 +150,11 @@ def output(name: str, value: Any) -> None:
     _emit({"kind": "output", "name": name, "value": clean})
 
 
-def end_run(status: str = "succeeded") -> None:
+def _end_at_exit() -> None:
+    end_run(_at_exit=True)
+
+
+def end_run(status: str = "succeeded", _at_exit: bool = False) -> None:
     """Close the interactive run record (no-op headless, where the runner closes it)."""
     with _lock:
         if not _state["interactive"] or _state["run_dir"] is None:
@@ -159,4 +163,4 @@ def end_run(status: str = "succeeded") -> None:
         _state.update(run_dir=None, interactive=False, steps={})
     from .runner import finish_interactive_run
 
-    finish_interactive_run(run_dir, status)
+    finish_interactive_run(run_dir, status, at_exit=_at_exit)

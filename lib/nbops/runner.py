@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,15 +56,16 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     notebook = params.inject(tpl.notebook, given)
     notebook.metadata.setdefault("nbops", {})["parameters"] = _jsonable(resolved)
     runs_dir = records.resolve_runs_dir(opts.runs_dir)
-    from .tracking import Tracker, resolve_uri
+    from .tracking import TrackerFuture, resolve_uri
 
-    tracker = Tracker(resolve_uri(opts.tracking_uri, runs_dir), runs_dir)
+    uri = resolve_uri(opts.tracking_uri, runs_dir)
+    tracker = TrackerFuture(uri, runs_dir)  # MLflow imports and opens its store meanwhile
     store = RunStore(runs_dir)
     cwd = (opts.cwd or Path.cwd()).resolve()
     record = new_record(tpl.stage, cwd, template=tpl, parameters=resolved)
+    record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
+                        "synced": False}
     run_dir = store.create(record)
-    record["mlflow"] = tracker.start(record)
-    store.write(record)
     request = ExecutionRequest(
         notebook=notebook, output_path=run_dir / NOTEBOOK_FILE, cwd=cwd,
         env=kernel_env(run_dir), cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
@@ -152,7 +154,9 @@ def stop_on_signals(stop: threading.Event | None) -> Iterator[threading.Event]:
     if threading.current_thread() is not threading.main_thread():
         yield event
         return
-    handler: Callable[[int, Any], None] = lambda signum, frame: event.set()
+    def handler(signum: int, frame: Any) -> None:
+        event.set()
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield event
@@ -181,8 +185,16 @@ def finalize(store: RunStore, record: dict[str, Any], status: str,
 
 
 def mirror(tracker: Any, store: RunStore, record: dict[str, Any]) -> None:
-    """Send the finished record to MLflow; a tracking failure is a warning, not a lost run."""
+    """Create and finish the record's MLflow run; a tracking failure is a warning only.
+
+    The MLflow run is created once the outcome is known (with the real start time), so a
+    run record and its MLflow run never disagree about the status.
+    """
     try:
+        if hasattr(tracker, "get"):
+            tracker = tracker.get()
+        if not record["mlflow"].get("run_id"):
+            record["mlflow"].update(tracker.start(record))
         tracker.finish(record, store.path(record["id"]))
         record["mlflow"]["synced"] = True
     except Exception as exc:  # the record on disk stays the source of truth
@@ -200,14 +212,33 @@ def start_interactive_run() -> Path:
     return store.create(record)
 
 
-def finish_interactive_run(run_dir: Path, status: str = "succeeded") -> dict[str, Any]:
-    """Close an interactive run record and mirror it to MLflow."""
-    from .tracking import Tracker, resolve_uri
+def finish_interactive_run(run_dir: Path, status: str = "succeeded",
+                           at_exit: bool = False) -> None:
+    """Close an interactive run record, then mirror it to MLflow.
 
+    At interpreter exit MLflow can no longer be imported (threads are shut down), so the
+    mirror then runs in a short child process.
+    """
     store = RunStore(run_dir.parent)
     record = store.read(run_dir.name)
-    tracker = Tracker(resolve_uri(None, run_dir.parent), run_dir.parent)
-    record["mlflow"] = tracker.start(record)
     finalize(store, record, status, None)
-    mirror(tracker, store, record)
-    return record
+    if at_exit:
+        code = "import sys; from nbops.runner import sync_to_mlflow; sync_to_mlflow(sys.argv[1])"
+        subprocess.run([sys.executable, "-c", code, str(run_dir)], env=kernel_env(run_dir),
+                       check=False, timeout=600)
+    else:
+        sync_to_mlflow(run_dir)
+
+
+def sync_to_mlflow(run_dir: str | Path) -> None:
+    """Mirror a finished record to MLflow (interactive runs, runs whose runner died)."""
+    from .tracking import Tracker, resolve_uri
+
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir.parent)
+    record = store.read(run_dir.name)
+    info = record.get("mlflow") or {}
+    uri = info.get("tracking_uri") or resolve_uri(None, run_dir.parent)
+    record["mlflow"] = {"tracking_uri": uri, "experiment_id": info.get("experiment_id"),
+                        "run_id": info.get("run_id"), "synced": False}
+    mirror(Tracker(uri, run_dir.parent), store, record)

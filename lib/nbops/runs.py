@@ -37,7 +37,9 @@ def reconcile(store: RunStore, record: dict[str, Any]) -> dict[str, Any]:
         message = f"runner process {runner.get('pid')} ended without finishing the run (killed)"
         finalize(store, record, "killed", {"ename": "RunnerDied", "evalue": "",
                                            "cell_index": None, "message": message})
-        _mark_mlflow(store, record)
+        from .runner import sync_to_mlflow
+
+        sync_to_mlflow(store.path(record["id"]))
     return record
 
 
@@ -48,20 +50,6 @@ def _kill_orphan(pid: Any) -> None:
         os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
     except (ProcessLookupError, PermissionError, OSError):
         pass
-
-
-def _mark_mlflow(store: RunStore, record: dict[str, Any]) -> None:
-    info = record.get("mlflow")
-    if not info or not info.get("run_id"):
-        return
-    try:
-        from .tracking import Tracker
-
-        Tracker(info["tracking_uri"], store.root).mark(info["run_id"], record["status"])
-        info["synced"] = True
-    except Exception as exc:
-        record["warnings"].append(f"could not mark the MLflow run {record['status']}: {exc}")
-    store.write(record)
 
 
 def get_record(run_id: str, runs_dir: str | Path | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,29 @@ def default_uri(runs_dir: Path) -> str:
 def resolve_uri(option: str | None, runs_dir: Path) -> str:
     """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the runs folder."""
     return option or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(runs_dir)
+
+
+class TrackerFuture:
+    """A Tracker being built in a background thread (MLflow's import takes seconds)."""
+
+    def __init__(self, uri: str, runs_dir: Path) -> None:
+        self._result: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._build, args=(uri, runs_dir),
+                                        name="nbops-tracker", daemon=True)
+        self._thread.start()
+
+    def _build(self, uri: str, runs_dir: Path) -> None:
+        try:
+            self._result["tracker"] = Tracker(uri, runs_dir)
+        except BaseException as exc:  # re-raised in get()
+            self._result["error"] = exc
+
+    def get(self) -> Tracker:
+        self._thread.join()
+        if "error" in self._result:
+            raise self._result["error"]
+        tracker: Tracker = self._result["tracker"]
+        return tracker
 
 
 class Tracker:
@@ -84,8 +108,8 @@ class Tracker:
         if git.get("commit"):
             tags["mlflow.source.git.commit"] = git["commit"]
         with self._locked():
-            run = self.client.create_run(self.experiment_id, tags=tags,
-                                         start_time=int(time.time() * 1000))
+            start = int(record.get("started_at_epoch", time.time()) * 1000)
+            run = self.client.create_run(self.experiment_id, tags=tags, start_time=start)
         return {"tracking_uri": self.uri, "experiment_id": self.experiment_id,
                 "run_id": run.info.run_id}
 
@@ -115,7 +139,7 @@ class Tracker:
             folder = path.parent.as_posix()
             self.client.log_artifact(run_id, str(run_dir / path),
                                      None if folder == "." else folder)
-        for name, model in record.get("models", {}).items():
+        for model in record.get("models", {}).values():
             self.client.log_artifacts(run_id, str(run_dir / model["path"]), model["path"])
 
     def _terminate(self, run_id: str, status: str) -> None:
@@ -123,12 +147,6 @@ class Tracker:
         # own output (--json) and show the link on stderr.
         with contextlib.redirect_stdout(sys.stderr):
             self.client.set_terminated(run_id, _STATUS[status])
-
-    def mark(self, run_id: str, status: str) -> None:
-        """Set the terminal status of a run whose runner is gone."""
-        with self._locked():
-            self.client.set_tag(run_id, "nbops.status", status)
-            self._terminate(run_id, status)
 
     def run_status(self, run_id: str) -> str:
         return str(self.client.get_run(run_id).info.status)

@@ -132,12 +132,14 @@ def _coerce_union(value: Any, spec: TypeSpec) -> Any:
 
 
 def matches_exactly(value: Any, spec: TypeSpec) -> bool:
-    exact = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-             "float": lambda v: isinstance(v, float), "bool": lambda v: isinstance(v, bool),
-             "str": lambda v: isinstance(v, str), "none": lambda v: v is None,
-             "list": lambda v: isinstance(v, list), "dict": lambda v: isinstance(v, dict),
-             "any": lambda v: False, "union": lambda v: False}
-    return exact[spec.kind](value)
+    """Whether ``value`` already has the scalar or container type ``spec`` names."""
+    if spec.kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if spec.kind == "none":
+        return value is None
+    exact: dict[str, type] = {"float": float, "bool": bool, "str": str, "list": list,
+                              "dict": dict}
+    return spec.kind in exact and isinstance(value, exact[spec.kind])
 
 
 def _plain(value: Any) -> Any:

@@ -1,4 +1,7 @@
-"""Regenerate the tiny test notebooks, one per behaviour: python tests/notebooks/make_notebooks.py"""
+"""Regenerate the tiny test notebooks, one per behaviour.
+
+    python tests/notebooks/make_notebooks.py
+"""
 from pathlib import Path
 
 import nbformat
@@ -14,6 +17,8 @@ def notebook(name: str, params: str | None, *cells: str, outputs: tuple[str, ...
     if params is not None:
         nb.cells.append(nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}))
     nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"cell-{index}"  # stable ids: regenerating changes nothing
     nbformat.write(nb, HERE / f"{name}.ipynb")
 
 
@@ -57,9 +62,11 @@ notebook("echo",
          "nbops.output('types', {k: type(v).__name__ for k, v in values.items()})",
          outputs=("echo", "types"))
 notebook("record", "n_epochs: int = 3  # epochs\n",
-         "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+         "import matplotlib\nmatplotlib.use('Agg')\n"
+         "import matplotlib.pyplot as plt\n"
          "from pathlib import Path\nimport nbops",
-         "for epoch in range(n_epochs):\n    nbops.log_metric('loss', 1.0 / (epoch + 1), step=epoch)\n"
+         "for epoch in range(n_epochs):\n"
+         "    nbops.log_metric('loss', 1.0 / (epoch + 1), step=epoch)\n"
          "nbops.log_metric('score', 0.5)\nnbops.log_params(lr=0.1, layers=[3, 2])",
          "Path('table.csv').write_text('a,b\\n1,2\\n')\nnbops.log_artifact('table.csv')\n"
          "fig, ax = plt.subplots()\nax.plot([1, 2, 3])\nnbops.log_figure(fig, 'curve')",
