@@ -111,7 +111,10 @@ def runs_ls(stage: str | None, status: str | None, runs_dir: Path | None, as_jso
     """List run records, oldest first."""
     from .runs import list_records
 
-    found = list_records(runs_dir, stage=stage, status=status)
+    problems: list[str] = []
+    found = list_records(runs_dir, stage=stage, status=status, problems=problems)
+    for problem in problems:
+        click.echo(f"nbops: warning: skipped {problem}", err=True)
     if as_json:
         click.echo(dumps([_brief(r) for r in found]))
         return

@@ -58,14 +58,20 @@ def get_record(run_id: str, runs_dir: str | Path | None = None) -> dict[str, Any
 
 
 def list_records(runs_dir: str | Path | None = None, *, stage: str | None = None,
-                 status: str | None = None) -> list[dict[str, Any]]:
-    """Every readable record (reconciled), oldest first, filtered by stage and status."""
+                 status: str | None = None, problems: list[str] | None = None
+                 ) -> list[dict[str, Any]]:
+    """Every readable record (reconciled), oldest first, filtered by stage and status.
+
+    Unreadable records are skipped and described in ``problems`` when it is given.
+    """
     store = _store(runs_dir)
     found = []
     for run_id in store.ids():
         try:
             record = reconcile(store, store.read(run_id))
-        except RecordError:
+        except RecordError as exc:
+            if problems is not None:
+                problems.append(str(exc))
             continue
         if (stage is None or record["stage"] == stage) and (
                 status is None or record["status"] == status):
