@@ -24,8 +24,10 @@ def marked_cell(nb: nbformat.NotebookNode) -> int:
     return tagged[0]
 
 
-def test_ok(run_api, shared_runs: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ok(run_api, shared_runs: Path, nb) -> None:  # type: ignore[no-untyped-def]
+    before = nb("ok").read_bytes()
     record = run_api("ok", {"x": 21})
+    assert nb("ok").read_bytes() == before  # the template is never written to
     assert record["status"] == "succeeded" and record["error"] is None
     assert record["outputs"] == {"y": 42} and record["metrics"] == {"y": 42.0}
     assert record["parameters"] == {"x": 21}
