@@ -165,6 +165,68 @@ def runs_verify(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
     click.echo("all artifacts match their records")
 
 
+@cli.group("pipeline")
+def pipeline_group() -> None:
+    """Run and inspect pipelines (pipeline.yaml)."""
+
+
+PIPELINE_FILE = click.argument("file", required=False, type=click.Path(path_type=Path))
+
+
+@pipeline_group.command("run")
+@PIPELINE_FILE
+@click.option("-p", "--param", "overrides", type=(str, str), multiple=True,
+              metavar="STAGE.NAME VALUE", help="Override a stage parameter (repeatable).")
+@click.option("--force", is_flag=True, help="Run every stage, ignoring the cache.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent stages to run at once.")
+@RUNS_DIR
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI.")
+@JSON
+def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], force: bool,
+                 jobs: int, runs_dir: Path | None, tracking_uri: str | None,
+                 as_json: bool) -> None:
+    """Run the pipeline in FILE (default: ./pipeline.yaml); a second run resumes."""
+    from .pipeline import load
+    from .pipeline_runner import PipelineOptions, run_pipeline
+
+    pipe = load(file, overrides)
+    report = None if as_json else (lambda line: click.echo(line, err=True))
+    options = PipelineOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, jobs=jobs,
+                              force=force, progress=sys.stderr.isatty() and not as_json,
+                              report=report)
+    record = run_pipeline(pipe, options)
+    if as_json:
+        click.echo(dumps(record))
+    else:
+        click.echo(f"pipeline {record['id']}  {record['status']}  ({record['duration_s']:.1f} s)")
+        for name, stage in record["stages"].items():
+            cached = " (cached)" if stage["cached"] else ""
+            click.echo(f"  {name:<14} {stage['status']:<9}{cached} {stage['run_id'] or ''}")
+        if record["error"]:
+            click.echo(record["error"])
+    sys.exit(0 if record["status"] == "succeeded" else 1)
+
+
+@pipeline_group.command("show")
+@PIPELINE_FILE
+@RUNS_DIR
+def pipeline_show(file: Path | None, runs_dir: Path | None) -> None:
+    """Show the pipeline's DAG and each stage's cache state."""
+    from .pipeline import load
+    from .pipeline_runner import cache_states
+
+    pipe = load(file)
+    states = cache_states(pipe, runs_dir)
+    click.echo(f"pipeline {pipe.name} ({pipe.path}): {len(pipe.order)} stages")
+    for position, name in enumerate(pipe.order, 1):
+        stage = pipe.stages[name]
+        after = f" <- {', '.join(stage.upstream)}" if stage.upstream else ""
+        click.echo(f"  {position}. {name} [{stage.template.name}]{after}: {states[name]}")
+        for param, (source, out) in stage.refs.items():
+            click.echo(f"       {param} = {source}.outputs.{out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one clear message and an exit code, no traceback."""
     try:

@@ -97,7 +97,7 @@ def resolve(
         for name, value in load_params_file(file).items():
             given[name] = _checked(template, name, value, source=f"file {file}")
     for name, raw in cli:
-        spec = _declared(template, name).type
+        spec = declared(template, name).type
         given[name] = _checked(template, name, parse_cli_value(raw, spec), source="-p", raw=raw)
     for name, value in (overrides or {}).items():
         given[name] = _checked(template, name, value, source="parameters")
@@ -106,7 +106,8 @@ def resolve(
     return resolved, given
 
 
-def _declared(template: Template, name: str) -> Any:
+def declared(template: Template, name: str) -> Any:
+    """The declared parameter ``name``, or a ParameterError naming the valid ones."""
     if not isinstance(name, str) or name not in template.parameters:
         raise ParameterError(_unknown_message(template, name), name=str(name))
     return template.parameters[name]
@@ -126,7 +127,7 @@ def _unknown_message(template: Template, name: object) -> str:
 
 def _checked(template: Template, name: str, value: Any, *, source: str,
              raw: str | None = None) -> Any:
-    param = _declared(template, name)
+    param = declared(template, name)
     try:
         return coerce(value, param.type)
     except TypeMismatch as exc:

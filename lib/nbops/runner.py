@@ -39,7 +39,8 @@ class RunOptions:
     cwd: Path | None = None
     executor: Executor | None = None
     stop: threading.Event | None = None
-    extra_tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (parent run, ...)
+    pipeline: dict[str, Any] | None = None  # {run_id, stage, cache_key} when in a pipeline
 
 
 def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
@@ -63,6 +64,7 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     store = RunStore(runs_dir)
     cwd = (opts.cwd or Path.cwd()).resolve()
     record = new_record(tpl.stage, cwd, template=tpl, parameters=resolved)
+    record["tags"], record["pipeline"] = dict(opts.tags), opts.pipeline
     record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
                         "synced": False}
     run_dir = store.create(record)

@@ -104,6 +104,7 @@ class Tracker:
         if record.get("template"):
             tags["nbops.template"] = record["template"]["name"]
             tags["nbops.template_sha256"] = record["template"]["sha256"]
+        tags.update(record.get("tags") or {})
         git = record["environment"]["git"]
         if git.get("commit"):
             tags["mlflow.source.git.commit"] = git["commit"]
@@ -141,6 +142,19 @@ class Tracker:
                                      None if folder == "." else folder)
         for model in record.get("models", {}).values():
             self.client.log_artifacts(run_id, str(run_dir / model["path"]), model["path"])
+
+    def start_parent(self, pipeline_run_id: str, name: str) -> str:
+        """The parent MLflow run of a pipeline run; stage runs become its children."""
+        tags = {"nbops.pipeline_run": pipeline_run_id, "nbops.pipeline": name,
+                "mlflow.runName": pipeline_run_id}
+        with self._locked():
+            run = self.client.create_run(self.experiment_id, tags=tags)
+        return str(run.info.run_id)
+
+    def finish_parent(self, run_id: str, status: str) -> None:
+        with self._locked():
+            self.client.set_tag(run_id, "nbops.status", status)
+            self._terminate(run_id, status)
 
     def _terminate(self, run_id: str, status: str) -> None:
         # MLflow prints "View run at <url>" on stdout for server URIs: keep stdout for our

@@ -74,6 +74,21 @@ notebook("record", "n_epochs: int = 3  # epochs\n",
          "model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])\n"
          "nbops.log_model(model, 'clf')\nnbops.output('n_epochs', n_epochs)",
          outputs=("n_epochs",))
+notebook("produce", "n: int = 3  # lines to write\nseed: int = 0  # varies the content\n",
+         "import nbops\nfrom pathlib import Path\n"
+         "Path('data.txt').write_text('\\n'.join(str(i + seed) for i in range(n)))\n"
+         "stored = nbops.log_artifact('data.txt')\n"
+         "nbops.output('path', str(stored))\nnbops.output('total', sum(range(n)) + n * seed)",
+         outputs=("path", "total"))
+notebook("consume",
+         "path: str = ''  # file from the producer\ntotal: int = 0  # expected sum\n"
+         "fail: bool = False  # fail on purpose\nfactor: int = 1  # multiplier\n",
+         "import nbops\nfrom pathlib import Path\n"
+         "values = [int(v) for v in Path(path).read_text().split()]\n"
+         "assert sum(values) == total\n"
+         "if fail:\n    raise RuntimeError('asked to fail')\n"
+         "nbops.output('scaled', total * factor)",
+         outputs=("scaled",))
 notebook("torch_model", "hidden: int = 4  # hidden units\n",
          "import torch, nbops\ntorch.manual_seed(0)\n"
          "net = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.ReLU(), "

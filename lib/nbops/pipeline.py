@@ -1,0 +1,184 @@
+"""Pipelines: stages declared in ``pipeline.yaml``, checked as a DAG before anything runs.
+
+Syntax::
+
+    name: lifecycle
+    stages:
+      prepare:
+        template: prepare            # a template name or a path relative to this file
+        parameters: {n_rows: 2000}
+      train:
+        template: train
+        parameters:
+          train_path: ${prepare.outputs.train_path}   # an output of an upstream stage
+        after: [prepare]             # optional: extra ordering without passing data
+
+A parameter whose value is exactly ``${STAGE.outputs.NAME}`` receives that output of
+``STAGE`` (which must be declared in the template's ``nbops.outputs``) and makes the stage
+depend on it. Everything is checked before the first kernel starts: unknown stages,
+templates, parameters and outputs, bad values, and cycles.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import contract, params
+from .errors import ConfigError, UsageError, did_you_mean
+
+REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)\.outputs\.([A-Za-z_][\w.\-]*)\s*\}$")
+DEFAULT_FILE = "pipeline.yaml"
+
+
+class PipelineError(UsageError):
+    """The pipeline file is inconsistent (exit 2, nothing run)."""
+
+
+@dataclass
+class Stage:
+    """One stage: a template, literal parameters, and references to upstream outputs."""
+
+    name: str
+    template: contract.Template
+    parameters: dict[str, Any]
+    refs: dict[str, tuple[str, str]]
+    after: list[str] = field(default_factory=list)
+
+    @property
+    def upstream(self) -> list[str]:
+        return sorted({s for s, _ in self.refs.values()} | set(self.after))
+
+
+@dataclass
+class Pipeline:
+    """A checked pipeline, with its stages in a valid execution order."""
+
+    name: str
+    path: Path
+    stages: dict[str, Stage]
+    order: list[str]
+
+
+def load(path: Path | None = None, overrides: Iterable[tuple[str, str]] = ()) -> Pipeline:
+    """Read, check and order a pipeline file; ``overrides`` are ``(STAGE.NAME, VALUE)``.
+
+    Raises:
+        ConfigError: missing or unreadable file.
+        PipelineError, TemplateError, ParameterError: inconsistent pipeline.
+    """
+    path = (path or Path(DEFAULT_FILE)).resolve()
+    spec = _read(path)
+    raw = spec.get("stages")
+    if not isinstance(raw, dict) or not raw:
+        raise PipelineError(f"{path}: 'stages' must be a mapping of stage names to "
+                            "{template, parameters, after}")
+    stages = {name: _stage(path, str(name), body) for name, body in raw.items()}
+    _apply_overrides(stages, overrides)
+    _check_references(path, stages)
+    order = _topological(stages, path)
+    return Pipeline(str(spec.get("name", path.parent.name)), path, stages, order)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file {path} does not exist; create it or pass its path "
+                          "(nbops pipeline run PATH)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read pipeline file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: the pipeline file must be a mapping with 'stages'")
+    return data
+
+
+def _stage(path: Path, name: str, body: Any) -> Stage:
+    if not re.fullmatch(r"[A-Za-z_][\w-]*", name):
+        raise PipelineError(f"{path}: invalid stage name {name!r} (letters, digits, _ and -)")
+    if not isinstance(body, dict) or not isinstance(body.get("template"), str):
+        raise PipelineError(f"{path}: stage '{name}' needs 'template: NAME_OR_PATH'")
+    unknown = set(body) - {"template", "parameters", "after"}
+    if unknown:
+        raise PipelineError(f"{path}: stage '{name}' has unknown keys {sorted(unknown)}; "
+                            "allowed: template, parameters, after")
+    ref = body["template"]
+    local = path.parent / ref
+    template = contract.resolve(local if ref.endswith(".ipynb") else ref,
+                                project_dir=path.parent)
+    raw = body.get("parameters") or {}
+    after = body.get("after") or []
+    if not isinstance(raw, dict) or not isinstance(after, list):
+        raise PipelineError(f"{path}: stage '{name}': 'parameters' must be a mapping and "
+                            "'after' a list of stage names")
+    literal, refs = {}, {}
+    for key, value in raw.items():
+        match = REF.match(value) if isinstance(value, str) else None
+        if match:
+            refs[str(key)] = (match.group(1), match.group(2))
+        else:
+            literal[str(key)] = value
+    for key in refs:  # names of referenced parameters are checked like literal ones
+        params.declared(template, key)
+    checked, _ = params.resolve(template, overrides=literal)
+    return Stage(name, template, {k: checked[k] for k in literal}, refs, [str(a) for a in after])
+
+
+def _apply_overrides(stages: dict[str, Stage], overrides: Iterable[tuple[str, str]]) -> None:
+    for target, raw in overrides:
+        stage_name, _, param = target.partition(".")
+        if stage_name not in stages or not param:
+            raise PipelineError(f"override '{target}' must be STAGE.PARAMETER with a stage of "
+                                f"this pipeline.{did_you_mean(stage_name, stages)} Stages: "
+                                f"{', '.join(stages)}")
+        stage = stages[stage_name]
+        resolved, _ = params.resolve(stage.template, cli=[(param, raw)])
+        stage.parameters[param] = resolved[param]
+        stage.refs.pop(param, None)
+
+
+def _check_references(path: Path, stages: dict[str, Stage]) -> None:
+    for stage in stages.values():
+        for dep in stage.after:
+            if dep not in stages:
+                raise PipelineError(f"{path}: stage '{stage.name}' runs after unknown stage "
+                                    f"'{dep}'.{did_you_mean(dep, stages)}")
+        for param, (source, out) in stage.refs.items():
+            where = f"{path}: {stage.name}.parameters.{param}"
+            if source not in stages:
+                raise PipelineError(f"{where} refers to unknown stage '{source}'."
+                                    f"{did_you_mean(source, stages)} Stages: "
+                                    f"{', '.join(stages)}")
+            declared = stages[source].template.outputs
+            if out not in declared:
+                raise PipelineError(
+                    f"{where} refers to unknown output '{out}' of stage '{source}'."
+                    f"{did_you_mean(out, declared)} Template "
+                    f"'{stages[source].template.name}' declares: "
+                    f"{', '.join(declared) or '(none)'}")
+
+
+def _topological(stages: dict[str, Stage], path: Path) -> list[str]:
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "active":
+            cycle = trail[trail.index(name):] + [name]
+            raise PipelineError(f"{path}: the stages form a cycle: {' -> '.join(cycle)}")
+        state[name] = "active"
+        for dep in stages[name].upstream:
+            visit(dep, trail + [name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in stages:
+        visit(name, [])
+    return order
