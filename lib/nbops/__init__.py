@@ -24,10 +24,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .runner import run
-    from .runs import load_run
+    from .runs import load_model, load_run
 
 __all__ = [
-    "end_run", "load_run", "log_artifact", "log_figure", "log_metric", "log_model",
+    "end_run", "load_model", "load_run", "log_artifact", "log_figure", "log_metric", "log_model",
     "log_params", "output", "run",
 ]
 
@@ -37,8 +37,8 @@ def __getattr__(name: str) -> Any:
         from .runner import run as _run
 
         return _run
-    if name == "load_run":
-        from .runs import load_run as _load_run
+    if name in ("load_run", "load_model"):
+        from . import runs
 
-        return _load_run
+        return getattr(runs, name)
     raise AttributeError(f"module 'nbops' has no attribute {name!r}")

@@ -70,7 +70,7 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     run_dir = store.create(record)
     request = ExecutionRequest(
         notebook=notebook, output_path=run_dir / NOTEBOOK_FILE, cwd=cwd,
-        env=kernel_env(run_dir), cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
+        env=kernel_env(run_dir, uri), cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
         progress=opts.progress, kernel_log=run_dir / "kernel.log")
     executor = opts.executor or _default_executor()
     try:
@@ -139,11 +139,13 @@ def input_hashes(parameters: Mapping[str, Any], cwd: Path) -> list[dict[str, Any
     return found
 
 
-def kernel_env(run_dir: Path) -> dict[str, str]:
+def kernel_env(run_dir: Path, tracking_uri: str | None = None) -> dict[str, str]:
     from .recording import RUN_DIR_ENV
 
     env = dict(os.environ)
     env[RUN_DIR_ENV] = str(run_dir)
+    if tracking_uri:  # mlflow calls in the notebook (the registry) use the run's store
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     lib = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (lib, env.get("PYTHONPATH", "")) if p)
     return env

@@ -153,6 +153,16 @@ class Run:
         return load_verified(self.path, model["path"], model["flavor"], self.record["artifacts"])
 
 
+def load_model(path: str | Path) -> Any:
+    """Load the model stored at ``runs/<run_id>/models/<name>``, verified against its record."""
+    folder = Path(path).resolve()
+    run_dir = folder.parent.parent
+    if folder.parent.name != "models" or not (run_dir / records.RUN_FILE).is_file():
+        raise NbopsError(f"{path} is not a model folder of an nbops run "
+                         "(expected runs/<run_id>/models/<name>)")
+    return Run(RunStore(run_dir.parent).read(run_dir.name), run_dir).load_model(folder.name)
+
+
 def load_run(run_id: str, runs_dir: str | Path | None = None) -> Run:
     store = _store(runs_dir)
     record = reconcile(store, store.read(run_id))

@@ -1,0 +1,74 @@
+"""Data for the stage templates: scikit-learn's bundled datasets or a CSV/Parquet file.
+
+Nothing is downloaded. Bundled datasets get a categorical ``segment`` column (terciles of
+their first feature) so that slice metrics and new-category shifts have something to use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BUNDLED = ("breast_cancer", "wine", "iris", "diabetes")
+
+
+def load_table(path: str | Path) -> Any:
+    """A DataFrame from a CSV or Parquet file, with a clear error when it is missing."""
+    import pandas as pd
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"data file {file} does not exist")
+    if file.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(file)
+    if file.suffix.lower() in (".csv", ".txt"):
+        return pd.read_csv(file)
+    raise ValueError(f"cannot read {file}: use a .csv or .parquet file")
+
+
+def load_bundled(name: str, target: str = "target") -> Any:
+    """One of scikit-learn's bundled datasets as a DataFrame with ``target`` and ``segment``."""
+    import pandas as pd
+    from sklearn import datasets
+
+    if name not in BUNDLED:
+        raise ValueError(f"unknown bundled dataset {name!r}; choose one of {', '.join(BUNDLED)}"
+                         " or give a data file")
+    frame = getattr(datasets, f"load_{name}")(as_frame=True).frame
+    frame = frame.rename(columns={"target": target})
+    first = frame.columns[0]
+    frame["segment"] = pd.qcut(frame[first], 3, labels=["low", "mid", "high"]).astype(str)
+    return frame
+
+
+def column_kinds(frame: Any) -> dict[str, str]:
+    """``numeric`` or ``categorical`` for each column."""
+    import pandas as pd
+
+    return {str(c): "numeric" if pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c]) else "categorical"
+            for c in frame.columns}
+
+
+def check_schema(frame: Any, target: str, required: dict[str, str]) -> None:
+    """Raise ValueError naming every missing or mistyped column."""
+    kinds = column_kinds(frame)
+    missing = [c for c in [target, *required] if c not in kinds]
+    mistyped = [f"{c} (expected {k}, found {kinds[c]})" for c, k in required.items()
+                if c in kinds and k != kinds[c]]
+    problems = []
+    if missing:
+        problems.append(f"missing columns: {', '.join(missing)}")
+    if mistyped:
+        problems.append(f"mistyped columns: {', '.join(mistyped)}")
+    if problems:
+        raise ValueError(f"schema check failed: {'; '.join(problems)}. Fix the data or the "
+                         "'target'/'required_columns' parameters.")
+
+
+def task_of(frame: Any, target: str) -> str:
+    """``classification`` for few distinct integer-like labels, else ``regression``."""
+    labels = frame[target]
+    few = labels.nunique() <= 20
+    integral = labels.dtype.kind in "biuO" or bool((labels.dropna() % 1 == 0).all())
+    return "classification" if few and integral else "regression"
