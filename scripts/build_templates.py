@@ -127,7 +127,7 @@ template(
     "Train a scikit-learn model (logistic regression, random forest, gradient boosting) "
     "or a PyTorch MLP on the train split, logging per-iteration metrics, and save it with "
     "nbops.log_model.",
-    ["model_path", "model_kind", "train_accuracy"],
+    ["model_path", "train_run", "model_kind", "train_accuracy"],
     '''
 train_path: str = ""  # train split from the prepare stage ("" : bundled breast_cancer)
 target: str = "target"  # label column
@@ -208,6 +208,7 @@ print(f"{model}: train accuracy {train_accuracy:.3f}")
     '''
 stored = nbops.log_model(estimator, "model", input_example=X.head(3))
 nbops.output("model_path", str(stored))
+nbops.output("train_run", nbops.current_run_id())
 nbops.output("model_kind", model)
 nbops.output("train_accuracy", float(train_accuracy))
 ''',
@@ -218,7 +219,7 @@ template(
     "Score a trained model on the held-out test split: metrics, plots (confusion matrix, "
     "ROC, calibration, permutation importance), metrics per slice of a grouping column "
     "(fairness gaps), and a pass/fail verdict against thresholds.",
-    ["verdict", "failures", "metrics", "model_path", "test_sha256"],
+    ["verdict", "failures", "metrics", "model_path", "test_sha256", "evaluate_run"],
     '''
 model_path: str = ""  # model folder from the train stage ("" : fit a quick baseline here)
 test_path: str = ""  # test split from the prepare stage ("" : bundled breast_cancer)
@@ -340,5 +341,247 @@ nbops.output("failures", failures)
 nbops.output("metrics", scores)
 nbops.output("model_path", model_path)
 nbops.output("test_sha256", test_sha256)
+nbops.output("evaluate_run", nbops.current_run_id())
 ''',
+)
+
+template(
+    "register",
+    "Register the evaluated model in the MLflow Model Registry, only when the evaluation "
+    "verdict passed, with lineage tags and the alias `challenger`; promote it to "
+    "`champion` when it beats the current champion on the same test data (or when there "
+    "is none).",
+    ["model_name", "version", "aliases", "promoted", "champion_version", "score",
+     "champion_score"],
+    """
+model_path: str = ""  # model folder from the train stage (through evaluate)
+verdict: str = ""  # evaluation verdict: only "pass" is registered
+test_path: str = ""  # test split: challenger and champion are compared on it
+target: str = "target"  # label column
+model_name: str = "nbops-model"  # registered model name
+primary_metric: str = "roc_auc"  # comparison metric: roc_auc, accuracy, f1 (higher wins) or rmse, mae (lower wins)
+test_sha256: str = ""  # lineage: test data hash
+train_sha256: str = ""  # lineage: train data hash
+train_run: str = ""  # lineage: nbops run id of the train stage
+evaluate_run: str = ""  # lineage: nbops run id of the evaluate stage
+""",
+    """
+import json
+from pathlib import Path
+
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn import metrics as skm
+
+import nbops
+from nbops.datasets import load_table
+""",
+    """
+if verdict != "pass":
+    raise RuntimeError(f"registration refused: the evaluation verdict is {verdict!r}, not 'pass'. "
+                       "Improve the model or relax the evaluate thresholds, then run again.")
+if not model_path or not test_path:
+    raise ValueError("model_path and test_path are required (outputs of train/evaluate and prepare)")
+train_run_dir = Path(model_path).parent.parent
+train_record = json.loads((train_run_dir / "run.json").read_text())
+source_run = train_record["mlflow"]["run_id"]
+test = load_table(test_path)
+X, y = test.drop(columns=[target]), test[target]
+lower_is_better = primary_metric in ("rmse", "mae")
+
+def score(model):
+    if primary_metric == "roc_auc":
+        proba = model.predict_proba(X)
+        return float(skm.roc_auc_score(y, proba[:, 1]) if proba.shape[1] == 2 else
+                     skm.roc_auc_score(y, proba, multi_class="ovr", labels=model.classes_))
+    pred = model.predict(X)
+    fns = {"accuracy": skm.accuracy_score, "f1": lambda a, b: skm.f1_score(a, b, average="macro"),
+           "rmse": lambda a, b: float(np.sqrt(skm.mean_squared_error(a, b))),
+           "mae": skm.mean_absolute_error}
+    if primary_metric not in fns:
+        raise ValueError(f"unknown primary_metric {primary_metric!r}")
+    return float(fns[primary_metric](y, pred))
+
+challenger_score = score(nbops.load_model(model_path))
+print(f"challenger {primary_metric}: {challenger_score:.4f}")
+""",
+    "## Register and promote",
+    """
+client = MlflowClient()
+try:
+    client.create_registered_model(model_name, description="Registered by the nbops register stage")
+except MlflowException as exc:
+    if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+        raise
+tags = {"nbops.model_path": str(model_path), "nbops.train_run": train_run,
+        "nbops.evaluate_run": evaluate_run, "nbops.register_run": nbops.current_run_id(),
+        "nbops.test_sha256": test_sha256, "nbops.train_sha256": train_sha256,
+        f"nbops.score.{primary_metric}": str(challenger_score)}
+version = client.create_model_version(model_name, source=f"runs:/{source_run}/models/model",
+                                      run_id=source_run, tags=tags)
+client.set_registered_model_alias(model_name, "challenger", version.version)
+try:
+    champion = client.get_model_version_by_alias(model_name, "champion")
+except MlflowException:
+    champion = None
+champion_score = None
+if champion is not None:
+    champion_score = score(nbops.load_model(champion.tags["nbops.model_path"]))
+    print(f"champion v{champion.version} {primary_metric}: {champion_score:.4f}")
+better = champion_score is None or (challenger_score < champion_score if lower_is_better
+                                    else challenger_score >= champion_score)
+if better:
+    client.set_registered_model_alias(model_name, "champion", version.version)
+champion_version = int(version.version) if better else int(champion.version)
+aliases = ["challenger"] + (["champion"] if better else [])
+print(f"{model_name} v{version.version}: {', '.join(aliases)}"
+      + ("" if better else f" (champion stays v{champion_version})"))
+nbops.log_metric(f"challenger_{primary_metric}", challenger_score)
+nbops.output("model_name", model_name)
+nbops.output("version", int(version.version))
+nbops.output("aliases", aliases)
+nbops.output("promoted", bool(better))
+nbops.output("champion_version", champion_version)
+nbops.output("score", challenger_score)
+nbops.output("champion_score", champion_score)
+""",
+)
+
+template(
+    "infer",
+    "Batch scoring with a registered model chosen by alias or version; the input is "
+    "checked against the model's signature, and the predictions are recorded.",
+    ["predictions_path", "n_rows", "model_name", "version", "model_path"],
+    """
+model_name: str = "nbops-model"  # registered model name
+alias: str = "champion"  # alias to score with (ignored when version is set)
+version: int | None = None  # a registered version number
+input_path: str = ""  # batch to score (CSV or Parquet)
+target: str = "target"  # label column, kept beside the predictions when present
+""",
+    """
+from pathlib import Path
+
+import pandas as pd
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+
+import nbops
+from nbops.datasets import load_table
+""",
+    """
+client = MlflowClient()
+chosen = (client.get_model_version(model_name, str(version)) if version is not None
+          else client.get_model_version_by_alias(model_name, alias))
+model_path = chosen.tags["nbops.model_path"]
+model = nbops.load_model(model_path)  # verified against its run record
+batch = load_table(input_path)
+print(f"{model_name} v{chosen.version}; {len(batch)} rows to score")
+""",
+    "## Check the input against the model signature",
+    """
+signature = Model.load(model_path).signature
+expected = {spec.name: str(spec.type) for spec in signature.inputs.inputs} if signature else {}
+missing = [c for c in expected if c not in batch.columns]
+numeric_types = {"DataType.double", "DataType.float", "DataType.long", "DataType.integer"}
+mistyped = [f"{c} (model expects {expected[c].split('.')[-1]}, got {batch[c].dtype})"
+            for c in expected if c in batch.columns
+            and (expected[c] in numeric_types) != pd.api.types.is_numeric_dtype(batch[c])]
+if missing or mistyped:
+    raise ValueError("input does not match the model signature: "
+                     + "; ".join(filter(None, [missing and f"missing columns: {', '.join(missing)}",
+                                               mistyped and f"mistyped columns: {', '.join(mistyped)}"])))
+X = batch[list(expected)] if expected else batch.drop(columns=[target], errors="ignore")
+""",
+    """
+scored = batch.copy()
+scored["prediction"] = model.predict(X)
+if hasattr(model, "predict_proba"):
+    proba = model.predict_proba(X)
+    if proba.shape[1] == 2:
+        scored["probability"] = proba[:, 1]
+scored.to_parquet("predictions.parquet", index=False)
+stored = nbops.log_artifact("predictions.parquet")
+Path("predictions.parquet").unlink()
+nbops.log_metric("rows_scored", len(scored))
+nbops.output("predictions_path", str(stored))
+nbops.output("n_rows", int(len(scored)))
+nbops.output("model_name", model_name)
+nbops.output("version", int(chosen.version))
+nbops.output("model_path", model_path)
+scored.head()
+""",
+)
+
+template(
+    "monitor",
+    "Compare the reference data with a current batch (features, predictions, and labels "
+    "when present), show a drift report, and map the drift to an action (none, warn, "
+    "retrain, experiment).",
+    ["action", "share_drifted", "drifted_columns", "report_path"],
+    """
+reference_path: str = ""  # reference split from prepare ("" : bundled data, no drift)
+current_path: str = ""  # current batch, e.g. infer's predictions ("" : bundled data, shifted)
+model_path: str = ""  # model used to score the reference for prediction drift ("" : skip)
+target: str = "target"  # label column (performance drift when present on both sides)
+prediction_column: str = "prediction"  # prediction column of the current batch
+alpha: float = 0.05  # significance level after Benjamini-Hochberg adjustment
+policy_measure: str = "auto"  # what the action tiers apply to: auto, share or performance
+""",
+    """
+import json
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import HTML, display
+
+import nbops
+from nbops.datasets import load_bundled, load_table
+from nbops.drift import compare
+""",
+    """
+if reference_path:
+    reference = load_table(reference_path)
+else:  # by hand: bundled data against a shifted copy of itself
+    reference = load_bundled("breast_cancer", target)
+if current_path:
+    current = load_table(current_path)
+else:
+    current = reference.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    current[current.columns[0]] = current[current.columns[0]] * 1.3
+current = current.drop(columns=["probability"], errors="ignore")
+if model_path and prediction_column in current:
+    model = nbops.load_model(model_path)
+    reference = reference.copy()
+    reference[prediction_column] = model.predict(reference.drop(columns=[target], errors="ignore"))
+print(f"reference {len(reference)} rows, current {len(current)} rows")
+""",
+    "## Drift report",
+    """
+report = compare(reference, current, target=target,
+                 prediction=prediction_column if prediction_column in current else None,
+                 alpha=alpha, measure=policy_measure)
+drifted = [name for name, col in report.columns.items() if col["drift"] and col["role"] == "feature"]
+display(HTML(report.to_html()))
+print(f"action: {report.action} ({report.share_drifted:.1%} of features drifted; "
+      f"measure: {report.measure})")
+""",
+    """
+Path("drift.json").write_text(json.dumps(report.to_dict(), indent=2))
+Path("drift.html").write_text(report.to_html())
+stored = nbops.log_artifact("drift.json")
+nbops.log_artifact("drift.html")
+Path("drift.json").unlink()
+Path("drift.html").unlink()
+nbops.log_metric("share_drifted", report.share_drifted)
+for name, col in report.columns.items():
+    nbops.log_metric(f"drift.{name}.effect_size", col["effect_size"])
+if report.performance and report.performance.get("drop") is not None:
+    nbops.log_metric("performance_drop", report.performance["drop"])
+nbops.output("action", report.action)
+nbops.output("share_drifted", report.share_drifted)
+nbops.output("drifted_columns", drifted)
+nbops.output("report_path", str(stored))
+""",
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .recording import (
+    current_run_id,
     end_run,
     log_artifact,
     log_figure,
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
     from .runs import load_model, load_run
 
 __all__ = [
-    "end_run", "load_model", "load_run", "log_artifact", "log_figure", "log_metric", "log_model",
-    "log_params", "output", "run",
+    "current_run_id", "end_run", "load_model", "load_run", "log_artifact", "log_figure",
+    "log_metric", "log_model", "log_params", "output", "run",
 ]
 
 

@@ -60,8 +60,10 @@ def _run_summary(record: dict[str, Any], folder: Path) -> str:
     lines = [f"run {record['id']}  {record['status']}  ({record['duration_s']:.1f} s)",
              f"record:   {folder}"]
     if record["metrics"]:
-        shown = ", ".join(f"{k}={_num(v)}" for k, v in record["metrics"].items())
-        lines.append(f"metrics:  {shown}")
+        items = list(record["metrics"].items())
+        shown = ", ".join(f"{k}={_num(v)}" for k, v in items[:8])
+        more = f" (+{len(items) - 8} more: nbops runs show --json)" if len(items) > 8 else ""
+        lines.append(f"metrics:  {shown}{more}")
     if record["outputs"]:
         lines.append(f"outputs:  {', '.join(record['outputs'])}")
     if record.get("models"):
@@ -205,7 +207,23 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
             click.echo(f"  {name:<14} {stage['status']:<9}{cached} {stage['run_id'] or ''}")
         if record["error"]:
             click.echo(record["error"])
+        _pipeline_epilogue(record, runs_dir)
     sys.exit(0 if record["status"] == "succeeded" else 1)
+
+
+def _pipeline_epilogue(record: dict[str, Any], runs_dir: Path | None) -> None:
+    from .records import resolve_runs_dir
+
+    for label, value in record.get("summary", {}).items():
+        shown = (", ".join(f"{k}={_num(v)}" for k, v in value.items())
+                 if isinstance(value, dict) else _num(value))
+        click.echo(f"{label + ':':<19}{shown}")
+    folder = resolve_runs_dir(runs_dir)
+    click.echo(f"{'run records:':<19}{folder} (nbops runs ls; nbops runs show RUN_ID)")
+    uri = (record.get("mlflow") or {}).get("tracking_uri", "")
+    if uri.startswith("sqlite:"):
+        click.echo(f"{'MLflow UI:':<19}mlflow ui --backend-store-uri {uri}")
+    click.echo(f"{'notebooks:':<19}{folder}/<run id>/notebook.ipynb (open in JupyterLab)")
 
 
 @pipeline_group.command("show")

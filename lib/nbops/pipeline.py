@@ -63,6 +63,7 @@ class Pipeline:
     path: Path
     stages: dict[str, Stage]
     order: list[str]
+    summary: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def load(path: Path | None = None, overrides: Iterable[tuple[str, str]] = ()) -> Pipeline:
@@ -82,7 +83,26 @@ def load(path: Path | None = None, overrides: Iterable[tuple[str, str]] = ()) ->
     _apply_overrides(stages, overrides)
     _check_references(path, stages)
     order = _topological(stages, path)
-    return Pipeline(str(spec.get("name", path.parent.name)), path, stages, order)
+    summary = _summary(path, spec.get("summary") or {}, stages)
+    return Pipeline(str(spec.get("name", path.parent.name)), path, stages, order, summary)
+
+
+def _summary(path: Path, raw: Any, stages: dict[str, Stage]) -> dict[str, tuple[str, str]]:
+    """``summary: {label: ${stage.outputs.name}}``: what to print when the pipeline ends."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: 'summary' must map labels to ${{stage.outputs.name}}")
+    found = {}
+    for label, value in raw.items():
+        match = REF.match(value) if isinstance(value, str) else None
+        if not match:
+            raise PipelineError(f"{path}: summary '{label}' must be ${{stage.outputs.name}}, "
+                                f"got {value!r}")
+        source, out = match.group(1), match.group(2)
+        if source not in stages or out not in stages[source].template.outputs:
+            raise PipelineError(f"{path}: summary '{label}' refers to unknown "
+                                f"{source}.outputs.{out}")
+        found[str(label)] = (source, out)
+    return found
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -218,6 +218,9 @@ class PipelineRun:
             status = "failed"
         self.record.update(status=status, ended_at=records.utcnow(),
                            duration_s=round(time.time() - self.started, 3))
+        self.record["summary"] = {label: self.done[src]["outputs"].get(out)
+                                  for label, (src, out) in self.pipe.summary.items()
+                                  if src in self.done}
         if status != "succeeded":
             self.record["error"] = self._resume_hint(status)
         self._save()

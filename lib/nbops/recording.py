@@ -42,6 +42,11 @@ def _run_dir() -> Path:
         return Path(_state["run_dir"])
 
 
+def current_run_id() -> str:
+    """The id of the run this notebook is recording into (opening one if needed)."""
+    return _run_dir().name
+
+
 def _check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         raise ValueError(f"invalid {what} name {name!r}: use letters, digits, _ . - / and "
