@@ -1,0 +1,85 @@
+"""The demo pipeline through nbops against the same cells as one plain Python script.
+
+First runs the lifecycle pipeline once (to have resolved parameters), then, REPEAT times
+interleaved: ``nbops pipeline run --force`` (every stage executed, recorded and mirrored
+to MLflow) and one Python process that executes the very same code cells, stage after
+stage, with the same injected parameters. Prints medians and the ratio.
+
+    .venv/bin/python bench/pipeline.py [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "notebooks" / "pipeline.yaml"
+NBOPS = [str(Path(sys.executable).with_name("nbops"))]
+
+
+def pipeline(runs: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+    done = subprocess.run([*NBOPS, "pipeline", "run", str(DEMO), "--json", "--runs-dir",
+                           str(runs), *extra], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def plain_script(runs: Path, record: dict, folder: Path) -> Path:  # type: ignore[type-arg]
+    """One script with every stage's code cells, parameters injected as in the pipeline."""
+    parts = ["import os, pathlib", "os.environ['NBOPS_RUN_DIR'] = str(pathlib.Path("
+             f"{str(folder / 'scratch')!r}))"]
+    for stage in record["order"]:
+        run_id = record["stages"][stage]["run_id"]
+        nb = nbformat.read(runs / run_id / "notebook.ipynb", as_version=4)
+        code = "\n\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        parts.append(f"exec(compile({code!r}, {stage!r}, 'exec'), {{'__name__': '__main__'}})")
+    script = folder / "lifecycle.py"
+    script.write_text("\n".join(parts) + "\n")
+    (folder / "scratch").mkdir(exist_ok=True)
+    return script
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=DEMO.parent)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        runs = folder / "runs"
+        record = pipeline(runs)
+        script = plain_script(runs, record, folder)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": record["mlflow"]["tracking_uri"]}
+        ways = {"nbops pipeline": [*NBOPS, "pipeline", "run", str(DEMO), "--force",
+                                   "--runs-dir", str(runs)],
+                "plain script": [sys.executable, str(script)]}
+        times: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(args.repeat):
+            for name, cmd in ways.items():
+                times[name].append(timed(cmd, env))
+        med = {name: statistics.median(values) for name, values in times.items()}
+        print(f"lifecycle pipeline ({len(record['order'])} stages), median of {args.repeat} "
+              "interleaved runs:")
+        for name, value in med.items():
+            print(f"  {name:<16} {value:7.2f} s")
+        print(f"  ratio nbops / plain script: {med['nbops pipeline'] / med['plain script']:.2f}x")
+        cached = time.perf_counter()
+        pipeline(runs)
+        print(f"  fully cached re-run        : {time.perf_counter() - cached:7.2f} s")
+
+
+if __name__ == "__main__":
+    main()
