@@ -29,6 +29,10 @@ def template(name: str, description: str, outputs: list[str], params: str,
     for index, cell in enumerate(nb.cells):
         cell.id = f"cell-{index}"
     nbformat.write(nb, OUT / f"{name}.ipynb")
+    BUILT.append(OUT / f"{name}.ipynb")
+
+
+BUILT: list[Path] = []
 
 
 template(
@@ -63,6 +67,7 @@ from nbops.datasets import check_schema, column_kinds, load_bundled, load_table,
 ''',
     "## Load and check",
     '''
+# NBVAL_CHECK_OUTPUT
 df = load_table(data_path) if data_path else load_bundled(dataset, target)
 check_schema(df, target, required_columns)
 if n_rows and n_rows < len(df):
@@ -72,6 +77,7 @@ print(f"{len(df)} rows, {df.shape[1] - 1} features, task: {task}")
 ''',
     "## Split",
     '''
+# NBVAL_CHECK_OUTPUT
 stratify = df[target] if task == "classification" else None
 rest, test = train_test_split(df, test_size=test_size, random_state=seed, stratify=stratify)
 share = reference_size / (1 - test_size)
@@ -154,6 +160,7 @@ import nbops
 from nbops.datasets import column_kinds, load_bundled, load_table
 ''',
     '''
+# NBVAL_CHECK_OUTPUT
 train = load_table(train_path) if train_path else load_bundled("breast_cancer", target)
 X, y = train.drop(columns=[target]), train[target]
 kinds = column_kinds(X)
@@ -354,7 +361,7 @@ template(
     ["model_name", "version", "aliases", "promoted", "champion_version", "score",
      "champion_score"],
     """
-model_path: str = ""  # model folder from the train stage (through evaluate)
+model_path: str = ""  # model folder from the train stage ("" : a quick baseline made here)
 verdict: str = ""  # evaluation verdict: only "pass" is registered
 test_path: str = ""  # test split: challenger and champion are compared on it
 target: str = "target"  # label column
@@ -378,6 +385,23 @@ import nbops
 from nbops.datasets import load_table
 """,
     """
+if not model_path:  # run by hand: train, test and judge a quick baseline so the notebook runs
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from nbops.datasets import load_bundled
+    full = load_bundled("breast_cancer", target).drop(columns=["segment"])
+    fit_part, test_part = train_test_split(full, test_size=0.2, random_state=0)
+    baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    baseline.fit(fit_part.drop(columns=[target]), fit_part[target])
+    model_path = str(nbops.log_model(baseline, "model", input_example=fit_part.drop(columns=[target]).head(3)))
+    test_part.to_parquet("baseline_test.parquet", index=False)
+    test_path = str(nbops.log_artifact("baseline_test.parquet"))
+    Path("baseline_test.parquet").unlink()
+    accuracy = baseline.score(test_part.drop(columns=[target]), test_part[target])
+    verdict = "pass" if accuracy >= 0.85 else "fail"
+    nbops.end_run()  # closes the by-hand run so its MLflow run exists for the registry
 if verdict != "pass":
     raise RuntimeError(f"registration refused: the evaluation verdict is {verdict!r}, not 'pass'. "
                        "Improve the model or relax the evaluate thresholds, then run again.")
@@ -408,7 +432,7 @@ print(f"challenger {primary_metric}: {challenger_score:.4f}")
 """,
     "## Register and promote",
     """
-client = MlflowClient()
+client = MlflowClient(nbops.tracking_uri())
 try:
     client.create_registered_model(model_name, description="Registered by the nbops register stage")
 except MlflowException as exc:
@@ -454,10 +478,10 @@ template(
     "checked against the model's signature, and the predictions are recorded.",
     ["predictions_path", "n_rows", "model_name", "version", "model_path"],
     """
-model_name: str = "nbops-model"  # registered model name
+model_name: str = ""  # registered model name ("" : a quick baseline fitted here)
 alias: str = "champion"  # alias to score with (ignored when version is set)
 version: int | None = None  # a registered version number
-input_path: str = ""  # batch to score (CSV or Parquet)
+input_path: str = ""  # batch to score, CSV or Parquet ("" : a sample of the bundled data)
 target: str = "target"  # label column, kept beside the predictions when present
 """,
     """
@@ -471,13 +495,25 @@ import nbops
 from nbops.datasets import load_table
 """,
     """
-client = MlflowClient()
-chosen = (client.get_model_version(model_name, str(version)) if version is not None
-          else client.get_model_version_by_alias(model_name, alias))
-model_path = chosen.tags["nbops.model_path"]
-model = nbops.load_model(model_path)  # verified against its run record
-batch = load_table(input_path)
-print(f"{model_name} v{chosen.version}; {len(batch)} rows to score")
+from nbops.datasets import load_bundled
+batch = load_table(input_path) if input_path else load_bundled("breast_cancer", target).sample(50, random_state=0)
+if model_name:
+    client = MlflowClient(nbops.tracking_uri())
+    chosen = (client.get_model_version(model_name, str(version)) if version is not None
+              else client.get_model_version_by_alias(model_name, alias))
+    model_path, model_version = chosen.tags["nbops.model_path"], int(chosen.version)
+else:  # run by hand: a quick baseline, logged like a trained model
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    full = load_bundled("breast_cancer", target).drop(columns=["segment"])
+    baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    baseline.fit(full.drop(columns=[target]), full[target])
+    model_path = str(nbops.log_model(baseline, "model", input_example=full.drop(columns=[target]).head(3)))
+    model_version = 0
+# a registered model is verified against its run record before it is unpickled
+model = nbops.load_model(model_path) if model_name else baseline
+print(f"model {model_name or 'baseline'} v{model_version}; {len(batch)} rows to score")
 """,
     "## Check the input against the model signature",
     """
@@ -508,7 +544,7 @@ nbops.log_metric("rows_scored", len(scored))
 nbops.output("predictions_path", str(stored))
 nbops.output("n_rows", int(len(scored)))
 nbops.output("model_name", model_name)
-nbops.output("version", int(chosen.version))
+nbops.output("version", model_version)
 nbops.output("model_path", model_path)
 scored.head()
 """,
@@ -541,6 +577,7 @@ from nbops.datasets import load_bundled, load_table
 from nbops.drift import compare
 """,
     """
+# NBVAL_CHECK_OUTPUT
 if reference_path:
     reference = load_table(reference_path)
 else:  # by hand: bundled data against a shifted copy of itself
@@ -585,3 +622,13 @@ nbops.output("drifted_columns", drifted)
 nbops.output("report_path", str(stored))
 """,
 )
+
+
+if __name__ == "__main__":
+    import sys
+
+    from checked_outputs import store_checked_outputs
+
+    if "--outputs" in sys.argv:
+        for built in BUILT:
+            store_checked_outputs(built)

@@ -19,17 +19,19 @@ from .recording import (
     log_model,
     log_params,
     output,
+    tracking_uri,
 )
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .pipeline_runner import run_pipeline
     from .runner import run
     from .runs import load_model, load_run
 
 __all__ = [
     "current_run_id", "end_run", "load_model", "load_run", "log_artifact", "log_figure",
-    "log_metric", "log_model", "log_params", "output", "run",
+    "log_metric", "log_model", "log_params", "output", "run", "run_pipeline", "tracking_uri",
 ]
 
 
@@ -38,6 +40,10 @@ def __getattr__(name: str) -> Any:
         from .runner import run as _run
 
         return _run
+    if name == "run_pipeline":
+        from .pipeline_runner import run_pipeline as _run_pipeline
+
+        return _run_pipeline
     if name in ("load_run", "load_model"):
         from . import runs
 

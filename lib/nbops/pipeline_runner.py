@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,8 +238,13 @@ class PipelineRun:
                 f"{len(reused)} succeeded stage(s) will be reused from the cache.")
 
 
-def run_pipeline(pipe: Pipeline, options: PipelineOptions | None = None) -> dict[str, Any]:
-    """Run ``pipe`` and return its pipeline record."""
+def run_pipeline(pipe: Pipeline | str | Path, options: PipelineOptions | None = None,
+                 overrides: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Run a pipeline (a loaded one, or the path of its file) and return its record."""
+    if not isinstance(pipe, Pipeline):
+        from .pipeline import load
+
+        pipe = load(Path(pipe), overrides)
     return PipelineRun(pipe, options or PipelineOptions()).execute()
 
 

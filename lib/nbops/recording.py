@@ -42,6 +42,18 @@ def _run_dir() -> Path:
         return Path(_state["run_dir"])
 
 
+def tracking_uri() -> str:
+    """The MLflow tracking URI runs of this notebook go to (``MLFLOW_TRACKING_URI`` or the
+    embedded SQLite store of the runs folder), for registry calls in templates."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    from .records import resolve_runs_dir
+    from .tracking import default_uri
+
+    env = os.environ.get(RUN_DIR_ENV)
+    return default_uri(Path(env).parent if env else resolve_runs_dir())
+
+
 def current_run_id() -> str:
     """The id of the run this notebook is recording into (opening one if needed)."""
     return _run_dir().name
