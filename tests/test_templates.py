@@ -81,3 +81,42 @@ def test_evaluate_verdict_and_plots(runs: Path, prepared: dict[str, Any]) -> Non
                    thresholds={"accuracy": 1.01, "log_loss": 0.0}, permutation_repeats=1)
     assert strict["outputs"]["verdict"] == "fail"
     assert len(strict["outputs"]["failures"]) == 2
+
+
+def test_prepare_reads_a_csv_file(runs: Path, tmp_path: Path) -> None:
+    from nbops.datasets import load_bundled
+
+    load_bundled("wine").drop(columns=["segment"]).to_csv(tmp_path / "wine.csv", index=False)
+    out = stage("prepare", runs, data_path=str(tmp_path / "wine.csv"),
+                required_columns={"alcohol": "numeric"}, shift="missing")["outputs"]
+    current = pd.read_parquet(out["current_path"])
+    assert out["n_rows"] == 178 and current.isna().any().any()
+
+
+def test_register_promotes_only_a_better_model(runs: Path, prepared: dict[str, Any]) -> None:
+    good = stage("train", runs, train_path=prepared["train_path"])["outputs"]
+    weak = stage("train", runs, train_path=prepared["train_path"], model="random_forest",
+                 n_estimators=1, max_depth=1)["outputs"]
+    common = {"test_path": prepared["test_path"], "verdict": "pass", "model_name": "promo"}
+    first = stage("register", runs, model_path=good["model_path"], **common)["outputs"]
+    assert first["promoted"] and first["aliases"] == ["challenger", "champion"]
+    second = stage("register", runs, model_path=weak["model_path"], **common)["outputs"]
+    assert not second["promoted"] and second["aliases"] == ["challenger"]
+    assert second["champion_version"] == first["version"]
+    assert second["score"] < second["champion_score"]
+
+
+def test_infer_checks_the_signature(runs: Path, prepared: dict[str, Any], tmp_path: Path) -> None:
+    model = stage("train", runs, train_path=prepared["train_path"])["outputs"]
+    stage("register", runs, model_path=model["model_path"], test_path=prepared["test_path"],
+          verdict="pass", model_name="sig")
+    batch = pd.read_parquet(prepared["current_path"]).drop(columns=["mean radius"])
+    batch["segment"] = 1.0
+    batch.to_parquet(tmp_path / "bad.parquet")
+    record = run("infer", {"model_name": "sig", "input_path": str(tmp_path / "bad.parquet")},
+                 options=RunOptions(runs_dir=runs, cwd=runs))
+    assert record["status"] == "failed"
+    assert "missing columns: mean radius" in record["error"]["evalue"]
+    assert "segment (model expects string" in record["error"]["evalue"]
+    good = stage("infer", runs, model_name="sig", input_path=prepared["current_path"])
+    assert good["outputs"]["n_rows"] == len(pd.read_parquet(prepared["current_path"]))
