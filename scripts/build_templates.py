@@ -248,28 +248,18 @@ from sklearn.calibration import CalibrationDisplay
 from sklearn.inspection import permutation_importance
 
 import nbops
-from nbops.datasets import load_bundled, load_table, task_of
+from nbops.datasets import baseline, load_table, task_of
 ''',
     '''
+if model_path:
+    model = nbops.load_model(model_path)  # verified against its run record before unpickling
+else:  # run by hand without a model: a quick baseline so the notebook still works
+    model, _, baseline_test = baseline(target, seed)
 if test_path:
     test = load_table(test_path)
     test_sha256 = hashlib.sha256(Path(test_path).read_bytes()).hexdigest()
 else:
-    from sklearn.model_selection import train_test_split
-    full = load_bundled("breast_cancer", target)
-    baseline_train, test = train_test_split(full, test_size=0.2, random_state=seed)
-    test_sha256 = ""
-if model_path:
-    model = nbops.load_model(model_path)  # verified against its run record before unpickling
-else:  # run by hand without a model: a quick baseline so the notebook still works
-    from sklearn.compose import make_column_transformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    prep = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["segment"]),
-                                   remainder=StandardScaler())
-    model = make_pipeline(prep, LogisticRegression(max_iter=1000))
-    model.fit(baseline_train.drop(columns=[target]), baseline_train[target])
+    test, test_sha256 = baseline_test, ""
 X, y = test.drop(columns=[target]), test[target]
 task = task_of(test, target)
 print(f"{len(test)} test rows, task: {task}")
@@ -386,15 +376,8 @@ from nbops.datasets import load_table
 """,
     """
 if not model_path:  # run by hand: train, test and judge a quick baseline so the notebook runs
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from nbops.datasets import load_bundled
-    full = load_bundled("breast_cancer", target).drop(columns=["segment"])
-    fit_part, test_part = train_test_split(full, test_size=0.2, random_state=0)
-    baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    baseline.fit(fit_part.drop(columns=[target]), fit_part[target])
+    from nbops.datasets import baseline as make_baseline
+    baseline, fit_part, test_part = make_baseline(target)
     model_path = str(nbops.log_model(baseline, "model", input_example=fit_part.drop(columns=[target]).head(3)))
     test_part.to_parquet("baseline_test.parquet", index=False)
     test_path = str(nbops.log_artifact("baseline_test.parquet"))
@@ -503,13 +486,9 @@ if model_name:
               else client.get_model_version_by_alias(model_name, alias))
     model_path, model_version = chosen.tags["nbops.model_path"], int(chosen.version)
 else:  # run by hand: a quick baseline, logged like a trained model
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    full = load_bundled("breast_cancer", target).drop(columns=["segment"])
-    baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    baseline.fit(full.drop(columns=[target]), full[target])
-    model_path = str(nbops.log_model(baseline, "model", input_example=full.drop(columns=[target]).head(3)))
+    from nbops.datasets import baseline as make_baseline
+    baseline, fit_part, _ = make_baseline(target)
+    model_path = str(nbops.log_model(baseline, "model", input_example=fit_part.drop(columns=[target]).head(3)))
     model_version = 0
 # a registered model is verified against its run record before it is unpickled
 model = nbops.load_model(model_path) if model_name else baseline

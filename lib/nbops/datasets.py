@@ -72,3 +72,26 @@ def task_of(frame: Any, target: str) -> str:
     few = labels.nunique() <= 20
     integral = labels.dtype.kind in "biuO" or bool((labels.dropna() % 1 == 0).all())
     return "classification" if few and integral else "regression"
+
+
+def baseline(target: str = "target", seed: int = 0) -> tuple[Any, Any, Any]:
+    """A quick logistic-regression baseline on bundled breast_cancer data.
+
+    Templates run by hand without upstream stages use it so they still work standalone.
+
+    Returns:
+        (model, train, test): the fitted model and the split it was fitted and held out on.
+    """
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    full = load_bundled("breast_cancer", target)
+    train, test = train_test_split(full, test_size=0.2, random_state=seed)
+    prep = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["segment"]),
+                                   remainder=StandardScaler())
+    model = make_pipeline(prep, LogisticRegression(max_iter=1000))
+    model.fit(train.drop(columns=[target]), train[target])
+    return model, train, test
