@@ -245,6 +245,51 @@ def pipeline_show(file: Path | None, runs_dir: Path | None) -> None:
             click.echo(f"       {param} = {source}.outputs.{out}")
 
 
+_SEVERITY = {"none": 0, "warn": 1, "retrain": 2, "experiment": 3}
+
+
+@cli.command("drift")
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("current", type=click.Path(path_type=Path))
+@click.option("--target", default=None, help="Label column.")
+@click.option("--prediction", default=None, help="Prediction column.")
+@click.option("--timestamp", default=None, help="Timestamp column (reported, not a feature).")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), default=None,
+              help="Write the static HTML report here.")
+@click.option("--fail-on", type=click.Choice(["retrain", "experiment"]), default=None,
+              help="Exit 3 when the action is this one or more severe (for CI gates).")
+@JSON
+def drift_cmd(reference: Path, current: Path, target: str | None, prediction: str | None,
+              timestamp: str | None, html_out: Path | None, fail_on: str | None,
+              as_json: bool) -> None:
+    """Compare REFERENCE and CURRENT (CSV or Parquet) and print the drift report."""
+    from .datasets import load_table
+    from .drift import compare
+    from .errors import ConfigError
+    from .fsutil import atomic_write_text
+
+    try:
+        ref, cur = load_table(reference), load_table(current)
+        report = compare(ref, cur, target=target, prediction=prediction, timestamp=timestamp)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot compare {reference} and {current}: {exc}") from None
+    if html_out is not None:
+        atomic_write_text(html_out, report.to_html())
+    if as_json:
+        click.echo(dumps(report.to_dict()))
+    else:
+        click.echo(f"action: {report.action}  ({report.share_drifted:.1%} of features drifted; "
+                   f"{report.measure} = {report.measured_value:.4g})")
+        for name, col in report.columns.items():
+            flag = "DRIFT" if col["drift"] else ("tiny" if col["significant_only"] else "")
+            click.echo(f"  {name:<28} {col['kind']:<11} {col['test']:<5} "
+                       f"p={col['p_value']:.3g} effect={col['effect_size']:.3g} {flag}".rstrip())
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}")
+    if fail_on and _SEVERITY[report.action] >= _SEVERITY[fail_on]:
+        sys.exit(3)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one clear message and an exit code, no traceback."""
     try:

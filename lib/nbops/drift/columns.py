@@ -1,0 +1,57 @@
+"""Column kinds and roles, by stated rules.
+
+Kinds: ``numeric``, ``boolean``, ``datetime``, ``categorical``, ``text``.
+- bool dtype → boolean; datetime dtype → datetime; other numeric dtypes → numeric.
+- strings: ``text`` when the mean length is over 30 characters or most values contain a
+  space and the column is high-cardinality (> 50 % distinct); otherwise categorical.
+Roles: given explicitly (target, prediction, timestamp) or inferred:
+- a datetime column is a ``timestamp``;
+- a non-float column whose reference values are ≥ 95 % distinct (n ≥ 20) is an ``id``
+  and is excluded: near-unique strings are never tested as categories;
+- everything else is a ``feature``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+KINDS = ("numeric", "boolean", "datetime", "categorical", "text")
+
+
+def kind_of(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "datetime"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    values = series.dropna().astype(str)
+    if len(values) == 0:
+        return "categorical"
+    distinct = values.nunique() / len(values)
+    long_text = values.str.len().mean() > 30 or values.str.contains(" ").mean() > 0.5
+    return "text" if long_text and distinct > 0.5 else "categorical"
+
+
+def role_of(name: str, series: pd.Series, kind: str, explicit: dict[str, str]) -> str:
+    if name in explicit:
+        return explicit[name]
+    if kind == "datetime":
+        return "timestamp"
+    if kind in ("categorical", "numeric") and not pd.api.types.is_float_dtype(series):
+        values = series.dropna()
+        if len(values) >= 20 and values.nunique() / len(values) >= 0.95:
+            return "id"
+    return "feature"
+
+
+def as_numbers(series: pd.Series, kind: str) -> Any:
+    """Values of a numeric, datetime (epoch seconds) or text (length) column as floats."""
+    values = series.dropna()
+    if kind == "datetime":
+        return values.astype("int64").to_numpy(dtype=float) / 1e9
+    if kind == "text":
+        return values.astype(str).str.len().to_numpy(dtype=float)
+    return values.to_numpy(dtype=float)

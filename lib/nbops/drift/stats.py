@@ -1,0 +1,141 @@
+"""Two-sample statistics, computed from sorted arrays so each column is sorted once.
+
+Numeric: Kolmogorov-Smirnov (statistic and asymptotic p-value), Wasserstein-1 distance,
+and the population stability index over reference deciles. Categorical: chi-square with
+rare levels pooled, Jensen-Shannon distance (base 2) and PSI over levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class TestResult:
+    test: str
+    statistic: float
+    p_value: float
+    effect_size: float  # normalised Wasserstein (numeric) or Jensen-Shannon distance
+    psi: float
+
+
+NO_TEST = TestResult("none", 0.0, 1.0, 0.0, 0.0)
+
+
+def guarded_scale(ref_sorted: np.ndarray) -> float:
+    """Reference spread for normalising distances: std, else IQR, else mean |x|, else 1."""
+    std = float(np.std(ref_sorted))
+    if std > 0:
+        return std
+    n = len(ref_sorted)
+    iqr = float(ref_sorted[(3 * n) // 4] - ref_sorted[n // 4])
+    if iqr > 0:
+        return iqr
+    mean_abs = float(np.mean(np.abs(ref_sorted)))
+    return mean_abs if mean_abs > 0 else 1.0
+
+
+def numeric(ref: np.ndarray, cur: np.ndarray) -> TestResult:
+    """KS, normalised Wasserstein and PSI of two samples without missing values."""
+    if len(ref) == 0 or len(cur) == 0:
+        return NO_TEST
+    a, b = np.sort(ref), np.sort(cur)
+    grid = np.concatenate([a, b])
+    grid.sort(kind="mergesort")
+    cdf_a = np.searchsorted(a, grid, side="right") / len(a)
+    cdf_b = np.searchsorted(b, grid, side="right") / len(b)
+    gap = np.abs(cdf_a - cdf_b)
+    ks = float(gap.max())
+    wasserstein = float(np.sum(gap[:-1] * np.diff(grid)))
+    return TestResult("ks", ks, _ks_pvalue(ks, len(a), len(b)),
+                      wasserstein / guarded_scale(a), _numeric_psi(a, b))
+
+
+def _ks_pvalue(d: float, n: int, m: int) -> float:
+    from scipy.stats import kstwo
+
+    if d == 0:
+        return 1.0
+    en = n * m / (n + m)
+    return float(np.clip(kstwo.sf(d, max(1, round(en))), 0.0, 1.0))
+
+
+def _numeric_psi(a_sorted: np.ndarray, b_sorted: np.ndarray, bins: int = 10) -> float:
+    edges = np.unique(a_sorted[np.linspace(0, len(a_sorted) - 1, bins + 1).astype(int)[1:-1]])
+    ref = np.diff(np.searchsorted(a_sorted, edges, side="right"), prepend=0, append=len(a_sorted))
+    cur = np.diff(np.searchsorted(b_sorted, edges, side="right"), prepend=0, append=len(b_sorted))
+    return psi(ref / len(a_sorted), cur / len(b_sorted))
+
+
+def psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
+    p, q = np.maximum(ref_share, _EPS), np.maximum(cur_share, _EPS)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def categorical(ref_counts: dict[str, int], cur_counts: dict[str, int]) -> TestResult:
+    """Chi-square (levels with expected count < 5 pooled), JS distance and PSI."""
+    from scipy import stats
+
+    levels = sorted(set(ref_counts) | set(cur_counts))
+    r = np.array([ref_counts.get(lv, 0) for lv in levels], dtype=float)
+    c = np.array([cur_counts.get(lv, 0) for lv in levels], dtype=float)
+    if r.sum() == 0 or c.sum() == 0:
+        return NO_TEST
+    js = _jensen_shannon(r / r.sum(), c / c.sum())
+    index = psi(r / r.sum(), c / c.sum())
+    pooled_r, pooled_c = _pool_rare(r, c)
+    if len(pooled_r) < 2:
+        return TestResult("chi2", 0.0, 1.0, js, index)
+    chi2, p, _, _ = stats.chi2_contingency(np.vstack([pooled_r, pooled_c]))
+    return TestResult("chi2", float(chi2), float(p), js, index)
+
+
+def _pool_rare(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    total = r + c
+    expected_min = np.minimum(total * r.sum() / total.sum(), total * c.sum() / total.sum())
+    rare = expected_min < 5
+    if not rare.any():
+        return r, c
+    return (np.append(r[~rare], r[rare].sum()), np.append(c[~rare], c[rare].sum()))
+
+
+def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
+    m = (p + q) / 2
+
+    def kl(x: np.ndarray) -> float:
+        mask = x > 0
+        return float(np.sum(x[mask] * np.log2(x[mask] / m[mask])))
+
+    return float(np.sqrt(max(0.0, (kl(p) + kl(q)) / 2)))
+
+
+def two_proportion_pvalue(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided z-test for a change in a share (missing values)."""
+    from scipy.stats import norm
+
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    pooled = (k1 + k2) / (n1 + n2)
+    if pooled in (0.0, 1.0):
+        return 1.0
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return float(2 * norm.sf(abs(k1 / n1 - k2 / n2) / se))
+
+
+def adjust(pvalues: list[float], method: str) -> list[float]:
+    """Benjamini-Hochberg (``bh``) or Bonferroni adjusted p-values."""
+    if not pvalues:
+        return []
+    p = np.asarray(pvalues, dtype=float)
+    if method == "bonferroni":
+        return [float(v) for v in np.minimum(p * len(p), 1.0)]
+    order = np.argsort(p)
+    ranked = p[order] * len(p) / (np.arange(len(p)) + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    out = np.empty_like(adjusted)
+    out[order] = adjusted
+    return [float(v) for v in out]

@@ -1,0 +1,192 @@
+"""nbops.drift on scenarios with known ground truth."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbops.drift import Policy, compare
+
+RNG = np.random.default_rng(7)
+
+
+def normal(n: int, mean: float = 0.0, sd: float = 1.0) -> np.ndarray:
+    return RNG.normal(mean, sd, n)
+
+
+def frame(n: int, **overrides: object) -> pd.DataFrame:
+    data = {"x": normal(n), "y": normal(n), "c": RNG.choice(list("abc"), n, p=[0.5, 0.3, 0.2])}
+    data.update(overrides)  # type: ignore[arg-type]
+    return pd.DataFrame(data)
+
+
+def test_no_drift_at_one_million_rows() -> None:
+    report = compare(frame(1_000_000), frame(1_000_000))
+    assert report.drifted == [] and report.action == "none"
+    assert all(c["p_value"] > 0.01 for c in report.columns.values())
+
+
+def test_tiny_real_shift_at_one_million_is_reported_not_alarmed() -> None:
+    n = 1_000_000
+    report = compare(frame(n), frame(n, x=normal(n, mean=0.1)))
+    x = report.columns["x"]
+    assert x["p_value"] < 1e-10 and x["significant_only"] and not x["drift"]
+    assert 0.07 < x["effect_size"] < 0.13
+
+
+def test_clear_shift_at_fifty_rows_is_caught() -> None:
+    report = compare(frame(50), frame(50, x=normal(50, mean=1.5)))
+    assert report.columns["x"]["drift"] and report.columns["x"]["effect_size"] > 1
+    assert any("small sample" in w for w in report.warnings)
+
+
+def test_variance_only_change() -> None:
+    report = compare(frame(5000), frame(5000, x=normal(5000, sd=2.0)))
+    assert report.columns["x"]["drift"]
+    assert abs(np.mean(frame(5000)["x"])) < 0.1  # same mean: only the spread changed
+
+
+def test_new_and_vanished_category() -> None:
+    n = 5000
+    current = frame(n, c=RNG.choice(list("abd"), n, p=[0.5, 0.3, 0.2]))
+    col = compare(frame(n), current).columns["c"]
+    assert col["drift"] and col["vanished_levels"] == ["c"]
+    assert 0.15 < col["unseen_levels"]["d"] < 0.25
+
+
+def test_missing_share_jump_is_not_hidden() -> None:
+    n = 5000
+    x = normal(n)
+    x[: n // 5] = np.nan  # same distribution of the rest, 20 % missing
+    col = compare(frame(n), frame(n, x=x)).columns["x"]
+    assert col["missing"]["current"] == pytest.approx(0.2) and col["missing"]["drift"]
+    assert col["drift"]
+
+
+def test_constant_and_all_null_columns_are_finite() -> None:
+    n = 500
+    ref = frame(n, k=np.ones(n), z=np.full(n, np.nan))
+    cur = frame(n, k=np.full(n, 2.0), z=np.full(n, np.nan))
+    report = compare(ref, cur)
+    text = json.dumps(report.to_dict(), allow_nan=False)  # raises on NaN or inf
+    assert "Infinity" not in text
+    assert report.columns["k"]["drift"]
+    assert any("all values missing" in w for w in report.columns["z"]["warnings"])
+
+
+def test_schema_change_keeps_the_rest() -> None:
+    ref = frame(1000)
+    cur = frame(1000).drop(columns=["y"]).assign(new=1.0, c=RNG.normal(size=1000))
+    report = compare(ref, cur)
+    assert report.schema == {"added": ["new"], "removed": ["y"], "type_changed": ["c"]}
+    assert "x" in report.columns and not report.columns["x"]["drift"]
+    assert any("not tested" in w for w in report.columns["c"]["warnings"])
+
+
+def test_concept_drift_shows_in_performance() -> None:
+    n = 4000
+    ref, cur = frame(n), frame(n)
+    ref["target"] = (ref["x"] > 0).astype(int)
+    cur["target"] = (cur["x"] > 0).astype(int)
+    ref["pred"] = ref["target"]
+    cur["pred"] = np.where(RNG.random(n) < 0.3, 1 - cur["target"], cur["target"])
+    cur["target"], cur["pred"] = cur["pred"], cur["target"]  # labels moved, inputs did not
+    report = compare(ref, cur, target="target", prediction="pred")
+    assert report.drifted == []
+    assert report.performance["drop"] == pytest.approx(0.3, abs=0.03)
+    assert report.measure == "performance drop" and report.action == "experiment"
+
+
+def test_prediction_only_drift() -> None:
+    n = 4000
+    ref, cur = frame(n), frame(n)
+    ref["pred"] = RNG.choice([0, 1], n, p=[0.7, 0.3])
+    cur["pred"] = RNG.choice([0, 1], n, p=[0.3, 0.7])
+    report = compare(ref, cur, prediction="pred")
+    assert report.prediction_drift is not None and report.prediction_drift["drift"]
+    assert report.drifted == []
+
+
+def test_unchanged_high_cardinality_column_does_not_alarm() -> None:
+    n = 20_000
+    levels = [f"user{i}" for i in range(5000)]
+    weights = 1 / np.arange(1, 5001) ** 1.1
+    weights /= weights.sum()
+    ref = frame(n, h=RNG.choice(levels, n, p=weights))
+    cur = frame(n, h=RNG.choice(levels, n, p=weights))
+    col = compare(ref, cur).columns["h"]
+    assert col["unseen_levels"] and not col["drift"]
+
+
+def test_ids_timestamps_and_text() -> None:
+    n = 2000
+    words = np.array(["alpha", "beta", "gamma", "delta", "omega"])
+    text = [" ".join(RNG.choice(words, RNG.integers(3, 9))) + f" #{i}" for i in range(n)]
+    longer = [t + " and then a much longer tail of words" for t in text]
+    ref = frame(n, id=[f"id-{i}" for i in range(n)], text=text,
+                ts=pd.date_range("2026-01-01", periods=n, freq="min"))
+    cur = frame(n, id=[f"id-{i + n}" for i in range(n)], text=longer,
+                ts=pd.date_range("2026-02-01", periods=n, freq="min"))
+    report = compare(ref, cur)
+    assert report.columns["id"]["role"] == "id" and report.columns["id"]["test"] == "none"
+    assert report.columns["ts"]["role"] == "timestamp"
+    assert report.columns["ts"]["kind"] == "datetime"
+    assert report.columns["text"]["kind"] == "text" and report.columns["text"]["drift"]
+    assert report.drifted == ["text"]
+
+
+def test_policy_tiers() -> None:
+    policy = Policy()
+    assert [policy.action(v) for v in (0.0, 0.03, 0.06, 0.09, 0.2)] == \
+        ["none", "warn", "retrain", "warn", "experiment"]
+
+
+def test_bonferroni_and_bad_input() -> None:
+    report = compare(frame(300), frame(300), multiplicity="bonferroni")
+    assert report.multiplicity == "bonferroni"
+    with pytest.raises(ValueError, match="empty data"):
+        compare(frame(10).iloc[:0], frame(10))
+    with pytest.raises(ValueError, match="no column in common"):
+        compare(frame(10), pd.DataFrame({"q": [1.0]}))
+
+
+def test_html_is_static_and_small() -> None:
+    n = 2000
+    data = {f"n{i}": normal(n) for i in range(20)}
+    data.update({f"c{i}": RNG.choice(list("abcdef"), n) for i in range(5)})
+    report = compare(pd.DataFrame(data), pd.DataFrame(data).assign(n0=normal(n, 1.0)))
+    html = report.to_html()
+    assert "<script" not in html and "http" not in html and len(html.encode()) < 500_000
+    assert html.count("<tr") == 26 and "DRIFT" in html
+    assert not math.isnan(report.share_drifted)
+
+
+def test_drift_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import cli
+
+    n = 3000
+    frame(n).to_csv(tmp_path / "ref.csv", index=False)
+    frame(n, x=normal(n, mean=2.0), y=normal(n, mean=2.0)).to_parquet(tmp_path / "cur.parquet")
+    done = cli("drift", str(tmp_path / "ref.csv"), str(tmp_path / "cur.parquet"), "--json",
+               "--html", str(tmp_path / "report.html"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["columns"]["x"]["drift"] and report["action"] == "experiment"
+    assert (tmp_path / "report.html").read_text().startswith("<!doctype html>")
+    gate = cli("drift", str(tmp_path / "ref.csv"), str(tmp_path / "cur.parquet"),
+               "--fail-on", "retrain")
+    assert gate.returncode == 3 and "action: experiment" in gate.stdout
+    same = cli("drift", str(tmp_path / "ref.csv"), str(tmp_path / "ref.csv"),
+               "--fail-on", "retrain")
+    assert same.returncode == 0 and "action: none" in same.stdout
+    ref = str(tmp_path / "ref.csv")
+    for args, needle in [((str(tmp_path / "nope.csv"), ref), "does not exist"),
+                         ((str(tmp_path / "report.html"), ref), "use a .csv")]:
+        bad = cli("drift", *args)
+        assert bad.returncode == 2 and needle in bad.stderr and "Traceback" not in bad.stderr
+    pd.DataFrame({"x": []}).to_csv(tmp_path / "empty.csv", index=False)
+    empty = cli("drift", str(tmp_path / "empty.csv"), str(tmp_path / "ref.csv"))
+    assert empty.returncode == 2 and "empty data" in empty.stderr
