@@ -549,7 +549,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import HTML, display
+from IPython.display import display
 
 import nbops
 from nbops.datasets import load_bundled, load_table
@@ -579,7 +579,7 @@ report = compare(reference, current, target=target,
                  prediction=prediction_column if prediction_column in current else None,
                  alpha=alpha, measure=policy_measure)
 drifted = [name for name, col in report.columns.items() if col["drift"] and col["role"] == "feature"]
-display(HTML(report.to_html()))
+display(report.to_widget())  # a static copy is stored as drift.html
 print(f"action: {report.action} ({report.share_drifted:.1%} of features drifted; "
       f"measure: {report.measure})")
 """,

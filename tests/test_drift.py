@@ -190,3 +190,23 @@ def test_drift_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pd.DataFrame({"x": []}).to_csv(tmp_path / "empty.csv", index=False)
     empty = cli("drift", str(tmp_path / "empty.csv"), str(tmp_path / "ref.csv"))
     assert empty.returncode == 2 and "empty data" in empty.stderr
+
+
+def test_widget_shows_header_table_and_plot() -> None:
+    import ipywidgets as w
+
+    n = 2000
+    report = compare(frame(n), frame(n, x=normal(n, mean=1.0)))
+    box = report.to_widget()
+    header, sort, table, chooser, plot = box.children
+    assert "Drift:" in header.value and report.action in header.value
+    assert table.value.count("nbops-drift-row") == len(report.columns)
+    first_row = table.value.split("nbops-drift-row")[1]
+    assert "<td>x</td>" in first_row  # sorted with drifted columns first
+    sort.value = "column"
+    assert table.value.split("nbops-drift-row")[1].startswith("'><td>c</td>")
+    assert isinstance(plot, w.Output) and plot.outputs  # a figure was drawn
+    chooser.value = "c"
+    assert any("image/png" in o.get("data", {}) for o in plot.outputs)
+    hist = report.columns["x"]["histogram"]
+    assert len(hist["edges"]) == 21 and abs(sum(hist["current"]) - 1) < 1e-9

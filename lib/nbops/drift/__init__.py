@@ -99,7 +99,7 @@ def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str]
         col["warnings"].append(f"not tested: {type(exc).__name__}: {exc}")
         return col
     col.update(test=result.test, statistic=result.statistic, p_value=result.p_value,
-               effect_size=result.effect_size, psi=result.psi)
+               effect_size=result.effect_size, psi=result.psi, histogram=_histogram(ref, cur, kind))
     for side, series in (("reference", ref), ("current", cur)):
         if series.notna().sum() == 0:
             col["warnings"].append(f"all values missing in the {side} data")
@@ -116,6 +116,30 @@ def _test(ref: pd.Series, cur: pd.Series, kind: str, col: dict[str, Any]) -> sta
         _levels(r, c, col)
         return stats.categorical(r.to_dict(), c.to_dict())
     return stats.numeric(as_numbers(ref, kind), as_numbers(cur, kind))
+
+
+def _histogram(ref: pd.Series, cur: pd.Series, kind: str, bins: int = 20) -> dict[str, Any]:
+    """A small summary to draw overlaid distributions without the raw data."""
+    if kind in ("categorical", "boolean"):
+        r = ref.dropna().astype(str).value_counts(normalize=True)
+        c = cur.dropna().astype(str).value_counts(normalize=True)
+        top = (r.add(c, fill_value=0)).sort_values(ascending=False).index[:15]
+        return {"type": "bar", "labels": [str(t) for t in top],
+                "reference": [float(r.get(t, 0.0)) for t in top],
+                "current": [float(c.get(t, 0.0)) for t in top]}
+    a, b = as_numbers(ref, kind), as_numbers(cur, kind)
+    values = np.concatenate([a, b])
+    if len(values) == 0:
+        return {"type": "hist", "edges": [], "reference": [], "current": []}
+    low, high = float(values.min()), float(values.max())
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+
+    def shares(x: np.ndarray) -> list[float]:
+        counts = np.histogram(x, bins=edges)[0]
+        return [float(v) for v in counts / max(1, len(x))]
+
+    return {"type": "hist", "edges": [float(e) for e in edges], "reference": shares(a),
+            "current": shares(b)}
 
 
 def _levels(r: pd.Series, c: pd.Series, col: dict[str, Any]) -> None:

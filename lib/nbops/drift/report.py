@@ -67,6 +67,17 @@ class DriftReport:
     def drifted(self) -> list[str]:
         return [n for n, c in self.columns.items() if c["drift"] and c["role"] == "feature"]
 
+    def to_widget(self) -> Any:
+        """An ipywidgets view (header, sortable table, per-column plot)."""
+        from .widget import build
+
+        return build(self)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.to_widget())
+
     def to_html(self) -> str:
         """Static HTML: no JavaScript, no network, small."""
         rows = "".join(_row(name, col) for name, col in self.columns.items())
