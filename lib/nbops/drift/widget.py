@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .report import DriftReport
 
-SORT_KEYS: dict[str, Callable[[str, dict[str, Any]], Any]] = {"column": lambda n, c: n, "p-value": lambda n, c: c["p_value"],
-             "effect size": lambda n, c: -c["effect_size"],
-             "drift first": lambda n, c: (not c["drift"], -c["effect_size"])}
+SORT_KEYS: dict[str, Callable[[str, dict[str, Any]], Any]] = {
+    "column": lambda n, c: n,
+    "p-value": lambda n, c: c["p_value"],
+    "effect size": lambda n, c: -c["effect_size"],
+    "drift first": lambda n, c: (not c["drift"], -c["effect_size"]),
+}
 
 
 def build(report: DriftReport) -> Any:
