@@ -210,3 +210,32 @@ def test_widget_shows_header_table_and_plot() -> None:
     assert any("image/png" in o.get("data", {}) for o in plot.outputs)
     hist = report.columns["x"]["histogram"]
     assert len(hist["edges"]) == 21 and abs(sum(hist["current"]) - 1) < 1e-9
+
+
+@pytest.mark.slow
+def test_drift_history_over_monitor_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import cli
+    from nbops.runner import RunOptions, run
+
+    runs = tmp_path / "runs"
+    n = 400
+    base = frame(n)
+    base.to_parquet(tmp_path / "ref.parquet")
+    for i, shift in enumerate((0.0, 3.0)):
+        cur = frame(n, x=normal(n, mean=shift), y=normal(n, mean=shift))
+        cur.to_parquet(tmp_path / f"cur{i}.parquet")
+        record = run("monitor", {"reference_path": str(tmp_path / "ref.parquet"),
+                                 "current_path": str(tmp_path / f"cur{i}.parquet")},
+                     options=RunOptions(runs_dir=runs, cwd=tmp_path))
+        assert record["status"] == "succeeded", record["error"]
+        assert {"artifacts/drift.json", "artifacts/drift.html"} <= {
+            a["path"] for a in record["artifacts"]}
+    done = cli("drift", "history", "--json", "--runs-dir", str(runs), "--plot",
+               str(tmp_path / "history.png"))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["action"] for r in rows] == ["none", "experiment"]
+    assert rows[1]["drifted_columns"] == ["x", "y"]
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+    text = cli("drift", "history", "--runs-dir", str(runs)).stdout
+    assert "action=experiment" in text

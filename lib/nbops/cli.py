@@ -248,7 +248,22 @@ def pipeline_show(file: Path | None, runs_dir: Path | None) -> None:
 _SEVERITY = {"none": 0, "warn": 1, "retrain": 2, "experiment": 3}
 
 
-@cli.command("drift")
+class _CompareByDefault(click.Group):
+    """``nbops drift REF CUR`` means ``nbops drift compare REF CUR``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["compare", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group("drift", cls=_CompareByDefault)
+def drift_group() -> None:
+    """Drift reports: nbops drift REFERENCE CURRENT [options] (same as 'drift compare'),
+    or nbops drift history."""
+
+
+@drift_group.command("compare")
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("current", type=click.Path(path_type=Path))
 @click.option("--target", default=None, help="Label column.")
@@ -288,6 +303,32 @@ def drift_cmd(reference: Path, current: Path, target: str | None, prediction: st
             click.echo(f"warning: {warning}")
     if fail_on and _SEVERITY[report.action] >= _SEVERITY[fail_on]:
         sys.exit(3)
+
+
+@drift_group.command("history")
+@click.option("--stage", default="monitor", show_default=True, help="Stage of the runs.")
+@click.option("--plot", "plot_out", type=click.Path(path_type=Path), default=None,
+              help="Write a PNG of drift share and action over time.")
+@RUNS_DIR
+@JSON
+def drift_history(stage: str, plot_out: Path | None, runs_dir: Path | None,
+                  as_json: bool) -> None:
+    """Drift share and action of every succeeded monitor run, oldest first."""
+    from .runs import drift_history as history
+
+    rows = history(runs_dir, stage=stage)
+    if plot_out is not None:
+        from .runs import plot_drift_history
+
+        plot_drift_history(rows, plot_out)
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    if not rows:
+        click.echo(f"no succeeded '{stage}' runs with a drift action in this runs folder")
+    for row in rows:
+        click.echo(f"{row['started_at'][:19]}  {row['id']}  share={row['share_drifted']:.1%}  "
+                   f"action={row['action']}")
 
 
 def main(argv: list[str] | None = None) -> None:

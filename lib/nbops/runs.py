@@ -167,3 +167,42 @@ def load_run(run_id: str, runs_dir: str | Path | None = None) -> Run:
     store = _store(runs_dir)
     record = reconcile(store, store.read(run_id))
     return Run(record, store.path(run_id))
+
+
+def drift_history(runs_dir: str | Path | None = None, stage: str = "monitor"
+                  ) -> list[dict[str, Any]]:
+    """Drift share and action of each succeeded run of ``stage``, oldest first."""
+    rows = []
+    for record in list_records(runs_dir, stage=stage, status="succeeded"):
+        outputs = record["outputs"]
+        if "action" in outputs and "share_drifted" in outputs:
+            rows.append({"id": record["id"], "started_at": record["started_at"],
+                         "share_drifted": outputs["share_drifted"], "action": outputs["action"],
+                         "drifted_columns": outputs.get("drifted_columns", [])})
+    return rows
+
+
+def plot_drift_history(rows: list[dict[str, Any]], path: Path) -> None:
+    """PNG: share of drifted features over time, points coloured by action."""
+    from datetime import datetime
+
+    from matplotlib.figure import Figure
+
+    colours = {"none": "tab:green", "warn": "tab:olive", "retrain": "tab:orange",
+               "experiment": "tab:red"}
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
+    times = [datetime.fromisoformat(r["started_at"]) for r in rows]
+    ax.plot(times, [r["share_drifted"] for r in rows], color="grey", lw=1)  # type: ignore[arg-type]
+    for action, colour in colours.items():
+        picked = [(t, r["share_drifted"]) for t, r in zip(times, rows, strict=True)
+                  if r["action"] == action]
+        if picked:
+            ax.scatter(*zip(*picked, strict=True), color=colour, label=action, zorder=3)
+    ax.set(title="drift over time", ylabel="share of drifted features")
+    if rows:
+        ax.legend()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
