@@ -1,0 +1,130 @@
+"""Drift at scale: nbops.drift against bare numpy/scipy and Evidently, side by side.
+
+Data: ROWS rows per side x 25 columns (20 numeric, 5 categorical), a few of them shifted.
+Timed in one run: nbops.drift.compare; the same statistics written directly with
+numpy/scipy (KS, Wasserstein, PSI, chi-square, Jensen-Shannon); and Evidently 0.7's
+DataDriftPreset, which needs pandas < 3 and so runs in its own virtual environment
+(built once under .bench/evidently-env from the package registry). Also reports the peak
+memory of nbops.drift against the size of the two input frames.
+
+    .venv/bin/python bench/drift.py [--rows 1000000] [--skip-evidently]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+ROOT = Path(__file__).resolve().parents[1]
+EVIDENTLY_ENV = ROOT / ".bench" / "evidently-env"
+
+
+def make_data(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+
+    def side(shift: float) -> pd.DataFrame:
+        data = {f"n{i}": rng.normal(shift if i < 3 else 0.0, 1.0, rows) for i in range(20)}
+        for i in range(5):
+            p = [0.4, 0.3, 0.2, 0.1] if shift == 0 or i else [0.1, 0.2, 0.3, 0.4]
+            data[f"c{i}"] = pd.Categorical(rng.choice(list("abcd"), rows, p=p)).astype(str)
+        return pd.DataFrame(data)
+
+    return side(0.0), side(0.3)
+
+
+def bare(reference: pd.DataFrame, current: pd.DataFrame) -> int:
+    """The same statistics, written directly: the floor nbops is measured against."""
+    drifted = 0
+    for name in reference.columns:
+        a, b = reference[name], current[name]
+        if a.dtype.kind == "f":
+            x, y = a.dropna().to_numpy(), b.dropna().to_numpy()
+            ks = stats.ks_2samp(x, y, method="asymp")
+            w = stats.wasserstein_distance(x, y) / x.std()
+            edges = np.quantile(x, np.linspace(0, 1, 11)[1:-1])
+            p = np.bincount(np.searchsorted(edges, x), minlength=10) / len(x)
+            q = np.bincount(np.searchsorted(edges, y), minlength=10) / len(y)
+            _ = np.sum((q - p) * np.log(np.maximum(q, 1e-4) / np.maximum(p, 1e-4)))
+            drifted += int(ks.pvalue < 0.05 and w > 0.15)
+        else:
+            r, c = a.value_counts(), b.value_counts()
+            levels = r.index.union(c.index)
+            r, c = r.reindex(levels, fill_value=0), c.reindex(levels, fill_value=0)
+            chi2 = stats.chi2_contingency(np.vstack([r, c]))
+            js = jensenshannon(r / r.sum(), c / c.sum(), base=2)
+            drifted += int(chi2.pvalue < 0.05 and js > 0.1)
+    return drifted
+
+
+def timed(fn, *args):  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def evidently_seconds(folder: Path) -> float:
+    python = EVIDENTLY_ENV / "bin" / "python"
+    if not python.exists():
+        print("building the Evidently environment (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_ENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "evidently==0.7.23",
+                        "pandas<3", "pyarrow"], check=True)
+    code = (
+        "import sys, time, pandas as pd\n"
+        "from evidently import Report\n"
+        "from evidently.presets import DataDriftPreset\n"
+        "ref = pd.read_parquet(sys.argv[1]); cur = pd.read_parquet(sys.argv[2])\n"
+        "t = time.perf_counter()\n"
+        "Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)\n"
+        "print(time.perf_counter() - t)\n")
+    done = subprocess.run([str(python), "-c", code, str(folder / "ref.parquet"),
+                           str(folder / "cur.parquet")], capture_output=True, text=True,
+                          check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-evidently", action="store_true")
+    args = parser.parse_args()
+    from nbops.drift import compare
+
+    reference, current = make_data(args.rows)
+    frames_mb = (reference.memory_usage(deep=True).sum()
+                 + current.memory_usage(deep=True).sum()) / 2**20
+    compare(reference.head(1000), current.head(1000))  # warm imports
+    bare_s, bare_drifted = timed(bare, reference, current)
+    tracemalloc.start()
+    nbops_s, report = timed(compare, reference, current)
+    peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    print(f"{args.rows:,} rows per side x {reference.shape[1]} columns "
+          f"({frames_mb:.0f} MB of input frames)")
+    print(f"  bare numpy/scipy : {bare_s:7.2f} s  ({bare_drifted} drifted)")
+    print(f"  nbops.drift      : {nbops_s:7.2f} s  ({len(report.drifted)} drifted, "
+          f"action {report.action})")
+    print(f"  ratio nbops / bare numpy/scipy : {nbops_s / bare_s:.2f}x  (target <= 1.5x)")
+    print(f"  nbops peak memory : {peak_mb:.0f} MB = {peak_mb / frames_mb:.2f}x the input "
+          "frames (target < 3x)")
+    if not args.skip_evidently:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            reference.to_parquet(folder / "ref.parquet")
+            current.to_parquet(folder / "cur.parquet")
+            evidently_s = evidently_seconds(folder)
+        print(f"  Evidently 0.7 DataDriftPreset : {evidently_s:7.2f} s")
+        print(f"  ratio Evidently / nbops : {evidently_s / nbops_s:.1f}x  (target >= 20x)")
+
+
+if __name__ == "__main__":
+    main()
