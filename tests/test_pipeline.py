@@ -135,3 +135,24 @@ def test_tampered_cache_entry_is_not_reused(tmp_path: Path) -> None:
     _, second = run_json(tmp_path, file)
     assert not second["stages"]["produce"]["cached"]
     assert second["stages"]["produce"]["run_id"] != run_id
+
+
+def test_on_drift_retrain_reruns_training_once(tmp_path: Path) -> None:
+    train, monitor = str(NOTEBOOKS / "fake_train.ipynb"), str(NOTEBOOKS / "fake_monitor.ipynb")
+    file = write(tmp_path, {
+        "produce": {"template": PRODUCE},
+        "train": {"template": train, "after": ["produce"]},
+        "monitor": {"template": monitor, "parameters": {
+            "model_id": "${train.outputs.model_id}", "action": "retrain"}},
+    })
+    code, plain = run_json(tmp_path, file)
+    assert code == 0 and "retrained" not in plain
+    code, result = run_json(tmp_path, file, "--on-drift", "retrain")
+    assert code == 0 and result["status"] == "succeeded"
+    retrained = result["retrained"]
+    assert retrained["trigger"] == "monitor" and retrained["stages"] == ["train", "monitor"]
+    assert result["stages"]["produce"]["cached"]
+    assert not result["stages"]["train"]["cached"]
+    assert result["stages"]["train"]["run_id"] != retrained["previous_runs"]["train"]
+    new_model = stage_record(tmp_path, result, "train")["outputs"]["model_id"]
+    assert stage_record(tmp_path, result, "monitor")["parameters"]["model_id"] == new_model

@@ -182,12 +182,15 @@ PIPELINE_FILE = click.argument("file", required=False, type=click.Path(path_type
 @click.option("--force", is_flag=True, help="Run every stage, ignoring the cache.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Independent stages to run at once.")
+@click.option("--on-drift", type=click.Choice(["retrain"]), default=None,
+              help="When a stage outputs action=retrain, run the train stages and everything "
+                   "after them again (once).")
 @RUNS_DIR
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI.")
 @JSON
 def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], force: bool,
-                 jobs: int, runs_dir: Path | None, tracking_uri: str | None,
-                 as_json: bool) -> None:
+                 jobs: int, on_drift: str | None, runs_dir: Path | None,
+                 tracking_uri: str | None, as_json: bool) -> None:
     """Run the pipeline in FILE (default: ./pipeline.yaml); a second run resumes."""
     from .pipeline import load
     from .pipeline_runner import PipelineOptions, run_pipeline
@@ -196,7 +199,7 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
     report = None if as_json else (lambda line: click.echo(line, err=True))
     options = PipelineOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, jobs=jobs,
                               force=force, progress=sys.stderr.isatty() and not as_json,
-                              report=report)
+                              report=report, on_drift=on_drift)
     record = run_pipeline(pipe, options)
     if as_json:
         click.echo(dumps(record))
@@ -207,6 +210,10 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
             click.echo(f"  {name:<14} {stage['status']:<9}{cached} {stage['run_id'] or ''}")
         if record["error"]:
             click.echo(record["error"])
+        if record.get("retrained"):
+            retrained = record["retrained"]
+            click.echo(f"retrained after drift in '{retrained['trigger']}': "
+                       f"{', '.join(retrained['stages'])}")
         _pipeline_epilogue(record, runs_dir)
     sys.exit(0 if record["status"] == "succeeded" else 1)
 

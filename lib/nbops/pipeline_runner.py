@@ -39,6 +39,7 @@ class PipelineOptions:
     force: bool = False
     progress: bool = False
     report: Callable[[str], None] | None = None
+    on_drift: str | None = None  # "retrain": a stage output action=retrain re-runs training
 
 
 def fingerprint(record: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class PipelineRun:
             "stages": {n: {"status": "pending", "run_id": None, "cached": False}
                        for n in pipe.order}}
         self._lock = threading.Lock()
+        self.forced: set[str] = set()
 
     @property
     def path(self) -> Path:
@@ -121,6 +123,8 @@ class PipelineRun:
         stop = threading.Event()
         with stop_on_signals(stop), ThreadPoolExecutor(max(1, self.opts.jobs)) as pool:
             self._schedule(pool, parent, stop)
+            if self.opts.on_drift == "retrain" and self._retrain_requested():
+                self._schedule(pool, parent, stop)
         self._finish(parent, stop)
         return self.record
 
@@ -141,6 +145,30 @@ class PipelineRun:
                 name = running.pop(future)
                 state = self._collect(name, future)
                 failed = failed or state not in ("succeeded", "cached")
+
+    def _retrain_requested(self) -> bool:
+        """If a stage said ``action: retrain``, force the train stages and everything after."""
+        states = self.record["stages"]
+        if any(s["status"] != "succeeded" for s in states.values()):
+            return False
+        trigger = next((n for n in self.pipe.order
+                        if self.done[n]["outputs"].get("action") == "retrain"), None)
+        train = [n for n in self.pipe.order if self.pipe.stages[n].template.stage == "train"]
+        if trigger is None or not train:
+            return False
+        rerun = set(train)
+        for name in self.pipe.order:  # order is topological: descendants follow
+            if set(self.pipe.stages[name].upstream) & rerun:
+                rerun.add(name)
+        ordered = [n for n in self.pipe.order if n in rerun]
+        self.record["retrained"] = {"trigger": trigger, "action": "retrain", "stages": ordered,
+                                    "previous_runs": {n: states[n]["run_id"] for n in ordered}}
+        self._say(f"drift: stage '{trigger}' asks to retrain; running {', '.join(ordered)} again")
+        for name in ordered:
+            self.done.pop(name)
+            states[name].update(status="pending", run_id=None, cached=False)
+        self.forced = rerun
+        return True
 
     def _ready(self, running: Any) -> list[str]:
         busy = set(running)
@@ -177,7 +205,7 @@ class PipelineRun:
         upstream = {d: self.done[d] for d in stage.upstream}
         resolved = stage_parameters(stage, upstream)
         key = cache_key(stage, resolved, upstream)
-        if not self.opts.force:
+        if not self.opts.force and name not in self.forced:
             cached = find_cached(self.store, key)
             if cached is not None:
                 return {**cached, "_cached": True}

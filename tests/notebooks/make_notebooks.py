@@ -13,7 +13,8 @@ def notebook(name: str, params: str | None, *cells: str, outputs: tuple[str, ...
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
-    nb.metadata["nbops"] = {"stage": name.replace("_", "-"), "outputs": list(outputs)}
+    stage = {"fake_train": "train", "fake_monitor": "monitor"}.get(name, name.replace("_", "-"))
+    nb.metadata["nbops"] = {"stage": stage, "outputs": list(outputs)}
     if params is not None:
         nb.cells.append(nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}))
     nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
@@ -89,6 +90,11 @@ notebook("consume",
          "if fail:\n    raise RuntimeError('asked to fail')\n"
          "nbops.output('scaled', total * factor)",
          outputs=("scaled",))
+notebook("fake_train", "seed: int = 0  # seed\n",
+         "import nbops, secrets\nnbops.output('model_id', secrets.token_hex(4))",
+         outputs=("model_id",))
+notebook("fake_monitor", "model_id: str = ''  # model\naction: str = 'none'  # what to say\n",
+         "import nbops\nnbops.output('action', action)", outputs=("action",))
 notebook("torch_model", "hidden: int = 4  # hidden units\n",
          "import torch, nbops\ntorch.manual_seed(0)\n"
          "net = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.ReLU(), "
