@@ -1,0 +1,124 @@
+"""The drift report in a real browser: JupyterLab + headless Chromium driven by Playwright.
+
+Chromium comes from Debian (/usr/bin/chromium; scripts/setup.sh installs it); Playwright
+never downloads a browser of its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT, cli
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("lab")
+    notebooks = home / "notebooks"
+    notebooks.mkdir()
+    env = {**os.environ, "NBOPS_RUNS_DIR": str(home / "runs")}
+    for name, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
+                      ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_WORKSPACES_DIR", "ws"),
+                      ("XDG_CONFIG_HOME", "xdg-config"), ("XDG_CACHE_HOME", "xdg-cache")):
+        env[name] = str(home / sub)
+    port, token = _free_port(), secrets.token_hex(16)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
+         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={notebooks}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None:
+                raise AssertionError("JupyterLab exited at start") from None
+            time.sleep(0.5)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield {"base": base, "token": token, "dir": notebooks, "env": env, "browser": browser,
+               "home": home}
+        browser.close()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _open(lab: dict[str, Any], name: str) -> Any:
+    page = lab["browser"].new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{lab['base']}/lab/tree/{name}?reset&token={lab['token']}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    return page
+
+
+def _expected_rows(report: dict[str, Any]) -> int:
+    return len(report["columns"])
+
+
+def test_monitor_notebook_runs_and_renders_in_jupyterlab(lab: dict[str, Any]) -> None:
+    shutil.copy(ROOT / "templates" / "monitor.ipynb", lab["dir"] / "monitor.ipynb")
+    page = _open(lab, "monitor.ipynb")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+        ".some(e => e.textContent.includes('| Idle'))", timeout=60_000)
+    page.click("text=Run", timeout=10_000)
+    page.click("text=Run All Cells", timeout=10_000)
+    page.wait_for_selector(".nbops-drift-report .nbops-drift-plot img", timeout=120_000)
+    header = page.inner_text(".nbops-drift-report .nbops-drift-header")
+    assert "Drift:" in header and "of features drifted" in header
+    rows = page.locator(".nbops-drift-report tr.nbops-drift-row").count()
+    assert rows == 32  # 30 features, target and segment of the bundled data
+    page.screenshot(path=str(lab["home"] / "live.png"))
+    page.close()
+
+
+def test_headless_run_renders_from_stored_widget_state(lab: dict[str, Any]) -> None:
+    runs = lab["home"] / "runs"
+    done = cli("run", "monitor", "--json", "--runs-dir", str(runs), cwd=lab["home"])
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    executed = runs / record["id"] / "notebook.ipynb"
+    assert "application/vnd.jupyter.widget-state+json" in executed.read_text()
+    shutil.copy(executed, lab["dir"] / "executed.ipynb")
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(lab["dir"] / "executed.ipynb")],
+                   env=lab["env"], check=True, capture_output=True)
+    page = _open(lab, "executed.ipynb")
+    page.wait_for_selector(".nbops-drift-report .nbops-drift-plot img", timeout=60_000)
+    report = json.loads((runs / record["id"] / "artifacts" / "drift.json").read_text())
+    rows = page.locator(".nbops-drift-report tr.nbops-drift-row").count()
+    assert rows == _expected_rows(report)
+    assert report["action"] in page.inner_text(".nbops-drift-report .nbops-drift-header")
+    page.close()
+
+    html = lab["browser"].new_page()
+    html.goto((runs / record["id"] / "artifacts" / "drift.html").as_uri())
+    assert html.locator("table tr").count() == _expected_rows(report) + 1
+    assert "Drift report: action" in html.inner_text("h1")
+    html.close()
