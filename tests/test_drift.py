@@ -239,3 +239,20 @@ def test_drift_history_over_monitor_runs(tmp_path) -> None:  # type: ignore[no-u
     assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
     text = cli("drift", "history", "--runs-dir", str(runs)).stdout
     assert "action=experiment" in text
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_numeric_statistics_match_scipy(ties: bool) -> None:
+    from scipy import stats as sps
+
+    from nbops.drift.stats import numeric
+
+    a, b = normal(5000), normal(4000, mean=0.2, sd=1.3)
+    if ties:
+        a, b = np.round(a), np.round(b)
+    result = numeric(a, b)
+    reference = sps.ks_2samp(a, b, method="asymp")
+    assert result.statistic == pytest.approx(reference.statistic)
+    assert result.p_value == pytest.approx(reference.pvalue, rel=1e-6)
+    assert result.effect_size * np.std(a) == pytest.approx(sps.wasserstein_distance(a, b))
+    assert sum(result.histogram["reference"]) == pytest.approx(1.0)

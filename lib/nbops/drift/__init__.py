@@ -53,11 +53,12 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, *, target: str | Non
     explicit = {col: role for role, col in (("target", target), ("prediction", prediction),
                                             ("timestamp", timestamp)) if col}
     common = [c for c in reference.columns if c in current.columns]
+    kinds = {c: (kind_of(reference[c]), kind_of(current[c])) for c in common}
     schema = {"added": [str(c) for c in current.columns if c not in reference.columns],
               "removed": [str(c) for c in reference.columns if c not in current.columns],
-              "type_changed": [str(c) for c in common
-                               if kind_of(reference[c]) != kind_of(current[c])]}
-    columns = {str(c): _column(reference[c], current[c], str(c), explicit) for c in common}
+              "type_changed": [str(c) for c in common if kinds[c][0] != kinds[c][1]]}
+    columns = {str(c): _column(reference[c], current[c], str(c), explicit, kinds[c])
+               for c in common}
     tested = [n for n, c in columns.items() if c["test"] != "none"]
     method = "bonferroni" if multiplicity == "bonferroni" else "benjamini-hochberg"
     for name, p in zip(tested, stats.adjust([columns[n]["p_value"] for n in tested],
@@ -82,9 +83,9 @@ def _check_inputs(reference: pd.DataFrame, current: pd.DataFrame, measure: str,
         raise ValueError("the reference and the current data have no column in common")
 
 
-def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str]
-            ) -> dict[str, Any]:
-    kind = kind_of(ref)
+def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str],
+            kinds: tuple[str, str]) -> dict[str, Any]:
+    kind, current_kind = kinds
     role = role_of(name, ref, kind, explicit)
     col: dict[str, Any] = {"kind": kind, "role": role, "test": "none", "statistic": 0.0,
                            "p_value": 1.0, "effect_size": 0.0, "psi": 0.0, "drift": False,
@@ -94,20 +95,20 @@ def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str]
         col["warnings"].append("near-unique values: treated as an id and not tested")
         return col
     try:
-        result = _test(ref, cur, kind, col)
+        result = _test(ref, cur, kind, current_kind, col)
     except (TypeError, ValueError) as exc:  # a bad column never takes down the report
         col["warnings"].append(f"not tested: {type(exc).__name__}: {exc}")
         return col
     col.update(test=result.test, statistic=result.statistic, p_value=result.p_value,
-               effect_size=result.effect_size, psi=result.psi, histogram=_histogram(ref, cur, kind))
+               effect_size=result.effect_size, psi=result.psi, histogram=result.histogram)
     for side, series in (("reference", ref), ("current", cur)):
         if series.notna().sum() == 0:
             col["warnings"].append(f"all values missing in the {side} data")
     return col
 
 
-def _test(ref: pd.Series, cur: pd.Series, kind: str, col: dict[str, Any]) -> stats.TestResult:
-    current_kind = kind_of(cur)
+def _test(ref: pd.Series, cur: pd.Series, kind: str, current_kind: str,
+          col: dict[str, Any]) -> stats.TestResult:
     if kind != current_kind and {kind, current_kind} != {"numeric", "boolean"}:
         raise ValueError(f"type changed from {kind} to {current_kind} (see 'schema')")
     if kind in ("categorical", "boolean"):
@@ -116,30 +117,6 @@ def _test(ref: pd.Series, cur: pd.Series, kind: str, col: dict[str, Any]) -> sta
         _levels(r, c, col)
         return stats.categorical(r.to_dict(), c.to_dict())
     return stats.numeric(as_numbers(ref, kind), as_numbers(cur, kind))
-
-
-def _histogram(ref: pd.Series, cur: pd.Series, kind: str, bins: int = 20) -> dict[str, Any]:
-    """A small summary to draw overlaid distributions without the raw data."""
-    if kind in ("categorical", "boolean"):
-        r = ref.dropna().astype(str).value_counts(normalize=True)
-        c = cur.dropna().astype(str).value_counts(normalize=True)
-        top = (r.add(c, fill_value=0)).sort_values(ascending=False).index[:15]
-        return {"type": "bar", "labels": [str(t) for t in top],
-                "reference": [float(r.get(t, 0.0)) for t in top],
-                "current": [float(c.get(t, 0.0)) for t in top]}
-    a, b = as_numbers(ref, kind), as_numbers(cur, kind)
-    values = np.concatenate([a, b])
-    if len(values) == 0:
-        return {"type": "hist", "edges": [], "reference": [], "current": []}
-    low, high = float(values.min()), float(values.max())
-    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
-
-    def shares(x: np.ndarray) -> list[float]:
-        counts = np.histogram(x, bins=edges)[0]
-        return [float(v) for v in counts / max(1, len(x))]
-
-    return {"type": "hist", "edges": [float(e) for e in edges], "reference": shares(a),
-            "current": shares(b)}
 
 
 def _levels(r: pd.Series, c: pd.Series, col: dict[str, Any]) -> None:

@@ -27,9 +27,12 @@ def kind_of(series: pd.Series) -> str:
         return "datetime"
     if pd.api.types.is_numeric_dtype(series):
         return "numeric"
-    values = series.dropna().astype(str)
+    values = series.dropna()
     if len(values) == 0:
         return "categorical"
+    if len(values) > 10_000:  # the text heuristics need a sample, not a million strings
+        values = values.sample(10_000, random_state=0)
+    values = values.astype(str)
     distinct = values.nunique() / len(values)
     long_text = values.str.len().mean() > 30 or values.str.contains(" ").mean() > 0.5
     return "text" if long_text and distinct > 0.5 else "categorical"

@@ -7,7 +7,8 @@ rare levels pooled, Jensen-Shannon distance (base 2) and PSI over levels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ class TestResult:
     p_value: float
     effect_size: float  # normalised Wasserstein (numeric) or Jensen-Shannon distance
     psi: float
+    histogram: dict[str, Any] = field(default_factory=dict)  # small summary for plots
 
 
 NO_TEST = TestResult("none", 0.0, 1.0, 0.0, 0.0)
@@ -44,15 +46,34 @@ def numeric(ref: np.ndarray, cur: np.ndarray) -> TestResult:
     if len(ref) == 0 or len(cur) == 0:
         return NO_TEST
     a, b = np.sort(ref), np.sort(cur)
-    grid = np.concatenate([a, b])
-    grid.sort(kind="mergesort")
-    cdf_a = np.searchsorted(a, grid, side="right") / len(a)
-    cdf_b = np.searchsorted(b, grid, side="right") / len(b)
+    # One stable argsort of two sorted runs is a linear merge; the empirical CDFs are
+    # running counts of which side each merged value came from.
+    merged = np.concatenate([a, b])
+    order = np.argsort(merged, kind="stable")
+    grid = merged[order]
+    from_a = order < len(a)
+    cdf_a = np.cumsum(from_a) / len(a)
+    cdf_b = np.cumsum(~from_a) / len(b)
     gap = np.abs(cdf_a - cdf_b)
-    ks = float(gap.max())
+    run_end = np.append(grid[1:] != grid[:-1], True)  # CDFs are read after tied values
+    ks = float(gap[run_end].max())
     wasserstein = float(np.sum(gap[:-1] * np.diff(grid)))
     return TestResult("ks", ks, _ks_pvalue(ks, len(a), len(b)),
-                      wasserstein / guarded_scale(a), _numeric_psi(a, b))
+                      wasserstein / guarded_scale(a), _numeric_psi(a, b), _hist(a, b))
+
+
+def _hist(a_sorted: np.ndarray, b_sorted: np.ndarray, bins: int = 20) -> dict[str, Any]:
+    low = float(min(a_sorted[0], b_sorted[0]))
+    high = float(max(a_sorted[-1], b_sorted[-1]))
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+
+    def shares(x: np.ndarray) -> list[float]:
+        counts = np.diff(np.searchsorted(x, edges, side="left"))
+        counts[-1] += int(np.sum(x == edges[-1]))  # the last bin is closed on the right
+        return [float(v) for v in counts / len(x)]
+
+    return {"type": "hist", "edges": [float(e) for e in edges], "reference": shares(a_sorted),
+            "current": shares(b_sorted)}
 
 
 def _ks_pvalue(d: float, n: int, m: int) -> float:
@@ -87,11 +108,15 @@ def categorical(ref_counts: dict[str, int], cur_counts: dict[str, int]) -> TestR
         return NO_TEST
     js = _jensen_shannon(r / r.sum(), c / c.sum())
     index = psi(r / r.sum(), c / c.sum())
+    top = np.argsort(-(r / r.sum() + c / c.sum()), kind="stable")[:15]
+    hist = {"type": "bar", "labels": [levels[i] for i in top],
+            "reference": [float(r[i] / r.sum()) for i in top],
+            "current": [float(c[i] / c.sum()) for i in top]}
     pooled_r, pooled_c = _pool_rare(r, c)
     if len(pooled_r) < 2:
-        return TestResult("chi2", 0.0, 1.0, js, index)
+        return TestResult("chi2", 0.0, 1.0, js, index, hist)
     chi2, p, _, _ = stats.chi2_contingency(np.vstack([pooled_r, pooled_c]))
-    return TestResult("chi2", float(chi2), float(p), js, index)
+    return TestResult("chi2", float(chi2), float(p), js, index, hist)
 
 
 def _pool_rare(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
