@@ -67,3 +67,30 @@ def kernels_of(run_dir: Path) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[Any], what: str, timeout: float = 120) -> None:
+    """Poll ``url`` until it answers; fail early if ``proc`` exits."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(f"{what} exited at start") from None
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"{what} did not start within {timeout:.0f} s")

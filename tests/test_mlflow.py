@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import NBOPS, NOTEBOOKS, cli
+from conftest import NBOPS, NOTEBOOKS, cli, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -128,15 +126,9 @@ def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
         assert tracker.run_status(r["mlflow"]["run_id"]) == "FINISHED"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Any:
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
         [str(exe), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -144,20 +136,7 @@ def mlflow_server(tmp_path: Path) -> Any:
          "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    import urllib.request
-
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError("mlflow server exited at start") from None
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError("mlflow server did not start")
+    wait_for_http(f"{uri}/health", proc, "mlflow server")
     yield uri, tmp_path / "server-artifacts"
     import os
     import signal
