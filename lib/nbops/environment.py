@@ -61,25 +61,30 @@ def _git(cwd: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start tick of a process (Linux), to tell a reused pid from the original."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (Linux), or None."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[-1].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start tick of a process (Linux), to tell a reused pid from the original."""
+    return _start_tick(_stat_fields(pid))
+
+
+def _start_tick(fields: list[str] | None) -> int | None:
     try:
-        return int(fields[19])
+        return int(fields[19]) if fields else None
     except (IndexError, ValueError):
         return None
 
 
 def process_alive(pid: int, start_time: int | None) -> bool:
     """Whether ``pid`` still runs the process that started at ``start_time``."""
-    current = process_start_time(pid)
-    if current is None:
-        return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    if state == "Z":
+    fields = _stat_fields(pid)
+    current = _start_tick(fields)
+    if fields is None or current is None or fields[0] == "Z":
         return False
     return start_time is None or current == start_time

@@ -14,8 +14,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +90,6 @@ class Tracker:
                 raise
             return str(again.experiment_id)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._lock:
-            yield
-
     def start(self, record: dict[str, Any]) -> dict[str, Any]:
         """Create the MLflow run of a new record; returns the record's ``mlflow`` block."""
         tags = {"nbops.run_id": record["id"], "nbops.stage": record["stage"],
@@ -108,7 +101,7 @@ class Tracker:
         git = record["environment"]["git"]
         if git.get("commit"):
             tags["mlflow.source.git.commit"] = git["commit"]
-        with self._locked():
+        with self._lock:
             start = int(record.get("started_at_epoch", time.time()) * 1000)
             run = self.client.create_run(self.experiment_id, tags=tags, start_time=start)
         return {"tracking_uri": self.uri, "experiment_id": self.experiment_id,
@@ -124,7 +117,7 @@ class Tracker:
                    for k, v in record.get("logged_params", {}).items()]
         metrics = [Metric(name, float(p["value"]), int(p["timestamp"] * 1000), p["step"])
                    for name, points in record["metric_history"].items() for p in points]
-        with self._locked():
+        with self._lock:
             for i in range(0, max(len(params), len(metrics)), 100):
                 self.client.log_batch(run_id, metrics=metrics[i:i + 100],
                                       params=params[i:i + 100])
@@ -147,12 +140,12 @@ class Tracker:
         """The parent MLflow run of a pipeline run; stage runs become its children."""
         tags = {"nbops.pipeline_run": pipeline_run_id, "nbops.pipeline": name,
                 "mlflow.runName": pipeline_run_id}
-        with self._locked():
+        with self._lock:
             run = self.client.create_run(self.experiment_id, tags=tags)
         return str(run.info.run_id)
 
     def finish_parent(self, run_id: str, status: str) -> None:
-        with self._locked():
+        with self._lock:
             self.client.set_tag(run_id, "nbops.status", status)
             self._terminate(run_id, status)
 
