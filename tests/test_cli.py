@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import NBOPS, NOTEBOOKS, cli, kernel_alive, kernels_of
+from conftest import NBOPS, NOTEBOOKS, ROOT, cli, kernel_alive, kernels_of
 
 pytestmark = pytest.mark.slow
 EVIL = "x'); import os; os.system('touch PWNED'); ('"
@@ -136,7 +138,7 @@ def test_sigkill_then_reconcile(tmp_path: Path) -> None:
     while kernels_of(run_dir) and time.time() < deadline:
         time.sleep(0.2)
     assert not kernels_of(run_dir)
-    from nbops.tracking import Tracker
+    from nbops.tracking.mlflow import MlflowTracker as Tracker
 
     tracker = Tracker(record["mlflow"]["tracking_uri"], runs)
     assert tracker.run_status(record["mlflow"]["run_id"]) == "KILLED"
@@ -158,3 +160,20 @@ def test_verify_after_tampering(tmp_path: Path) -> None:
     assert "changed artifacts/table.csv" in done.stdout
     assert "missing artifacts/figures/curve.png" in done.stdout
     assert "unlisted artifacts/sneaky.txt" in done.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["templates"], ["runs", "ls"],
+                                  ["drift", "--help"], ["pipeline", "show",
+                                                        "notebooks/pipeline.yaml"]])
+def test_light_commands_import_nothing_heavy(args: list[str], tmp_path: Path) -> None:
+    """Commands that need no kernel stay fast: no grammar build, no MLflow, no kernel stack
+    (timings are in bench/startup.py; this guards the cause)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "nbops", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "NBOPS_RUNS_DIR": str(tmp_path / "runs")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    # lark: the parser rfc3987_syntax builds its grammar with (jsonschema's optional import)
+    for heavy in ("lark", "mlflow", "papermill", "pandas", "nbclient", "torch"):
+        assert heavy not in imported, f"'nbops {' '.join(args)}' imported {heavy}"

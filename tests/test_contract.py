@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbops.contract import load_template, parse_parameters_cell, resolve
+from nbops.contract.template import load_template, parse_parameters_cell, resolve
 from nbops.errors import TemplateError
 
 

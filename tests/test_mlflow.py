@@ -116,7 +116,8 @@ def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
     records = [json.loads(r.stdout) for r in results]
     assert sorted(r["outputs"]["y"] for r in records) == [2 * i for i in range(12)]
     assert len(list(runs.glob("*/run.json"))) == 12
-    from nbops.tracking import Tracker, default_uri
+    from nbops.tracking.mlflow import MlflowTracker as Tracker
+    from nbops.tracking.uri import default_uri
 
     assert {r["mlflow"]["tracking_uri"] for r in records} == {default_uri(runs)}
     tracker = Tracker(default_uri(runs), runs)

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nbops.contract import load_template
+from nbops.contract.params import inject, parse_cli_value, render_value, resolve
+from nbops.contract.template import load_template
+from nbops.contract.types import TypeSpec
 from nbops.errors import ConfigError, ParameterError
-from nbops.params import inject, parse_cli_value, render_value, resolve
-from nbops.typespec import TypeSpec
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 ECHO = load_template(NOTEBOOKS / "echo.ipynb")

@@ -50,7 +50,7 @@ def test_interactive_mode_writes_its_own_record(tmp_path: Path) -> None:
 
 def test_bad_calls_raise_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nbops
-    from nbops import recording
+    from nbops import kernel_api as recording
 
     monkeypatch.setitem(recording._state, "run_dir", tmp_path)
     with pytest.raises(ValueError, match="invalid metric name"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import NBOPS, NOTEBOOKS, cli
-from nbops.fsutil import atomic_write_text
+from nbops.util.files import atomic_write_text
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path,

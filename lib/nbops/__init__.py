@@ -1,16 +1,30 @@
 """nbops: parameterized notebooks as reliable, recorded, monitored pipelines.
 
 Inside a notebook: ``nbops.log_metric``, ``log_params``, ``log_artifact``, ``log_figure``,
-``log_model``, ``output``. From Python: ``nbops.run`` and ``nbops.load_run``. Importing
-nbops is cheap: the recording API uses only the standard library, and everything else
-(papermill, MLflow) is imported on first use.
+``log_model``, ``output``. From Python: ``nbops.run``, ``nbops.run_pipeline``,
+``nbops.load_run``, ``nbops.list_runs`` and ``nbops.load_model``. Importing nbops is cheap:
+the recording API uses only the standard library, and everything else (papermill, MLflow)
+is imported on first use.
+
+Package map (dependencies point down only; no cycles, function-local imports included):
+
+- ``cli``: the command line (parses, delegates, formats);
+- ``pipeline``: pipeline.yaml, cache, stage tasks, schedulers;
+- ``runner``: one template end to end (contract → record → execution → tracking);
+- ``execution``: executors (papermill engine), outcome derivation;
+- ``records``: the run store, record lifecycle, integrity, queries, reconcile, schemas;
+- ``tracking``: the tracker protocol, MLflow, the model registry;
+- ``contract``: templates, parameter types, parameters;
+- ``drift``: drift statistics as data, rendered as HTML / widgets / plots;
+- ``kernel_api``: the in-notebook recording API; ``models``, ``datasets``, ``torch_models``:
+  helpers for templates; ``util``, ``errors``: the bottom layer.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .recording import (
+from .kernel_api import (
     current_run_id,
     end_run,
     log_artifact,
@@ -25,13 +39,15 @@ from .recording import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .pipeline_runner import run_pipeline
+    from .pipeline.run import run_pipeline
+    from .records.queries import list_records as list_runs
+    from .records.queries import load_model, load_run
     from .runner import run
-    from .runs import load_model, load_run
 
 __all__ = [
-    "current_run_id", "end_run", "load_model", "load_run", "log_artifact", "log_figure",
-    "log_metric", "log_model", "log_params", "output", "run", "run_pipeline", "tracking_uri",
+    "current_run_id", "end_run", "list_runs", "load_model", "load_run", "log_artifact",
+    "log_figure", "log_metric", "log_model", "log_params", "output", "run", "run_pipeline",
+    "tracking_uri",
 ]
 
 
@@ -41,11 +57,11 @@ def __getattr__(name: str) -> Any:
 
         return _run
     if name == "run_pipeline":
-        from .pipeline_runner import run_pipeline as _run_pipeline
+        from .pipeline.run import run_pipeline as _run_pipeline
 
         return _run_pipeline
-    if name in ("load_run", "load_model"):
-        from . import runs
+    if name in ("load_run", "load_model", "list_runs"):
+        from .records import queries
 
-        return getattr(runs, name)
+        return getattr(queries, "list_records" if name == "list_runs" else name)
     raise AttributeError(f"module 'nbops' has no attribute {name!r}")

@@ -39,8 +39,26 @@ class RunNotFoundError(UsageError):
     """No run record with the given id."""
 
 
+class UnknownNameError(UsageError):
+    """A name looked up in a registry (executor, scheduler, tracker) is not known."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        names = sorted(known)
+        super().__init__(f"unknown {kind} {name!r}.{did_you_mean(name, names)} Known "
+                         f"{kind}s: {', '.join(names) or '(none)'}.")
+        self.kind, self.name = kind, name
+
+
 class ConfigError(UsageError):
     """A configuration file or option is unreadable or invalid."""
+
+
+class PipelineError(UsageError):
+    """The pipeline file is inconsistent (exit 2, nothing run)."""
+
+
+class TypeMismatch(ValueError):
+    """A value cannot be converted to a declared type (wrapped in ParameterError for users)."""
 
 
 class RecordError(NbopsError):
@@ -59,6 +77,11 @@ class ModelIntegrityError(NbopsError):
     """A model file's hash differs from its record: nbops refuses to unpickle it."""
 
 
+class RegistryError(NbopsError):
+    """A model-registry operation cannot be done (unknown model or version, nothing to roll
+    back to)."""
+
+
 class MissingDependencyError(UsageError):
     """An optional extra is needed for this feature."""
 
@@ -66,6 +89,30 @@ class MissingDependencyError(UsageError):
         super().__init__(
             f"{package} is not installed; install it with: pip install 'nbops[{extra}]'"
         )
+
+
+class ExecutionInterrupt(Exception):
+    """Raised by an execution engine to report how execution ended abnormally.
+
+    Engines translate their own exceptions into these, so that deriving a run's status
+    needs no knowledge of any engine (see ``nbops.execution.outcome``).
+    """
+
+
+class CellTimeout(ExecutionInterrupt):
+    """A cell ran past the per-cell timeout."""
+
+
+class KernelDied(ExecutionInterrupt):
+    """The kernel process ended while a cell ran (signal, out of memory, os._exit)."""
+
+
+class CellFailed(ExecutionInterrupt):
+    """A cell raised; its error output is in the notebook."""
+
+
+class StopRequested(ExecutionInterrupt):
+    """The run was asked to stop (SIGTERM, Ctrl-C, whole-run timeout) before a cell."""
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:

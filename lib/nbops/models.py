@@ -12,10 +12,13 @@ import os
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .records.types import Artifact
 
 from .errors import ModelIntegrityError, NbopsError
-from .fsutil import sha256_file
+from .util.files import sha256_file
 
 PICKLE_GUARD = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
@@ -67,7 +70,7 @@ def save_model(model: Any, dest: Path, input_example: Any = None) -> str:
     return flavor
 
 
-def verify_model_files(run_dir: Path, model_path: str, artifacts: list[dict[str, Any]]) -> None:
+def verify_model_files(run_dir: Path, model_path: str, artifacts: list[Artifact]) -> None:
     """Raises ModelIntegrityError unless every file of the model matches the record."""
     prefix = model_path.rstrip("/") + "/"
     recorded = {a["path"]: a["sha256"] for a in artifacts if a["path"].startswith(prefix)}
@@ -88,7 +91,7 @@ def verify_model_files(run_dir: Path, model_path: str, artifacts: list[dict[str,
 
 
 def load_verified(run_dir: Path, model_path: str, flavor: str,
-                  artifacts: list[dict[str, Any]]) -> Any:
+                  artifacts: list[Artifact]) -> Any:
     """Load a model nbops wrote, after checking every file's sha256 against the record."""
     verify_model_files(run_dir, model_path, artifacts)
     import yaml

@@ -1,12 +1,42 @@
-"""The drift report as plain data, its JSON form and a static HTML rendering."""
+"""The drift report as plain data and its JSON form (rendering lives in html/widget)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from html import escape
-from typing import Any
+from typing import Any, TypedDict
 
 SCHEMA = "nbops.drift/1"
+
+
+class MissingShare(TypedDict):
+    """Share of missing values on each side and the test of their difference."""
+
+    reference: float
+    current: float
+    p_value: float
+    drift: bool
+
+
+class DriftColumn(TypedDict, total=False):
+    """The result for one column (every key is present but the ``unseen_*`` ones, set for
+    categorical columns, and ``histogram``, set for tested columns)."""
+
+    kind: str
+    role: str
+    test: str
+    statistic: float
+    p_value: float
+    effect_size: float
+    psi: float
+    drift: bool
+    significant_only: bool
+    missing: MissingShare
+    unseen_levels: dict[str, float]
+    vanished_levels: list[str]
+    warnings: list[str]
+    histogram: dict[str, Any]
+    unseen_alarm: bool
+    unseen_expected_share: float
 
 
 @dataclass
@@ -39,11 +69,11 @@ class Policy:
 class DriftReport:
     """Everything :func:`nbops.drift.compare` found; ``to_dict()`` is the JSON form."""
 
-    columns: dict[str, dict[str, Any]]
+    columns: dict[str, DriftColumn]
     schema: dict[str, list[str]]
     share_drifted: float
-    prediction_drift: dict[str, Any] | None
-    target_drift: dict[str, Any] | None
+    prediction_drift: DriftColumn | None
+    target_drift: DriftColumn | None
     performance: dict[str, Any] | None
     action: str
     measure: str
@@ -79,33 +109,7 @@ class DriftReport:
         display(self.to_widget())
 
     def to_html(self) -> str:
-        """Static HTML: no JavaScript, no network, small."""
-        rows = "".join(_row(name, col) for name, col in self.columns.items())
-        notes = "".join(f"<li>{escape(w)}</li>" for w in self.warnings)
-        schema = "; ".join(f"{k}: {', '.join(v)}" for k, v in self.schema.items() if v)
-        return (
-            "<!doctype html><html><head><meta charset='utf-8'><title>nbops drift report</title>"
-            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
-            ".drift{background:#fdd}</style></head><body>"
-            f"<h1>Drift report: action <b>{escape(self.action)}</b></h1>"
-            f"<p>{self.share_drifted:.1%} of features drifted; policy measure: "
-            f"{escape(self.measure)} = {self.measured_value:.4g}; multiplicity: "
-            f"{escape(self.multiplicity)}; rows: {self.n_reference} reference, "
-            f"{self.n_current} current.</p>"
-            + (f"<p>Schema changes: {escape(schema)}</p>" if schema else "")
-            + (f"<ul>{notes}</ul>" if notes else "")
-            + "<table><tr><th>column</th><th>kind</th><th>role</th><th>test</th>"
-            "<th>statistic</th><th>p (adj.)</th><th>effect</th><th>PSI</th>"
-            "<th>missing ref → cur</th><th>new levels</th><th>drift</th></tr>"
-            f"{rows}</table></body></html>")
+        """Static HTML: no JavaScript, no network, small (rendered by ``drift.html``)."""
+        from .html import render
 
-
-def _row(name: str, col: dict[str, Any]) -> str:
-    missing = col["missing"]
-    new = ", ".join(f"{k} ({v:.1%})" for k, v in list(col["unseen_levels"].items())[:5])
-    css = " class='drift'" if col["drift"] else ""
-    return (f"<tr{css}><td>{escape(name)}</td><td>{col['kind']}</td><td>{col['role']}</td>"
-            f"<td>{col['test']}</td><td>{col['statistic']:.4g}</td><td>{col['p_value']:.3g}</td>"
-            f"<td>{col['effect_size']:.4g}</td><td>{col['psi']:.4g}</td>"
-            f"<td>{missing['reference']:.1%} → {missing['current']:.1%}</td>"
-            f"<td>{escape(new)}</td><td>{'DRIFT' if col['drift'] else ''}</td></tr>")
+        return render(self)

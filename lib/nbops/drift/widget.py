@@ -11,9 +11,9 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .report import DriftReport
+    from .report import DriftColumn, DriftReport
 
-SORT_KEYS: dict[str, Callable[[str, dict[str, Any]], Any]] = {
+SORT_KEYS: dict[str, Callable[[str, DriftColumn], Any]] = {
     "column": lambda n, c: n,
     "p-value": lambda n, c: c["p_value"],
     "effect size": lambda n, c: -c["effect_size"],
@@ -73,7 +73,7 @@ def _table(report: DriftReport, sort_by: str) -> str:
             f"<th>effect size</th><th>missing change</th><th>drift</th></tr>{body}</table>")
 
 
-def _plot_png(name: str, col: dict[str, Any]) -> bytes:
+def _plot_png(name: str, col: DriftColumn) -> bytes:
     import io
 
     from matplotlib.figure import Figure

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..records.types import Environment, GitState
 
 
-def capture(cwd: Path | None = None) -> dict[str, Any]:
+def capture(cwd: Path | None = None) -> Environment:
     """The environment block of a run record."""
     return {
         "python": sys.version.split()[0],
@@ -43,7 +46,7 @@ def _from_folder_name(dist: metadata.Distribution) -> tuple[str | None, str | No
     return (name, version) if sep and version else (None, None)
 
 
-def git_state(cwd: Path) -> dict[str, Any]:
+def git_state(cwd: Path) -> GitState:
     """``{"commit": sha | None, "dirty": bool | None}`` for the repository around ``cwd``."""
     commit = _git(cwd, "rev-parse", "HEAD")
     if commit is None:
@@ -59,32 +62,3 @@ def _git(cwd: Path, *args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the command name (Linux), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    except OSError:
-        return None
-
-
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start tick of a process (Linux), to tell a reused pid from the original."""
-    return _start_tick(_stat_fields(pid))
-
-
-def _start_tick(fields: list[str] | None) -> int | None:
-    try:
-        return int(fields[19]) if fields else None
-    except (IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: int, start_time: int | None) -> bool:
-    """Whether ``pid`` still runs the process that started at ``start_time``."""
-    fields = _stat_fields(pid)
-    current = _start_tick(fields)
-    if fields is None or current is None or fields[0] == "Z":
-        return False
-    return start_time is None or current == start_time

@@ -21,9 +21,9 @@ from typing import Any
 import nbformat
 import yaml
 
-from .contract import INJECTED_TAG, PARAMETERS_TAG, Template
-from .errors import ConfigError, ParameterError, closest
-from .typespec import TypeMismatch, TypeSpec, coerce, matches_exactly
+from ..errors import ConfigError, ParameterError, TypeMismatch, closest
+from .template import INJECTED_TAG, PARAMETERS_TAG, Parameter, Template
+from .types import TypeSpec, coerce, matches_exactly
 
 _DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
 
@@ -106,7 +106,7 @@ def resolve(
     return resolved, given
 
 
-def declared(template: Template, name: str) -> Any:
+def declared(template: Template, name: str) -> Parameter:
     """The declared parameter ``name``, or a ParameterError naming the valid ones."""
     if not isinstance(name, str) or name not in template.parameters:
         raise ParameterError(_unknown_message(template, name), name=str(name))

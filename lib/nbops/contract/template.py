@@ -21,8 +21,8 @@ from typing import Any
 
 import nbformat
 
-from .errors import TemplateError, did_you_mean
-from .typespec import TypeMismatch, TypeSpec, coerce, infer_spec, parse_annotation
+from ..errors import TemplateError, TypeMismatch, did_you_mean
+from .types import TypeSpec, coerce, infer_spec, parse_annotation
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
@@ -159,8 +159,8 @@ def _trailing_comments(source: str) -> dict[int, str]:
 
 def package_templates_dir() -> Path:
     """Templates shipped with nbops (inside the wheel, or the source checkout's)."""
-    inside = Path(__file__).parent / "templates"
-    return inside if inside.is_dir() else Path(__file__).resolve().parents[2] / "templates"
+    inside = Path(__file__).resolve().parents[1] / "templates"
+    return inside if inside.is_dir() else Path(__file__).resolve().parents[3] / "templates"
 
 
 def template_dirs(project_dir: Path | None = None) -> list[Path]:

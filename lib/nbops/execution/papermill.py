@@ -1,7 +1,10 @@
-"""The local executor: papermill in a fresh kernel, with nbops' own bookkeeping.
+"""The papermill executor: each notebook in a fresh local kernel, run by papermill.
 
 A papermill engine (``nbops``) wraps papermill's nbclient engine so that every save is
-atomic and every cell start/finish reaches the :class:`~nbops.executors.CellTracker`.
+atomic and every cell start/finish reaches the :class:`~nbops.execution.base.CellTracker`.
+All knowledge of papermill and nbclient lives in this module: their exceptions are
+translated into nbops' engine-neutral ones, papermill's error-marker cell is removed, and
+papermill's per-cell statuses are corrected (it marks unexecuted cells "completed").
 """
 
 from __future__ import annotations
@@ -10,12 +13,17 @@ from typing import Any
 
 import nbformat
 import papermill
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager, papermill_engines
+from papermill.exceptions import PapermillExecutionError
 
-from .executors import CellTracker, ExecutionRequest, Executor
+from ..errors import CellFailed, CellTimeout, KernelDied
+from .base import CellTracker, ExecutionRequest, Executor
+from .outcome import ExecutionResult
 
 ENGINE_NAME = "nbops"
+PAPERMILL_MARKER = "papermill-error-cell-tag"
 
 
 class _TrackedManager(NotebookExecutionManager):  # type: ignore[misc]
@@ -56,7 +64,7 @@ class _Client(PapermillNotebookClient):  # type: ignore[misc]
 
 
 class NbopsEngine(Engine):  # type: ignore[misc]
-    """papermill engine used by :class:`LocalExecutor`."""
+    """papermill engine used by :class:`PapermillExecutor`."""
 
     @classmethod
     def execute_notebook(cls, nb: nbformat.NotebookNode, kernel_name: str,
@@ -98,7 +106,7 @@ class NbopsEngine(Engine):  # type: ignore[misc]
 papermill_engines.register(ENGINE_NAME, NbopsEngine)
 
 
-class LocalExecutor(Executor):
+class PapermillExecutor(Executor):
     """Each notebook in a fresh local kernel, executed by papermill."""
 
     def _run(self, request: ExecutionRequest, tracker: CellTracker) -> None:
@@ -107,15 +115,31 @@ class LocalExecutor(Executor):
             papermill.execute_notebook(
                 request.notebook, None, kernel_name=request.kernel_name,
                 engine_name=ENGINE_NAME, progress_bar=request.progress, log_output=False,
-                execution_timeout=request.cell_timeout,
-                nbops_tracker=tracker, env=request.env, kernel_cwd=str(request.cwd), kernel_log=log,
+                execution_timeout=request.cell_timeout, nbops_tracker=tracker,
+                env=request.env, kernel_cwd=str(request.cwd), kernel_log=log,
             )
+        except CellTimeoutError as exc:
+            raise CellTimeout(str(exc)) from exc
+        except DeadKernelError as exc:
+            raise KernelDied(str(exc)) from exc
+        except PapermillExecutionError as exc:
+            raise CellFailed(str(exc)) from exc
         finally:
             if log is not None:
                 log.close()
 
+    def _clean_notebook(self, notebook: Any) -> None:
+        notebook.cells = [c for c in notebook.cells
+                          if PAPERMILL_MARKER not in c.metadata.get("tags", [])]
 
-def default_executor() -> Executor:
-    return LocalExecutor()
-
-
+    def _annotate_notebook(self, result: ExecutionResult) -> None:
+        nb = result.notebook
+        for cell in nb.cells:
+            pm = cell.metadata.setdefault("papermill", {})
+            if (cell.cell_type == "code" and cell.get("execution_count") is None
+                    and pm.get("status") == "completed"):
+                pm["status"] = "pending"  # papermill marks unexecuted cells "completed"
+        failed_at = result.error["cell_index"] if result.error else None
+        if isinstance(failed_at, int) and 0 <= failed_at < len(nb.cells):
+            pm = nb.cells[failed_at].metadata.setdefault("papermill", {})
+            pm["status"], pm["exception"] = "failed", True

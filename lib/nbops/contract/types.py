@@ -14,9 +14,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class TypeMismatch(ValueError):
-    """A value cannot be converted to a declared type."""
+from ..errors import TypeMismatch
 
 
 @dataclass(frozen=True)

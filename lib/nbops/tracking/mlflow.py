@@ -1,4 +1,4 @@
-"""MLflow behind one interface, with explicit run ids and no global active run.
+"""The MLflow tracker: explicit run ids, no global active run.
 
 The embedded default is a SQLite store inside the runs folder. Creating a new SQLite store
 or a new experiment from several processes at once races inside MLflow (broken store, runs
@@ -12,51 +12,22 @@ import contextlib
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .models import guard_pickle
+from ..models import guard_pickle
+from ..util import envvars
+from ..util.files import dumps
 
-EXPERIMENT_ENV = "NBOPS_EXPERIMENT"
+if TYPE_CHECKING:
+    from ..records.types import RunRecord, Status, TrackingInfo
+
 _STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED", "running": "RUNNING"}
 
 
-def default_uri(runs_dir: Path) -> str:
-    return f"sqlite:///{runs_dir / 'mlflow.db'}"
-
-
-def resolve_uri(option: str | None, runs_dir: Path) -> str:
-    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the runs folder."""
-    return option or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(runs_dir)
-
-
-class TrackerFuture:
-    """A Tracker being built in a background thread (MLflow's import takes seconds)."""
-
-    def __init__(self, uri: str, runs_dir: Path) -> None:
-        self._result: dict[str, Any] = {}
-        self._thread = threading.Thread(target=self._build, args=(uri, runs_dir),
-                                        name="nbops-tracker", daemon=True)
-        self._thread.start()
-
-    def _build(self, uri: str, runs_dir: Path) -> None:
-        try:
-            self._result["tracker"] = Tracker(uri, runs_dir)
-        except BaseException as exc:  # re-raised in get()
-            self._result["error"] = exc
-
-    def get(self) -> Tracker:
-        self._thread.join()
-        if "error" in self._result:
-            raise self._result["error"]
-        tracker: Tracker = self._result["tracker"]
-        return tracker
-
-
-class Tracker:
-    """Mirror of run records into MLflow."""
+class MlflowTracker:
+    """Mirror of run records into MLflow (implements ``nbops.tracking.base.Tracker``)."""
 
     def __init__(self, uri: str, runs_dir: Path, experiment: str | None = None) -> None:
         guard_pickle()
@@ -67,7 +38,7 @@ class Tracker:
 
         self.uri = uri
         self.runs_dir = runs_dir
-        self.experiment_name = experiment or os.environ.get(EXPERIMENT_ENV, "nbops")
+        self.experiment_name = experiment or os.environ.get(envvars.EXPERIMENT, "nbops")
         runs_dir.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(runs_dir / ".mlflow.lock"), timeout=600)
         with self._lock:
@@ -90,31 +61,33 @@ class Tracker:
                 raise
             return str(again.experiment_id)
 
-    def start(self, record: dict[str, Any]) -> dict[str, Any]:
+    def start(self, record: RunRecord) -> TrackingInfo:
         """Create the MLflow run of a new record; returns the record's ``mlflow`` block."""
         tags = {"nbops.run_id": record["id"], "nbops.stage": record["stage"],
                 "mlflow.runName": record["id"]}
-        if record.get("template"):
-            tags["nbops.template"] = record["template"]["name"]
-            tags["nbops.template_sha256"] = record["template"]["sha256"]
-        tags.update(record.get("tags") or {})
-        git = record["environment"]["git"]
-        if git.get("commit"):
-            tags["mlflow.source.git.commit"] = git["commit"]
+        template = record["template"]
+        if template is not None:
+            tags["nbops.template"] = template["name"]
+            tags["nbops.template_sha256"] = template["sha256"]
+        tags.update(record["tags"])
+        commit = record["environment"]["git"]["commit"]
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
         with self._lock:
             start = int(record.get("started_at_epoch", time.time()) * 1000)
             run = self.client.create_run(self.experiment_id, tags=tags, start_time=start)
         return {"tracking_uri": self.uri, "experiment_id": self.experiment_id,
-                "run_id": run.info.run_id}
+                "run_id": str(run.info.run_id), "synced": False}
 
-    def finish(self, record: dict[str, Any], run_dir: Path) -> None:
+    def finish(self, record: RunRecord, run_dir: Path) -> None:
         """Log params, metrics with steps, artifacts and models; set the final status."""
         from mlflow.entities import Metric, Param
 
+        assert record["mlflow"] is not None and record["mlflow"]["run_id"] is not None
         run_id = record["mlflow"]["run_id"]
         params = [Param(k, _param_text(v)) for k, v in record["parameters"].items()]
         params += [Param(f"logged.{k}", _param_text(v))
-                   for k, v in record.get("logged_params", {}).items()]
+                   for k, v in record["logged_params"].items()]
         metrics = [Metric(name, float(p["value"]), int(p["timestamp"] * 1000), p["step"])
                    for name, points in record["metric_history"].items() for p in points]
         with self._lock:
@@ -125,7 +98,7 @@ class Tracker:
             self._log_files(run_id, run_dir, record)
             self._terminate(run_id, record["status"])
 
-    def _log_files(self, run_id: str, run_dir: Path, record: dict[str, Any]) -> None:
+    def _log_files(self, run_id: str, run_dir: Path, record: RunRecord) -> None:
         for art in record["artifacts"]:
             path = Path(art["path"])
             if path.parts and path.parts[0] == "models":
@@ -133,10 +106,10 @@ class Tracker:
             folder = path.parent.as_posix()
             self.client.log_artifact(run_id, str(run_dir / path),
                                      None if folder == "." else folder)
-        for model in record.get("models", {}).values():
+        for model in record["models"].values():
             self.client.log_artifacts(run_id, str(run_dir / model["path"]), model["path"])
 
-    def start_parent(self, pipeline_run_id: str, name: str) -> str:
+    def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
         """The parent MLflow run of a pipeline run; stage runs become its children."""
         tags = {"nbops.pipeline_run": pipeline_run_id, "nbops.pipeline": name,
                 "mlflow.runName": pipeline_run_id}
@@ -144,7 +117,7 @@ class Tracker:
             run = self.client.create_run(self.experiment_id, tags=tags)
         return str(run.info.run_id)
 
-    def finish_parent(self, run_id: str, status: str) -> None:
+    def finish_parent(self, run_id: str, status: Status) -> None:
         with self._lock:
             self.client.set_tag(run_id, "nbops.status", status)
             self._terminate(run_id, status)
@@ -163,8 +136,6 @@ class Tracker:
 
 
 def _param_text(value: Any) -> str:
-    from .fsutil import dumps
-
     text = value if isinstance(value, str) else dumps(value, indent=None)
     text = text.replace("\x00", "\\x00")
     return text if len(text) <= 6000 else text[:5997] + "..."

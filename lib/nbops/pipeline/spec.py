@@ -29,15 +29,13 @@ from typing import Any
 
 import yaml
 
-from . import contract, params
-from .errors import ConfigError, UsageError, did_you_mean
+from ..contract import params
+from ..contract.template import Template
+from ..contract.template import resolve as resolve_template
+from ..errors import ConfigError, PipelineError, did_you_mean
 
 REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)\.outputs\.([A-Za-z_][\w.\-]*)\s*\}$")
 DEFAULT_FILE = "pipeline.yaml"
-
-
-class PipelineError(UsageError):
-    """The pipeline file is inconsistent (exit 2, nothing run)."""
 
 
 @dataclass
@@ -45,7 +43,7 @@ class Stage:
     """One stage: a template, literal parameters, and references to upstream outputs."""
 
     name: str
-    template: contract.Template
+    template: Template
     parameters: dict[str, Any]
     refs: dict[str, tuple[str, str]]
     after: list[str] = field(default_factory=list)
@@ -129,7 +127,7 @@ def _stage(path: Path, name: str, body: Any) -> Stage:
                             "allowed: template, parameters, after")
     ref = body["template"]
     local = path.parent / ref
-    template = contract.resolve(local if ref.endswith(".ipynb") else ref,
+    template = resolve_template(local if ref.endswith(".ipynb") else ref,
                                 project_dir=path.parent)
     raw = body.get("parameters") or {}
     after = body.get("after") or []

@@ -19,9 +19,16 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-RUN_DIR_ENV = "NBOPS_RUN_DIR"
+from .errors import TypeMismatch
+from .tracking.uri import current_uri
+from .util import envvars
+from .util.files import encode_json
+
+if TYPE_CHECKING:
+    from .records.types import Status
+
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ ]{0,249}$")
 _lock = threading.RLock()
 _state: dict[str, Any] = {"run_dir": None, "interactive": False, "steps": {}}
@@ -30,11 +37,11 @@ _state: dict[str, Any] = {"run_dir": None, "interactive": False, "steps": {}}
 def _run_dir() -> Path:
     with _lock:
         if _state["run_dir"] is None:
-            env = os.environ.get(RUN_DIR_ENV)
+            env = os.environ.get(envvars.RUN_DIR)
             if env:
                 _state["run_dir"] = Path(env)
             else:
-                from .runner import start_interactive_run
+                from .records.interactive import start_interactive_run
 
                 _state["run_dir"] = start_interactive_run()
                 _state["interactive"] = True
@@ -45,13 +52,7 @@ def _run_dir() -> Path:
 def tracking_uri() -> str:
     """The MLflow tracking URI runs of this notebook go to (``MLFLOW_TRACKING_URI`` or the
     embedded SQLite store of the runs folder), for registry calls in templates."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    from .records import resolve_runs_dir
-    from .tracking import default_uri
-
-    env = os.environ.get(RUN_DIR_ENV)
-    return default_uri(Path(env).parent if env else resolve_runs_dir())
+    return current_uri()
 
 
 def current_run_id() -> str:
@@ -67,8 +68,6 @@ def _check_name(name: str, what: str) -> str:
 
 
 def _emit(event: dict[str, Any]) -> None:
-    from .fsutil import encode_json
-
     event["t"] = time.time()
     line = json.dumps(encode_json(event), allow_nan=False) + "\n"
     with _lock, open(_run_dir() / "events.jsonl", "a", encoding="utf-8") as handle:
@@ -99,7 +98,7 @@ def log_metric(name: str, value: float, step: int | None = None) -> None:
 
 def log_params(**params: Any) -> None:
     """Record values the notebook chose (hyperparameters, derived settings)."""
-    from .typespec import ANY, TypeMismatch, coerce
+    from .contract.types import ANY, coerce
 
     clean = {}
     for key, value in params.items():
@@ -157,7 +156,7 @@ def log_model(model: Any, name: str, input_example: Any = None) -> Path:
 
 def output(name: str, value: Any) -> None:
     """Publish a JSON value that later pipeline stages can consume as a parameter."""
-    from .typespec import ANY, TypeMismatch, coerce
+    from .contract.types import ANY, coerce
 
     _check_name(name, "output")
     try:
@@ -171,13 +170,13 @@ def _end_at_exit() -> None:
     end_run(_at_exit=True)
 
 
-def end_run(status: str = "succeeded", _at_exit: bool = False) -> None:
+def end_run(status: Status = "succeeded", _at_exit: bool = False) -> None:
     """Close the interactive run record (no-op headless, where the runner closes it)."""
     with _lock:
         if not _state["interactive"] or _state["run_dir"] is None:
             return
         run_dir = Path(_state["run_dir"])
         _state.update(run_dir=None, interactive=False, steps={})
-    from .runner import finish_interactive_run
+    from .records.interactive import finish_interactive_run
 
     finish_interactive_run(run_dir, status, at_exit=_at_exit)

@@ -1,0 +1,50 @@
+"""What every command group shares: options declared once, and text formatting.
+
+Invariant: no logic here, only parsing helpers and formatting of plain data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from ..records.types import RunRecord
+
+RUNS_DIR = click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=None, help="Run records folder [env NBOPS_RUNS_DIR; ./runs].")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+TRACKING_URI = click.option(
+    "--tracking-uri", default=None,
+    help="MLflow tracking URI, or 'none' to keep run records only [env MLFLOW_TRACKING_URI; "
+         "SQLite in the runs dir].")
+EXECUTOR = click.option(
+    "--executor", default="papermill", show_default=True,
+    help="Executor by name (built in: papermill; plugins: entry points 'nbops.executors').")
+
+
+def num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def run_summary(record: RunRecord, folder: Path) -> str:
+    """A few lines about a finished run: status, record folder, metrics, outputs, error."""
+    lines = [f"run {record['id']}  {record['status']}  ({record['duration_s'] or 0:.1f} s)",
+             f"record:   {folder}"]
+    if record["metrics"]:
+        items = list(record["metrics"].items())
+        shown = ", ".join(f"{k}={num(v)}" for k, v in items[:8])
+        more = f" (+{len(items) - 8} more: nbops runs show --json)" if len(items) > 8 else ""
+        lines.append(f"metrics:  {shown}{more}")
+    if record["outputs"]:
+        lines.append(f"outputs:  {', '.join(record['outputs'])}")
+    if record["models"]:
+        lines.append(f"models:   {', '.join(record['models'])}")
+    for warning in record["warnings"]:
+        lines.append(f"warning:  {warning}")
+    if record["error"]:
+        lines.append(f"error:    {record['error']['message']}")
+        lines.append(f"notebook: {folder / 'notebook.ipynb'} (failing cell marked)")
+    return "\n".join(lines)

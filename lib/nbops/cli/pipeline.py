@@ -1,0 +1,134 @@
+"""``nbops pipeline run | show | ls``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ..util.files import dumps
+from .common import EXECUTOR, JSON, RUNS_DIR, TRACKING_URI, num
+
+if TYPE_CHECKING:
+    from ..records.types import PipelineRecord
+
+PIPELINE_FILE = click.argument("file", required=False, type=click.Path(path_type=Path))
+
+
+@click.group("pipeline")
+def pipeline_group() -> None:
+    """Run and inspect pipelines (pipeline.yaml)."""
+
+
+@pipeline_group.command("run")
+@PIPELINE_FILE
+@click.option("-p", "--param", "overrides", type=(str, str), multiple=True,
+              metavar="STAGE.NAME VALUE", help="Override a stage parameter (repeatable).")
+@click.option("--force", is_flag=True, help="Run every stage, ignoring the cache.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent stages to run at once.")
+@click.option("--on-drift", type=click.Choice(["retrain"]), default=None,
+              help="When a stage outputs action=retrain, run the train stages and everything "
+                   "after them again (once).")
+@click.option("--scheduler", default="threads", show_default=True,
+              help="Who runs stages (built in: threads; plugins: entry points "
+                   "'nbops.schedulers').")
+@EXECUTOR
+@RUNS_DIR
+@TRACKING_URI
+@JSON
+def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], force: bool,
+                 jobs: int, on_drift: str | None, scheduler: str, executor: str,
+                 runs_dir: Path | None, tracking_uri: str | None, as_json: bool) -> None:
+    """Run the pipeline in FILE (default: ./pipeline.yaml); a second run resumes."""
+    from ..execution.registry import EXECUTORS
+    from ..pipeline.run import PipelineOptions, run_pipeline
+    from ..pipeline.scheduler import SCHEDULERS
+    from ..pipeline.spec import load
+
+    pipe = load(file, overrides)
+    EXECUTORS.get(executor)  # unknown names are usage errors before anything runs
+    SCHEDULERS.get(scheduler)
+    report = None if as_json else (lambda line: click.echo(line, err=True))
+    options = PipelineOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, jobs=jobs,
+                              force=force, progress=sys.stderr.isatty() and not as_json,
+                              report=report, on_drift=on_drift, executor=executor,
+                              scheduler=scheduler)
+    record = run_pipeline(pipe, options)
+    if as_json:
+        click.echo(dumps(record))
+    else:
+        _print_result(record, runs_dir)
+    sys.exit(0 if record["status"] == "succeeded" else 1)
+
+
+def _print_result(record: PipelineRecord, runs_dir: Path | None) -> None:
+    from ..records.store import resolve_runs_dir
+
+    click.echo(f"pipeline {record['id']}  {record['status']}  ({record['duration_s'] or 0:.1f} s)")
+    for name, stage in record["stages"].items():
+        cached = " (cached)" if stage["cached"] else ""
+        click.echo(f"  {name:<14} {stage['status']:<9}{cached} {stage['run_id'] or ''}")
+    if record["error"]:
+        click.echo(record["error"])
+    if "retrained" in record:
+        retrained = record["retrained"]
+        click.echo(f"retrained after drift in '{retrained['trigger']}': "
+                   f"{', '.join(retrained['stages'])}")
+    for label, value in record.get("summary", {}).items():
+        shown = (", ".join(f"{k}={num(v)}" for k, v in value.items())
+                 if isinstance(value, dict) else num(value))
+        click.echo(f"{label + ':':<19}{shown}")
+    folder = resolve_runs_dir(runs_dir)
+    click.echo(f"{'run records:':<19}{folder} (nbops runs ls; nbops runs show RUN_ID)")
+    uri = record["mlflow"]["tracking_uri"] if record["mlflow"] else ""
+    if uri.startswith("sqlite:"):
+        click.echo(f"{'MLflow UI:':<19}mlflow ui --backend-store-uri {uri}")
+    click.echo(f"{'notebooks:':<19}{folder}/<run id>/notebook.ipynb (open in JupyterLab)")
+
+
+@pipeline_group.command("show")
+@PIPELINE_FILE
+@RUNS_DIR
+def pipeline_show(file: Path | None, runs_dir: Path | None) -> None:
+    """Show the pipeline's DAG and each stage's cache state."""
+    from ..pipeline.cache import cache_states
+    from ..pipeline.spec import load
+
+    pipe = load(file)
+    states = cache_states(pipe, runs_dir)
+    click.echo(f"pipeline {pipe.name} ({pipe.path}): {len(pipe.order)} stages")
+    for position, name in enumerate(pipe.order, 1):
+        stage = pipe.stages[name]
+        after = f" <- {', '.join(stage.upstream)}" if stage.upstream else ""
+        click.echo(f"  {position}. {name} [{stage.template.name}]{after}: {states[name]}")
+        for param, (source, out) in stage.refs.items():
+            click.echo(f"       {param} = {source}.outputs.{out}")
+
+
+@pipeline_group.command("ls")
+@RUNS_DIR
+@JSON
+def pipeline_ls(runs_dir: Path | None, as_json: bool) -> None:
+    """List pipeline runs (validated pipeline records), oldest first."""
+    from ..errors import RecordError
+    from ..records.pipelines import PipelineStore
+    from ..records.store import resolve_runs_dir
+
+    store = PipelineStore(resolve_runs_dir(runs_dir))
+    found = []
+    for pipeline_id in store.ids():
+        try:
+            found.append(store.read(pipeline_id))
+        except RecordError as exc:
+            click.echo(f"nbops: warning: skipped {exc}", err=True)
+    if as_json:
+        click.echo(dumps(found))
+        return
+    for rec in found:
+        stages = rec["stages"].values()
+        cached = sum(1 for s in stages if s["cached"])
+        click.echo(f"{rec['id']}  {rec['status']:<9} {len(rec['stages'])} stages "
+                   f"({cached} cached)  {rec['duration_s'] or 0:.1f} s")

@@ -1,0 +1,89 @@
+"""The stage cache: a stage's key, its parameters from upstream outputs, cached runs.
+
+A stage is served from the cache when an earlier successful run had the same cache key:
+the sha256 of its template content, its resolved parameters and the artifact hashes and
+outputs of its upstream stages. The cached record is verified (every file re-hashed)
+before it is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ..contract import params
+from ..errors import NbopsError
+from ..records.integrity import verify
+from ..records.store import RunStore, resolve_runs_dir
+from ..records.types import RunRecord
+from ..util.files import dumps
+from .spec import Pipeline, Stage
+
+_VOLATILE = {"notebook.ipynb", "kernel.log", "events.jsonl"}
+
+
+def fingerprint(record: RunRecord) -> dict[str, Any]:
+    """What a downstream stage depends on: outputs and content hashes of data artifacts."""
+    arts = sorted((a["path"], a["sha256"]) for a in record["artifacts"]
+                  if a["path"] not in _VOLATILE)
+    return {"outputs": record["outputs"], "artifacts": arts}
+
+
+def cache_key(stage: Stage, resolved: dict[str, Any], upstream: dict[str, RunRecord]) -> str:
+    payload = {"template": stage.template.sha256, "parameters": resolved,
+               "upstream": {name: fingerprint(rec) for name, rec in sorted(upstream.items())}}
+    return hashlib.sha256(dumps(payload, indent=None).encode()).hexdigest()
+
+
+def stage_parameters(stage: Stage, done: dict[str, RunRecord]) -> dict[str, Any]:
+    """Literal parameters plus the upstream outputs they reference, checked and typed."""
+    values = dict(stage.parameters)
+    for param, (source, out) in stage.refs.items():
+        outputs = done[source]["outputs"]
+        if out not in outputs:
+            raise NbopsError(f"stage '{stage.name}' needs output '{out}' of stage '{source}', "
+                             f"but run {done[source]['id']} did not produce it (it produced: "
+                             f"{', '.join(outputs) or 'nothing'})")
+        values[param] = outputs[out]
+    resolved, _ = params.resolve(stage.template, overrides=values)
+    return resolved
+
+
+def find_cached(store: RunStore, key: str) -> RunRecord | None:
+    """The newest succeeded, intact run with this cache key."""
+    for run_id in reversed(store.ids()):
+        try:
+            record = store.read(run_id)
+        except NbopsError:
+            continue
+        info = record["pipeline"]
+        if info is not None and info["cache_key"] == key and record["status"] == "succeeded":
+            if not verify(store.path(run_id), record):
+                return record
+    return None
+
+
+def cache_states(pipe: Pipeline, runs_dir: Path | None = None) -> dict[str, str]:
+    """For ``pipeline show``: which stages a run would take from the cache."""
+    store = RunStore(resolve_runs_dir(runs_dir))
+    done: dict[str, RunRecord] = {}
+    states: dict[str, str] = {}
+    for name in pipe.order:
+        stage = pipe.stages[name]
+        if any(d not in done for d in stage.upstream):
+            states[name] = "will run (an upstream stage will run)"
+            continue
+        upstream = {d: done[d] for d in stage.upstream}
+        try:
+            key = cache_key(stage, stage_parameters(stage, upstream), upstream)
+        except NbopsError as exc:
+            states[name] = f"will run ({exc})"
+            continue
+        cached = find_cached(store, key)
+        if cached is None:
+            states[name] = "will run (no cached run)"
+        else:
+            done[name] = cached
+            states[name] = f"cached (run {cached['id']})"
+    return states

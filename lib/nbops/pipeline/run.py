@@ -1,0 +1,259 @@
+"""Run a checked pipeline: dependency order, ``--jobs`` concurrency, caching, resume.
+
+The pipeline run is the coordinator: it resolves each ready stage's parameters from its
+upstream records, looks the stage up in the cache, and hands the rest to a scheduler as
+:class:`~nbops.pipeline.task.StageTask` data. Because succeeded stages are cached, running
+a failed pipeline again resumes it from the stage that failed. The pipeline record is
+written (validated) after every change of state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import NbopsError
+from ..execution.registry import DEFAULT_EXECUTOR
+from ..records.pipelines import PipelineStore
+from ..records.schema import PIPELINE_SCHEMA
+from ..records.store import RunStore, new_run_id, resolve_runs_dir, utcnow
+from ..records.types import PipelineRecord, RunRecord, StageState, Status
+from ..runner import stop_on_signals
+from ..tracking.base import Tracker, open_tracker
+from ..tracking.uri import resolve_uri
+from .cache import cache_key, find_cached, stage_parameters
+from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler
+from .spec import Pipeline, load
+from .task import StageTask
+
+
+@dataclass
+class PipelineOptions:
+    """How to run a pipeline."""
+
+    runs_dir: Path | None = None
+    tracking_uri: str | None = None
+    jobs: int = 1
+    force: bool = False
+    progress: bool = False
+    report: Callable[[str], None] | None = None
+    on_drift: str | None = None  # "retrain": a stage output action=retrain re-runs training
+    executor: str = DEFAULT_EXECUTOR
+    scheduler: str = DEFAULT_SCHEDULER
+
+
+class PipelineRun:
+    """One execution of a pipeline, recorded under ``runs/pipelines/<id>.json``."""
+
+    def __init__(self, pipe: Pipeline, options: PipelineOptions) -> None:
+        self.pipe = pipe
+        self.opts = options
+        self.runs_dir = resolve_runs_dir(options.runs_dir)
+        self.store = RunStore(self.runs_dir)
+        self.pipelines = PipelineStore(self.runs_dir)
+        self.id = new_run_id(f"pipeline-{pipe.name}")
+        self.done: dict[str, RunRecord] = {}
+        self.cached: set[str] = set()
+        self.forced: set[str] = set()
+        self.started = time.time()
+        self.tracker: Tracker | None = None
+        stages: dict[str, StageState] = {n: {"status": "pending", "run_id": None, "cached": False}
+                                         for n in pipe.order}
+        self.record: PipelineRecord = {
+            "schema": PIPELINE_SCHEMA, "id": self.id, "name": pipe.name, "file": str(pipe.path),
+            "status": "running", "started_at": utcnow(), "ended_at": None,
+            "duration_s": None, "order": pipe.order, "error": None, "mlflow": None,
+            "stages": stages}
+
+    @property
+    def path(self) -> Path:
+        return self.pipelines.path(self.id)
+
+    def _save(self) -> None:
+        self.pipelines.write(self.record)
+
+    def _say(self, text: str) -> None:
+        if self.opts.report:
+            self.opts.report(text)
+
+    def execute(self) -> PipelineRecord:
+        """Run every stage in dependency order; stop at the first failure."""
+        self._save()
+        parent = self._start_parent()
+        stop = threading.Event()
+        scheduler = get_scheduler(self.opts.scheduler, self.opts.jobs)
+        try:
+            with stop_on_signals(stop):
+                self._schedule(scheduler, parent, stop)
+                if self.opts.on_drift == "retrain" and self._retrain_requested():
+                    self._schedule(scheduler, parent, stop)
+        finally:
+            scheduler.shutdown(cancel=stop.is_set())
+        self._finish(parent, stop)
+        return self.record
+
+    def _schedule(self, scheduler: Scheduler, parent: str | None,
+                  stop: threading.Event) -> None:
+        running: dict[Future[RunRecord], str] = {}
+        failed = False
+        while True:
+            if not failed and not stop.is_set():
+                for name in self._ready(running.values()):
+                    if len(running) >= scheduler.jobs:
+                        break
+                    future = self._start_stage(name, scheduler, parent, stop)
+                    if future is None:
+                        failed = failed or self.record["stages"][name]["status"] == "failed"
+                        continue
+                    running[future] = name
+            if not running:
+                if failed or stop.is_set() or not self._ready(()):
+                    return
+                continue
+            finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                failed = self._collect(name, future) not in ("succeeded",) or failed
+
+    def _start_stage(self, name: str, scheduler: Scheduler, parent: str | None,
+                     stop: threading.Event) -> Future[RunRecord] | None:
+        """Serve the stage from the cache, or submit it; None when nothing was submitted."""
+        stage = self.pipe.stages[name]
+        entry = self.record["stages"][name]
+        upstream = {d: self.done[d] for d in stage.upstream}
+        try:
+            resolved = stage_parameters(stage, upstream)
+        except NbopsError as exc:
+            entry.update({"status": "failed", "error": str(exc)})
+            self._say(f"[{self._position(name)}] {name}: failed before running: {exc}")
+            self._save()
+            return None
+        key = cache_key(stage, resolved, upstream)
+        cached = None if self.opts.force or name in self.forced else find_cached(self.store, key)
+        if cached is not None:
+            self.done[name] = cached
+            self.cached.add(name)
+            entry.update({"status": "succeeded", "run_id": cached["id"], "cached": True})
+            self._say(f"[{self._position(name)}] {name}: cached from run {cached['id']}")
+            self._save()
+            return None
+        entry["status"] = "running"
+        self._say(f"[{self._position(name)}] {name}: running {stage.template.name}")
+        tags = {"nbops.pipeline_run": self.id, "nbops.pipeline_stage": name}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        task = StageTask(
+            stage=name, template_path=stage.template.path, parameters=resolved,
+            cwd=self.pipe.path.parent, runs_dir=self.runs_dir, tracking_uri=self.opts.tracking_uri,
+            pipeline={"run_id": self.id, "stage": name, "cache_key": key}, tags=tags,
+            executor=self.opts.executor, progress=self.opts.progress and self.opts.jobs == 1)
+        return scheduler.submit(task, stop)
+
+    def _retrain_requested(self) -> bool:
+        """If a stage said ``action: retrain``, force the train stages and everything after."""
+        states = self.record["stages"]
+        if any(s["status"] != "succeeded" for s in states.values()):
+            return False
+        trigger = next((n for n in self.pipe.order
+                        if self.done[n]["outputs"].get("action") == "retrain"), None)
+        train = [n for n in self.pipe.order if self.pipe.stages[n].template.stage == "train"]
+        if trigger is None or not train:
+            return False
+        rerun = set(train)
+        for name in self.pipe.order:  # order is topological: descendants follow
+            if set(self.pipe.stages[name].upstream) & rerun:
+                rerun.add(name)
+        ordered = [n for n in self.pipe.order if n in rerun]
+        self.record["retrained"] = {"trigger": trigger, "action": "retrain", "stages": ordered,
+                                    "previous_runs": {n: states[n]["run_id"] for n in ordered}}
+        self._say(f"drift: stage '{trigger}' asks to retrain; running {', '.join(ordered)} again")
+        for name in ordered:
+            self.done.pop(name)
+            self.cached.discard(name)
+            states[name].update({"status": "pending", "run_id": None, "cached": False})
+        self.forced = rerun
+        return True
+
+    def _ready(self, running: Iterable[str]) -> list[str]:
+        busy = set(running)
+        return [n for n in self.pipe.order
+                if self.record["stages"][n]["status"] == "pending" and n not in busy
+                and all(d in self.done for d in self.pipe.stages[n].upstream)]
+
+    def _collect(self, name: str, future: Future[RunRecord]) -> str:
+        entry = self.record["stages"][name]
+        try:
+            result = future.result()
+        except NbopsError as exc:
+            entry.update({"status": "failed", "error": str(exc)})
+            self._say(f"[{self._position(name)}] {name}: failed before running: {exc}")
+            self._save()
+            return "failed"
+        entry.update({"status": result["status"], "run_id": result["id"], "cached": False})
+        if result["status"] == "succeeded":
+            self.done[name] = result
+        else:
+            entry["error"] = result["error"]["message"] if result["error"] else None
+        took = f" ({result['duration_s']:.1f} s)" if result["duration_s"] else ""
+        self._say(f"[{self._position(name)}] {name}: {result['status']}{took}")
+        self._save()
+        return result["status"]
+
+    def _position(self, name: str) -> str:
+        return f"{self.pipe.order.index(name) + 1}/{len(self.pipe.order)}"
+
+    def _start_parent(self) -> str | None:
+        try:
+            uri = resolve_uri(self.opts.tracking_uri, self.runs_dir)
+            self.tracker = open_tracker(uri, self.runs_dir)
+            parent = self.tracker.start_parent(self.id, self.pipe.name)
+            if parent is not None:
+                self.record["mlflow"] = {"tracking_uri": uri, "run_id": parent,
+                                         "experiment_id": getattr(self.tracker,
+                                                                  "experiment_id", None)}
+            return parent
+        except Exception as exc:  # tracking trouble never stops the pipeline
+            self._say(f"warning: no MLflow parent run: {exc}")
+            return None
+
+    def _finish(self, parent: str | None, stop: threading.Event) -> None:
+        states = [s["status"] for s in self.record["stages"].values()]
+        status: Status
+        if stop.is_set() or "killed" in states:
+            status = "killed"
+        elif all(s == "succeeded" for s in states):
+            status = "succeeded"
+        else:
+            status = "failed"
+        self.record.update({"status": status, "ended_at": utcnow(),
+                            "duration_s": round(time.time() - self.started, 3)})
+        self.record["summary"] = {label: self.done[src]["outputs"].get(out)
+                                  for label, (src, out) in self.pipe.summary.items()
+                                  if src in self.done}
+        if status != "succeeded":
+            self.record["error"] = self._resume_hint(status)
+        self._save()
+        if parent and self.tracker is not None:
+            self.tracker.finish_parent(parent, status)
+
+    def _resume_hint(self, status: str) -> str:
+        stages = self.record["stages"]
+        failed = [n for n, s in stages.items() if s["status"] in ("failed", "killed")]
+        reused = [n for n, s in stages.items() if s["status"] == "succeeded"]
+        where = f"at stage '{failed[0]}'" if failed else "before all stages ran"
+        detail = stages[failed[0]].get("error") if failed else None
+        return (f"pipeline {status} {where}" + (f": {detail}" if detail else "") +
+                f". Fix the cause and run 'nbops pipeline run {self.pipe.path}' again: "
+                f"{len(reused)} succeeded stage(s) will be reused from the cache.")
+
+
+def run_pipeline(pipe: Pipeline | str | Path, options: PipelineOptions | None = None,
+                 overrides: Iterable[tuple[str, str]] = ()) -> PipelineRecord:
+    """Run a pipeline (a loaded one, or the path of its file) and return its record."""
+    if not isinstance(pipe, Pipeline):
+        pipe = load(Path(pipe), overrides)
+    return PipelineRun(pipe, options or PipelineOptions()).execute()

@@ -1,0 +1,45 @@
+"""A stage task: everything a worker needs to run one stage, and nothing more.
+
+A :class:`StageTask` is plain, picklable data (template path, resolved parameters, the
+kernel's working folder, the run store, tracking URI, tags, limits, executor name): no
+locks, no bound methods, no open files. :func:`run_task` runs it anywhere nbops is
+installed and the paths are visible: a thread here, a process, or a remote worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..execution.registry import DEFAULT_EXECUTOR
+from ..records.types import PipelineRef, RunRecord
+from ..runner import RunOptions, run
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """One stage run, as data."""
+
+    stage: str
+    template_path: Path
+    parameters: dict[str, Any]
+    cwd: Path
+    runs_dir: Path
+    pipeline: PipelineRef
+    tracking_uri: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    executor: str = DEFAULT_EXECUTOR
+    timeout: float | None = None
+    cell_timeout: float | None = None
+    progress: bool = False
+
+
+def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:
+    """Run the stage and return its final record (``stop`` is honoured where it exists)."""
+    options = RunOptions(runs_dir=task.runs_dir, tracking_uri=task.tracking_uri, cwd=task.cwd,
+                         stop=stop, tags=dict(task.tags), progress=task.progress,
+                         pipeline=task.pipeline, executor=task.executor,
+                         timeout=task.timeout, cell_timeout=task.cell_timeout)
+    return run(task.template_path, task.parameters, options=options)

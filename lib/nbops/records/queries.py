@@ -1,0 +1,124 @@
+"""Reading the run store: get, list, verify, load runs and their models.
+
+Every read reconciles: a record whose runner died is marked ``killed`` first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import NbopsError, RecordError
+from .integrity import verify_runs as _verify_runs
+from .reconcile import reconcile
+from .store import RUN_FILE, RunStore
+from .types import MetricPoint, RunRecord, Status
+
+
+def get_record(run_id: str, runs_dir: str | Path | None = None) -> RunRecord:
+    store = RunStore.at(runs_dir)
+    return reconcile(store, store.read(run_id))
+
+
+def list_records(runs_dir: str | Path | None = None, *, stage: str | None = None,
+                 status: Status | None = None, problems: list[str] | None = None
+                 ) -> list[RunRecord]:
+    """Every readable record (reconciled), oldest first, filtered by stage and status.
+
+    Unreadable records are skipped and described in ``problems`` when it is given.
+    """
+    store = RunStore.at(runs_dir)
+    found = []
+    for run_id in store.ids():
+        try:
+            record = reconcile(store, store.read(run_id))
+        except RecordError as exc:
+            if problems is not None:
+                problems.append(str(exc))
+            continue
+        if (stage is None or record["stage"] == stage) and (
+                status is None or record["status"] == status):
+            found.append(record)
+    return found
+
+
+def verify_runs(run_ids: list[str] | None = None, runs_dir: str | Path | None = None
+                ) -> list[str]:
+    """Problems found re-hashing the given runs (all runs when none are given)."""
+    return _verify_runs(RunStore.at(runs_dir), run_ids)
+
+
+@dataclass
+class Run:
+    """A finished run, for notebooks and scripts: ``nbops.load_run(run_id)``."""
+
+    record: RunRecord
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return str(self.record["id"])
+
+    @property
+    def status(self) -> Status:
+        return self.record["status"]
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return dict(self.record["parameters"])
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.record["metrics"])
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return dict(self.record["outputs"])
+
+    @property
+    def artifacts(self) -> list[str]:
+        return [a["path"] for a in self.record["artifacts"]]
+
+    def artifact(self, path: str) -> Path:
+        """Absolute path of a recorded artifact."""
+        if path not in self.artifacts:
+            raise NbopsError(f"run {self.id} has no artifact {path!r}; it has: "
+                             f"{', '.join(self.artifacts)}")
+        return self.path / path
+
+    def metric_history(self, name: str) -> list[MetricPoint]:
+        return list(self.record["metric_history"].get(name, []))
+
+    def load_model(self, name: str | None = None) -> Any:
+        """Load a model of this run after verifying its files against the record."""
+        from ..models import load_verified
+
+        models = self.record["models"]
+        if not models:
+            raise NbopsError(f"run {self.id} logged no model")
+        if name is None:
+            if len(models) > 1:
+                raise NbopsError(f"run {self.id} has several models ({', '.join(models)}): "
+                                 "name one")
+            name = next(iter(models))
+        if name not in models:
+            raise NbopsError(f"run {self.id} has no model {name!r}; it has {', '.join(models)}")
+        model = models[name]
+        return load_verified(self.path, model["path"], model["flavor"], self.record["artifacts"])
+
+
+def load_model(path: str | Path) -> Any:
+    """Load the model stored at ``runs/<run_id>/models/<name>``, verified against its record."""
+    folder = Path(path).resolve()
+    run_dir = folder.parent.parent
+    if folder.parent.name != "models" or not (run_dir / RUN_FILE).is_file():
+        raise NbopsError(f"{path} is not a model folder of an nbops run "
+                         "(expected runs/<run_id>/models/<name>)")
+    return Run(RunStore(run_dir.parent).read(run_dir.name), run_dir).load_model(folder.name)
+
+
+def load_run(run_id: str, runs_dir: str | Path | None = None) -> Run:
+    store = RunStore.at(runs_dir)
+    record = reconcile(store, store.read(run_id))
+    return Run(record, store.path(run_id))

@@ -1,0 +1,47 @@
+"""Validation of persisted documents against their versioned JSON schemas.
+
+Every document nbops writes under ``runs/`` names its schema (``nbops.run/1``,
+``nbops.pipeline/1``); it is validated on every write and every read. A document of a newer
+version than this nbops knows is refused with a message to upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecordError
+from ..util.files import encode_json
+
+RUN_SCHEMA = "nbops.run/1"
+PIPELINE_SCHEMA = "nbops.pipeline/1"
+_FILES = {RUN_SCHEMA: "run.v1.json", PIPELINE_SCHEMA: "pipeline.v1.json"}
+
+
+@cache
+def _validator(schema: str) -> Any:
+    import jsonschema
+
+    document = json.loads((Path(__file__).parent / "schemas" / _FILES[schema]).read_text())
+    return jsonschema.Draft202012Validator(document)
+
+
+def validate(document: Any, schema: str) -> None:
+    """Raises RecordError naming the first violation of ``schema`` (e.g. ``nbops.run/1``)."""
+    encoded = encode_json(document)
+    what = schema.split("/")[0].replace("nbops.", "")
+    if not isinstance(encoded, dict):
+        raise RecordError(f"{what} record is not a JSON object")
+    found = str(encoded.get("schema", ""))
+    family = schema.split("/")[0] + "/"
+    if found != schema and found.startswith(family):
+        raise RecordError(f"{what} record {encoded.get('id')} has schema {found}, newer than "
+                          "this nbops understands: upgrade nbops (pip install -U nbops)")
+    errors = sorted(_validator(schema).iter_errors(encoded), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.path) or "(top)"
+        raise RecordError(f"{what} record {encoded.get('id')} is invalid at {where}: "
+                          f"{first.message}")

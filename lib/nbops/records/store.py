@@ -1,0 +1,122 @@
+"""The run store: ``runs/<run_id>/`` with ``run.json``, the executed notebook and artifacts.
+
+``run.json`` is the source of truth. It is written atomically, validated against
+``schemas/run.v1.json`` on every write and read, and lists every other file of the run
+folder with its sha256, so that ``nbops runs verify`` can prove nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+from ..errors import RecordError, RunNotFoundError, did_you_mean
+from ..util.envvars import resolve_runs_dir
+from ..util.files import atomic_write_json, decode_json
+from .schema import RUN_SCHEMA, validate
+from .types import RunRecord
+
+__all__ = ["RunStore", "new_run_id", "read_events", "resolve_runs_dir", "utcnow",
+           "validate_run"]
+
+RUN_FILE = "run.json"
+EVENTS_FILE = "events.jsonl"
+NOTEBOOK_FILE = "notebook.ipynb"
+KERNEL_LOG = "kernel.log"
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id(stage: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9]+", "-", stage).strip("-")[:40] or "run"
+    return f"{stamp}-{safe}-{secrets.token_hex(3)}"
+
+
+def validate_run(record: RunRecord | dict[str, Any]) -> None:
+    """Raises RecordError naming the first schema violation of a run record."""
+    validate(record, RUN_SCHEMA)
+
+
+class RunStore:
+    """The folder of run records."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def at(cls, runs_dir: str | Path | None = None) -> RunStore:
+        """The store at ``runs_dir`` (or ``$NBOPS_RUNS_DIR``, or ``./runs``)."""
+        return cls(resolve_runs_dir(runs_dir))
+
+    def path(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def create(self, record: RunRecord) -> Path:
+        """Make the run folder (must not exist) and write the first ``run.json``."""
+        folder = self.path(record["id"])
+        folder.mkdir(parents=True, exist_ok=False)
+        self.write(record)
+        return folder
+
+    def write(self, record: RunRecord) -> None:
+        validate_run(record)
+        atomic_write_json(self.path(record["id"]) / RUN_FILE, record)
+
+    def read(self, run_id: str) -> RunRecord:
+        """The validated record of ``run_id``.
+
+        Raises:
+            RunNotFoundError: no such run (with the closest id).
+            RecordError: unreadable or invalid record.
+        """
+        if "/" in run_id or run_id in ("", ".", ".."):
+            raise RunNotFoundError(f"invalid run id {run_id!r}")
+        file = self.path(run_id) / RUN_FILE
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            hint = did_you_mean(run_id, self.ids())
+            raise RunNotFoundError(f"no run '{run_id}' in {self.root}.{hint} "
+                                   "List runs with 'nbops runs ls'.") from None
+        try:
+            record = decode_json(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"run record {file} is not valid JSON: {exc}") from None
+        validate_run(record)
+        return _complete(record)
+
+    def ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / RUN_FILE).is_file())
+
+
+def _complete(record: dict[str, Any]) -> RunRecord:
+    """Optional blocks a record written by an older nbops (or by hand) may lack."""
+    for key, empty in (("logged_params", {}), ("models", {}), ("inputs", []),
+                       ("warnings", []), ("tags", {}), ("pipeline", None)):
+        record.setdefault(key, empty)
+    record.setdefault("started_at_epoch", 0.0)
+    record.setdefault("runner", {"pid": 0, "host": "", "proc_start": None, "kernel_pid": None})
+    return cast(RunRecord, record)
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    """Events the notebook recorded; a torn last line (kill mid-write) is ignored."""
+    file = run_dir / EVENTS_FILE
+    if not file.is_file():
+        return []
+    events = []
+    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            events.append(decode_json(json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return events

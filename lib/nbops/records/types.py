@@ -1,0 +1,154 @@
+"""The shapes of what nbops persists: run records and pipeline records.
+
+These TypedDicts mirror ``schemas/run.v1.json`` and ``schemas/pipeline.v1.json``; the
+schemas are what is enforced (on every write and read), the types are what code relies on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+Status = Literal["running", "succeeded", "failed", "killed"]
+STATUSES: tuple[Status, ...] = ("running", "succeeded", "failed", "killed")
+StageStatus = Literal["pending", "running", "succeeded", "failed", "killed"]
+
+
+class RunError(TypedDict):
+    """How a run failed: the exception's name and value, the cell, a readable message."""
+
+    ename: str
+    evalue: str
+    cell_index: int | None
+    message: str
+
+
+class TemplateRef(TypedDict):
+    name: str
+    path: str
+    sha256: str
+
+
+class Artifact(TypedDict):
+    path: str  # relative to the run folder, POSIX separators
+    sha256: str
+    bytes: int
+
+
+class MetricPoint(TypedDict):
+    step: int
+    value: float
+    timestamp: float
+
+
+class ModelRef(TypedDict):
+    flavor: str  # sklearn | pytorch
+    path: str  # models/<name>
+
+
+class InputHash(TypedDict):
+    parameter: str
+    path: str
+    sha256: str
+
+
+class TrackingInfo(TypedDict):
+    """Where the record is mirrored (MLflow) and whether the mirror is complete."""
+
+    tracking_uri: str
+    experiment_id: str | None
+    run_id: str | None
+    synced: bool
+
+
+class RunnerInfo(TypedDict):
+    pid: int
+    host: str
+    proc_start: int | None
+    kernel_pid: int | None
+
+
+class PipelineRef(TypedDict):
+    run_id: str
+    stage: str
+    cache_key: str
+
+
+class GitState(TypedDict):
+    commit: str | None
+    dirty: bool | None
+
+
+class Environment(TypedDict):
+    python: str
+    executable: str
+    platform: str
+    packages: dict[str, str]
+    git: GitState
+
+
+class RunRecord(TypedDict):
+    """``runs/<id>/run.json`` (schema ``nbops.run/1``)."""
+
+    schema: str
+    id: str
+    stage: str
+    template: TemplateRef | None
+    parameters: dict[str, Any]
+    status: Status
+    started_at: str
+    started_at_epoch: float
+    ended_at: str | None
+    duration_s: float | None
+    metrics: dict[str, float]
+    metric_history: dict[str, list[MetricPoint]]
+    logged_params: dict[str, Any]
+    outputs: dict[str, Any]
+    artifacts: list[Artifact]
+    models: dict[str, ModelRef]
+    inputs: list[InputHash]
+    warnings: list[str]
+    environment: Environment
+    error: RunError | None
+    mlflow: TrackingInfo | None
+    runner: RunnerInfo
+    tags: dict[str, str]
+    pipeline: PipelineRef | None
+
+
+class StageState(TypedDict, total=False):
+    status: StageStatus
+    run_id: str | None
+    cached: bool
+    error: str | None
+
+
+class Retrained(TypedDict):
+    trigger: str
+    action: str
+    stages: list[str]
+    previous_runs: dict[str, str | None]
+
+
+class PipelineTracking(TypedDict):
+    tracking_uri: str
+    run_id: str
+    experiment_id: str | None
+
+
+class PipelineRecord(TypedDict, total=False):
+    """``runs/pipelines/<id>.json`` (schema ``nbops.pipeline/1``)."""
+
+    schema: str
+    id: str
+    name: str
+    file: str
+    status: Status
+    started_at: str
+    ended_at: str | None
+    duration_s: float | None
+    order: list[str]
+    error: str | None
+    mlflow: PipelineTracking | None
+    stages: dict[str, StageState]
+    summary: dict[str, Any]
+    retrained: Retrained

@@ -1,0 +1,29 @@
+"""The environment variables nbops reads and sets, in one place (standard library only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RUN_DIR = "NBOPS_RUN_DIR"  # set by the runner in the kernel: the run folder to record into
+RUNS_DIR = "NBOPS_RUNS_DIR"  # the run store (default ./runs)
+EXPERIMENT = "NBOPS_EXPERIMENT"  # MLflow experiment name (default nbops)
+TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable, honoured as is
+
+
+def resolve_runs_dir(option: str | Path | None = None) -> Path:
+    """``--runs-dir``, else ``$NBOPS_RUNS_DIR``, else ``./runs`` (absolute)."""
+    chosen = option or os.environ.get(RUNS_DIR) or "runs"
+    return Path(chosen).expanduser().resolve()
+
+
+def kernel_env(run_dir: Path, tracking_uri: str | None = None) -> dict[str, str]:
+    """The environment of a process that records into ``run_dir`` (a kernel, a mirror
+    child): this environment plus the run folder, the tracking store, and nbops importable."""
+    env = dict(os.environ)
+    env[RUN_DIR] = str(run_dir)
+    if tracking_uri:  # mlflow calls in the notebook (the registry) use the run's store
+        env[TRACKING_URI] = tracking_uri
+    lib = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (lib, env.get("PYTHONPATH", "")) if p)
+    return env
