@@ -1,6 +1,7 @@
 """Stage templates through the real runner with small data."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stage(name: str, runs: Path, **parameters: Any) -> dict[str, Any]:
     record = run(name, parameters, options=RunOptions(runs_dir=runs, cwd=runs))
     assert record["status"] == "succeeded", record["error"]
+    # templates are jupytext-paired; the executed copy in the record must not be
+    executed = json.loads((runs / record["id"] / "notebook.ipynb").read_text())
+    assert "jupytext" not in executed["metadata"]
+    assert not list((runs / record["id"]).glob("*.py"))
     return record
 
 
@@ -120,3 +125,10 @@ def test_infer_checks_the_signature(runs: Path, prepared: dict[str, Any], tmp_pa
     assert "segment (model expects string" in record["error"]["evalue"]
     good = stage("infer", runs, model_name="sig", input_path=prepared["current_path"])
     assert good["outputs"]["n_rows"] == len(pd.read_parquet(prepared["current_path"]))
+    by_version = stage("infer", runs, model_name="sig", version=1,
+                       input_path=prepared["current_path"])
+    assert by_version["outputs"]["version"] == 1
+    missing = run("infer", {"model_name": "sig", "alias": "nope"},
+                  options=RunOptions(runs_dir=runs, cwd=runs))
+    assert missing["status"] == "failed" and missing["error"]["ename"] == "LookupError"
+    assert "has no alias 'nope'" in missing["error"]["evalue"]

@@ -64,6 +64,9 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     executor = get_executor(opts.executor) if isinstance(opts.executor, str) else opts.executor
     notebook = params.inject(tpl.notebook, given)
     notebook.metadata.setdefault("nbops", {})["parameters"] = encode_json(resolved)
+    # the executed copy is a record, not a source: unpaired, so that saving it in JupyterLab
+    # never writes a jupytext twin into the run folder
+    notebook.metadata.pop("jupytext", None)
     runs_dir = resolve_runs_dir(opts.runs_dir)
     uri = resolve_uri(opts.tracking_uri, runs_dir)
     tracker = BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile

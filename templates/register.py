@@ -1,0 +1,115 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Stage `register`
+#
+# Register the evaluated model in the MLflow Model Registry, only when the evaluation verdict passed, with lineage tags and the alias `challenger`; promote it to `champion` when it beats the current champion on the same test data (or when there is none).
+
+# %% tags=["parameters"]
+model_path: str = ""  # model folder from the train stage ("" : a quick baseline made here)
+verdict: str = ""  # evaluation verdict: only "pass" is registered
+test_path: str = ""  # test split: challenger and champion are compared on it
+target: str = "target"  # label column
+model_name: str = "nbops-model"  # registered model name
+primary_metric: str = "roc_auc"  # comparison metric: roc_auc, accuracy, f1 (higher wins) or rmse, mae (lower wins)
+test_sha256: str = ""  # lineage: test data hash
+train_sha256: str = ""  # lineage: train data hash
+train_run: str = ""  # lineage: nbops run id of the train stage
+evaluate_run: str = ""  # lineage: nbops run id of the evaluate stage
+
+# %%
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+import nbops
+from nbops.datasets import load_table
+from nbops.tracking import registry
+
+# %%
+if not model_path:  # run by hand: train, test and judge a quick baseline so the notebook runs
+    from nbops.datasets import baseline as make_baseline
+    baseline, fit_part, test_part = make_baseline(target)
+    model_path = str(nbops.log_model(baseline, "model", input_example=fit_part.drop(columns=[target]).head(3)))
+    test_part.to_parquet("baseline_test.parquet", index=False)
+    test_path = str(nbops.log_artifact("baseline_test.parquet"))
+    Path("baseline_test.parquet").unlink()
+    accuracy = baseline.score(test_part.drop(columns=[target]), test_part[target])
+    verdict = "pass" if accuracy >= 0.85 else "fail"
+    nbops.end_run()  # closes the by-hand run so its MLflow run exists for the registry
+if verdict != "pass":
+    raise RuntimeError(f"registration refused: the evaluation verdict is {verdict!r}, not 'pass'. "
+                       "Improve the model or relax the evaluate thresholds, then run again.")
+if not model_path or not test_path:
+    raise ValueError("model_path and test_path are required (outputs of train/evaluate and prepare)")
+train_run_dir = Path(model_path).parent.parent
+train_record = json.loads((train_run_dir / "run.json").read_text())
+source_run = train_record["mlflow"]["run_id"]
+test = load_table(test_path)
+X, y = test.drop(columns=[target]), test[target]
+lower_is_better = primary_metric in ("rmse", "mae")
+
+def score(model):
+    if primary_metric == "roc_auc":
+        proba = model.predict_proba(X)
+        return float(skm.roc_auc_score(y, proba[:, 1]) if proba.shape[1] == 2 else
+                     skm.roc_auc_score(y, proba, multi_class="ovr", labels=model.classes_))
+    pred = model.predict(X)
+    fns = {"accuracy": skm.accuracy_score, "f1": lambda a, b: skm.f1_score(a, b, average="macro"),
+           "rmse": lambda a, b: float(np.sqrt(skm.mean_squared_error(a, b))),
+           "mae": skm.mean_absolute_error}
+    if primary_metric not in fns:
+        raise ValueError(f"unknown primary_metric {primary_metric!r}")
+    return float(fns[primary_metric](y, pred))
+
+challenger_score = score(nbops.load_model(model_path))
+print(f"challenger {primary_metric}: {challenger_score:.4f}")
+
+# %% [markdown]
+# ## Register and promote
+
+# %%
+tags = {"nbops.model_path": str(model_path), "nbops.train_run": train_run,
+        "nbops.evaluate_run": evaluate_run, "nbops.register_run": nbops.current_run_id(),
+        "nbops.test_sha256": test_sha256, "nbops.train_sha256": train_sha256,
+        f"nbops.score.{primary_metric}": str(challenger_score)}
+version = registry.register_version(model_name, run_id=source_run, artifact_path="models/model",
+                                    tags=tags, alias="challenger")
+champion = registry.version_by_alias(model_name, "champion")
+champion_score = None
+if champion is not None:
+    champion_score = score(nbops.load_model(champion["tags"]["nbops.model_path"]))
+    print(f"champion v{champion['version']} {primary_metric}: {champion_score:.4f}")
+better = champion_score is None or (challenger_score < champion_score if lower_is_better
+                                    else challenger_score >= champion_score)
+if better:
+    registry.promote(model_name, version, "champion", reason=(
+        f"{primary_metric} {challenger_score:.4f}" if champion is None else
+        f"{primary_metric} {challenger_score:.4f} vs {champion_score:.4f} of v{champion['version']}"))
+champion_version = version if better else champion["version"]
+aliases = ["challenger"] + (["champion"] if better else [])
+print(f"{model_name} v{version}: {', '.join(aliases)}"
+      + ("" if better else f" (champion stays v{champion_version})"))
+nbops.log_metric(f"challenger_{primary_metric}", challenger_score)
+nbops.output("model_name", model_name)
+nbops.output("version", version)
+nbops.output("aliases", aliases)
+nbops.output("promoted", bool(better))
+nbops.output("champion_version", champion_version)
+nbops.output("score", challenger_score)
+nbops.output("champion_score", champion_score)
