@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +97,34 @@ def wait_for_http(url: str, proc: subprocess.Popen[Any], what: str, timeout: flo
             time.sleep(0.5)
     proc.kill()
     raise AssertionError(f"{what} did not start within {timeout:.0f} s")
+
+
+@contextmanager
+def jupyter_server(module: str, home: Path, root_dir: Path) -> Iterator[dict[str, Any]]:
+    """``python -m MODULE`` (jupyter_server or jupyterlab) on a free loopback port with a
+    token, all its config and state under ``home``; stopped (killed if need be) on exit.
+
+    Yields ``{"base": URL, "token": TOKEN, "env": ENVIRONMENT}``.
+    """
+    env = {**os.environ, "NBOPS_RUNS_DIR": str(home / "runs")}
+    for name, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
+                      ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_WORKSPACES_DIR", "ws"),
+                      ("XDG_CONFIG_HOME", "xdg-config"), ("XDG_CACHE_HOME", "xdg-cache")):
+        env[name] = str(home / sub)
+    port, token = free_port(), secrets.token_hex(16)
+    server = subprocess.Popen(
+        [sys.executable, "-m", module, "--allow-root", "--no-browser",
+         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/api/status?token={token}", server, module)
+        yield {"base": base, "token": token, "env": env}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)

@@ -6,8 +6,6 @@ never downloads a browser of its own.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, cli, free_port, wait_for_http
+from conftest import ROOT, cli, jupyter_server
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,29 +27,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("lab")
     notebooks = home / "notebooks"
     notebooks.mkdir()
-    env = {**os.environ, "NBOPS_RUNS_DIR": str(home / "runs")}
-    for name, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                      ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_WORKSPACES_DIR", "ws"),
-                      ("XDG_CONFIG_HOME", "xdg-config"), ("XDG_CACHE_HOME", "xdg-cache")):
-        env[name] = str(home / sub)
-    port, token = free_port(), secrets.token_hex(16)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={notebooks}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{base}/api/status?token={token}", server, "JupyterLab")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
+    with jupyter_server("jupyterlab", home, notebooks) as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield {"base": base, "token": token, "dir": notebooks, "env": env, "browser": browser,
-               "home": home}
+        yield {**server, "dir": notebooks, "browser": browser, "home": home}
         browser.close()
-    server.terminate()
-    server.wait(timeout=30)
-
 
 def _open(lab: dict[str, Any], name: str) -> Any:
     page = lab["browser"].new_page(viewport={"width": 1400, "height": 1000})

@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import secrets
 import shutil
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +13,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from conftest import ROOT, free_port, wait_for_http
+from conftest import ROOT, jupyter_server
 
 
 def _load_pairing() -> ModuleType:
@@ -100,28 +96,8 @@ def jupyter(tmp_path: Path) -> Iterator[dict[str, Any]]:
     served = tmp_path / "served"
     served.mkdir()
     _copy_pair("train", served)
-    env = {**os.environ, "NBOPS_RUNS_DIR": str(tmp_path / "runs")}
-    for name, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                      ("JUPYTER_RUNTIME_DIR", "runtime"), ("XDG_CONFIG_HOME", "xdg-config"),
-                      ("XDG_CACHE_HOME", "xdg-cache")):
-        env[name] = str(tmp_path / sub)
-    port, token = free_port(), secrets.token_hex(16)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={served}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{base}/api/status?token={token}", server, "jupyter server", timeout=60)
-        yield {"base": base, "token": token, "dir": served}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
+    with jupyter_server("jupyter_server", tmp_path, served) as server:
+        yield {**server, "dir": served}
 
 
 def _contents(jupyter: dict[str, Any], name: str, body: dict[str, Any] | None = None
