@@ -9,10 +9,14 @@ papermill's per-cell statuses are corrected (it marks unexecuted cells "complete
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import nbformat
 import papermill
+from filelock import FileLock
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager, papermill_engines
@@ -24,6 +28,7 @@ from .outcome import ExecutionResult
 
 ENGINE_NAME = "nbops"
 PAPERMILL_MARKER = "papermill-error-cell-tag"
+KERNEL_START_LOCK = f"nbops-kernel-start-{os.getuid()}.lock"  # per user: theirs is not ours
 
 
 class _TrackedManager(NotebookExecutionManager):  # type: ignore[misc]
@@ -45,13 +50,19 @@ class _TrackedManager(NotebookExecutionManager):  # type: ignore[misc]
 
 
 class _Client(PapermillNotebookClient):  # type: ignore[misc]
-    """Reports the kernel's pid to the tracker as soon as the kernel is up."""
+    """Starts kernels one at a time per machine; reports the kernel's pid to the tracker
+    as soon as the kernel is up."""
 
     tracker: CellTracker
 
     def start_new_kernel_client(self) -> Any:
+        # jupyter_client picks free ports, releases them, and the kernel binds them later:
+        # kernels started at once by several processes can collide on a port and hang until
+        # the start-up timeout (jupyter_client#487, papermill#511; 1 run in ~6 with 12 runs
+        # at once here). A machine-wide lock held until the kernel answers closes the gap.
         # nbclient binds the sync name to the base coroutine, so override the sync one.
-        kc = super().start_new_kernel_client()
+        with FileLock(str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
+            kc = super().start_new_kernel_client()
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         self.tracker.kernel_pid = getattr(process, "pid", None)
         return kc
