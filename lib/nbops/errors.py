@@ -39,6 +39,15 @@ class RunNotFoundError(UsageError):
     """No run record with the given id."""
 
 
+class ConfigError(UsageError):
+    """A configuration file or option is unreadable or invalid."""
+
+
+class InputTooLarge(ConfigError):
+    """A parameter source is over one of the documented limits (size, depth, values,
+    digits): parameters are settings, data belongs in files."""
+
+
 class UnknownNameError(UsageError):
     """A name looked up in a registry (executor, scheduler, tracker) is not known."""
 
@@ -47,10 +56,6 @@ class UnknownNameError(UsageError):
         super().__init__(f"unknown {kind} {name!r}.{did_you_mean(name, names)} Known "
                          f"{kind}s: {', '.join(names) or '(none)'}.")
         self.kind, self.name = kind, name
-
-
-class ConfigError(UsageError):
-    """A configuration file or option is unreadable or invalid."""
 
 
 class PipelineError(UsageError):

@@ -21,7 +21,8 @@ from typing import Any
 import nbformat
 import yaml
 
-from ..errors import ConfigError, ParameterError, TypeMismatch, closest
+from ..errors import ConfigError, InputTooLarge, ParameterError, TypeMismatch, closest
+from .limits import MAX_INT_DIGITS, check_text, check_value, load_yaml
 from .template import INJECTED_TAG, PARAMETERS_TAG, Parameter, Template
 from .types import TypeSpec, coerce, matches_exactly
 
@@ -33,9 +34,14 @@ def parse_cli_value(raw: str, spec: TypeSpec) -> Any:
     if spec.kind == "str":
         return raw
     if _DECIMAL.fullmatch(raw.strip()) and _has_member(spec, "int"):
+        digits = raw.strip().lstrip("+-").replace("_", "")
+        if len(digits) > MAX_INT_DIGITS:
+            raise InputTooLarge(f"a -p value has {len(digits)} digits; integers may have at "
+                                f"most {MAX_INT_DIGITS}. Put large inputs in a file and pass "
+                                "its path as a parameter.")
         return int(raw.strip().replace("_", ""))  # YAML 1.1 would read "010" as octal 8
     try:
-        value = yaml.safe_load(raw) if raw.strip() else raw
+        value = load_yaml(raw, "a -p value") if raw.strip() else raw
     except yaml.YAMLError:
         return raw
     if not _str_member(spec):
@@ -62,7 +68,7 @@ def load_params_file(path: Path) -> dict[str, Any]:
         ConfigError: missing, unreadable, or not a mapping of names to values.
     """
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), f"parameters file {path}")
     except FileNotFoundError:
         raise ConfigError(f"parameters file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -98,8 +104,10 @@ def resolve(
             given[name] = _checked(template, name, value, source=f"file {file}")
     for name, raw in cli:
         spec = declared(template, name).type
+        check_text(raw, f"-p {name}")
         given[name] = _checked(template, name, parse_cli_value(raw, spec), source="-p", raw=raw)
     for name, value in (overrides or {}).items():
+        check_value(value, f"parameter {name!r}")
         given[name] = _checked(template, name, value, source="parameters")
     resolved = {name: p.default for name, p in template.parameters.items()}
     resolved.update(given)

@@ -141,13 +141,28 @@ def matches_exactly(value: Any, spec: TypeSpec) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """Numpy scalars and arrays to Python values; tuples to lists."""
-    module = type(value).__module__
-    if module == "numpy":
-        if hasattr(value, "tolist"):
-            return value.tolist()
+    """Exact built-in values: numpy scalars and arrays to Python values, tuples to lists,
+    and instances of subclasses of int, float, str, list, dict copied into the exact type
+    through the built-in's own methods (a subclass's ``__repr__``/``__str__``/``__iter__``
+    are never called), so what is validated, recorded and rendered is what the kernel gets.
+    """
+    kind = type(value)
+    if kind in (bool, int, float, str, list, dict) or value is None:
+        return value
+    if kind.__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__add__(value, 0)
+    if isinstance(value, float):
+        return float.__mul__(value, 1.0)  # keeps -0.0 and nan
+    if isinstance(value, str):
+        return str.__str__(value)  # an exact copy for a subclass
     if isinstance(value, tuple):
-        return list(value)
+        return list(tuple.__iter__(value))
+    if isinstance(value, list):
+        return list(list.__iter__(value))
+    if isinstance(value, dict):
+        return dict(dict.items(value))
     return value
 
 
@@ -170,7 +185,10 @@ def _to_float(value: Any, spec: TypeSpec) -> float:
     if isinstance(value, bool):
         raise TypeMismatch("expected float, got a bool")
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise TypeMismatch("out of range for a float") from None
     if isinstance(value, str):
         text = value.strip().lower().replace("_", "")
         text = {".nan": "nan", ".inf": "inf", "-.inf": "-inf", "+.inf": "inf"}.get(text, text)
@@ -219,7 +237,8 @@ def _to_dict(value: Any, spec: TypeSpec) -> dict[str, Any]:
         raise TypeMismatch(f"expected {spec}")
     item = spec.args[0] if spec.args else ANY
     out: dict[str, Any] = {}
-    for key, v in value.items():
+    for raw_key, v in value.items():
+        key = _plain(raw_key)
         if not isinstance(key, str):
             raise TypeMismatch(f"dict keys must be str, got {type(key).__name__} {key!r}")
         out[key] = _item(coerce, v, item, f"[{key!r}]")

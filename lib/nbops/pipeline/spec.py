@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from ..contract import params
+from ..contract.limits import load_yaml
 from ..contract.template import Template
 from ..contract.template import resolve as resolve_template
 from ..errors import ConfigError, PipelineError, did_you_mean
@@ -105,7 +106,7 @@ def _summary(path: Path, raw: Any, stages: dict[str, Stage]) -> dict[str, tuple[
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), f"pipeline file {path}")
     except FileNotFoundError:
         raise ConfigError(f"pipeline file {path} does not exist; create it or pass its path "
                           "(nbops pipeline run PATH)") from None
