@@ -177,3 +177,81 @@ def test_light_commands_import_nothing_heavy(args: list[str], tmp_path: Path) ->
     # lark: the parser rfc3987_syntax builds its grammar with (jsonschema's optional import)
     for heavy in ("lark", "mlflow", "papermill", "pandas", "nbclient", "torch"):
         assert heavy not in imported, f"'nbops {' '.join(args)}' imported {heavy}"
+
+
+def _notebook(path: Path, *cells: str, params: str | None = None,
+              kernel: str | None = "python3") -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    if kernel:
+        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel,
+                                     "language": "python"}
+    if params is not None:
+        nb.cells.append(nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}))
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_missing_kernel_is_refused_not_replaced(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    template = _notebook(tmp_path / "r.ipynb", "1 + 1", kernel="ir")
+    done = cli("run", str(template), "--runs-dir", str(runs), cwd=tmp_path)
+    assert_usage_error(done, "asks for kernel 'ir'", "not installed", "python3")
+    assert not runs.exists()
+
+
+def test_an_invalid_notebook_is_refused(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    bad = tmp_path / "bad.ipynb"
+    data = json.loads((NOTEBOOKS / "ok.ipynb").read_text())
+    data["cells"][1]["cell_type"] = "weird"
+    bad.write_text(json.dumps(data))
+    done = cli("run", str(bad), "--runs-dir", str(runs), cwd=tmp_path)
+    assert_usage_error(done, "fails the notebook schema at cells/1")
+    assert not runs.exists()
+
+
+def test_any_parameter_with_its_import_runs(tmp_path: Path) -> None:
+    template = _notebook(tmp_path / "any.ipynb", "import nbops\nnbops.output('x', x)",
+                         params="from typing import Any\nx: Any = None  # anything\n")
+    done = cli("run", str(template), "-p", "x", "[1, a]", "--json", "--runs-dir",
+               str(tmp_path / "runs"), "--tracking-uri", "none", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"]["x"] == [1, "a"]
+
+
+def test_sigkill_then_reconcile_ends_the_kernels_whole_tree(tmp_path: Path) -> None:
+    """A process the kernel started in a session of its own is ended too, and the kernel's
+    pid is in the record while the run is still going."""
+    runs = tmp_path / "runs"
+    template = _notebook(
+        tmp_path / "spawns.ipynb",
+        "import pathlib, subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],\n"
+        "                         start_new_session=True)\n"
+        "pathlib.Path('child.pid').write_text(str(child.pid))",
+        "import time\ntime.sleep(600)")
+    proc = subprocess.Popen([*NBOPS, "run", str(template), "--runs-dir", str(runs),
+                             "--tracking-uri", "none"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    record: dict[str, object] = {}
+    while time.time() < deadline and not (tmp_path / "child.pid").exists():
+        time.sleep(0.2)
+    assert (tmp_path / "child.pid").exists(), "the notebook never started its child"
+    (run_json,) = runs.glob("*/run.json")
+    record = json.loads(run_json.read_text())
+    kernel = record["runner"]["kernel_pid"]  # type: ignore[index]
+    assert record["status"] == "running" and kernel_alive(kernel)
+    child = int((tmp_path / "child.pid").read_text())
+    assert kernel_alive(child)
+    proc.kill()
+    proc.communicate(timeout=30)
+    listing = cli("runs", "ls", "--json", "--runs-dir", str(runs))
+    assert [r["status"] for r in json.loads(listing.stdout)] == ["killed"]
+    deadline = time.time() + 10
+    while (kernel_alive(kernel) or kernel_alive(child)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not kernel_alive(kernel) and not kernel_alive(child)

@@ -32,7 +32,10 @@ def test_parses_types_defaults_and_help() -> None:
     ("x: int = 'a'", "does not match its type"),
     ("x: int = len('a')", "must be a literal"),
     ("x: set = 1", "unsupported annotation"),
-    ("import os", "only 'name: type = literal"),
+    ("import os", "only imports from typing"),
+    ("x = 1\nos.system('x')", "only 'name: type = literal"),
+    ("x: Any = None", "add 'from typing import Any'"),
+    ("x: Optional[int] = None", "add 'from typing import Optional'"),
     ("x: int", "needs a default"),
     ("x: int = (", "not valid Python"),
 ])
@@ -65,3 +68,45 @@ def test_project_templates_shadow_shipped(tmp_path: Path, nb) -> None:  # type: 
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "sample.ipynb").write_bytes(nb("ok").read_bytes())
     assert resolve("sample", project_dir=tmp_path).stage == "ok"
+
+
+def test_typing_imports_are_allowed_in_the_parameters_cell() -> None:
+    params = parse_parameters_cell("from typing import Any, Optional\n"
+                                   "x: Any = None  # anything\n"
+                                   "y: Optional[int] = None\n")
+    assert str(params["x"].type) == "Any" and params["x"].help == "anything"
+    assert str(params["y"].type) == "int | None"
+    future = parse_parameters_cell("from __future__ import annotations\nx: Any = None\n")
+    assert str(future["x"].type) == "Any"
+
+
+def _mutated(tmp_path: Path, nb, change) -> Path:  # type: ignore[no-untyped-def]
+    import json
+
+    data = json.loads(nb("ok").read_text())
+    data = change(data) or data
+    path = tmp_path / "bad.ipynb"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["cells"][1].update(cell_type="weird"), "fails the notebook schema at cells/1"),
+    (lambda d: d["cells"][1].update(source=5), "fails the notebook schema at cells/1/source"),
+    (lambda d: d["metadata"].update(nbops=["train"]), "'nbops' must be a mapping"),
+    (lambda d: d["metadata"].update(nbops={"stage": 3}), "nbops.stage must be a string"),
+    (lambda d: [1, 2], "is not a notebook"),
+    (lambda d: d.pop("cells"), "is not a notebook"),
+])
+def test_invalid_notebooks_are_rejected(tmp_path: Path, nb, change, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TemplateError, match=message):
+        load_template(_mutated(tmp_path, nb, change))
+
+
+def test_kernel_name_comes_from_the_kernelspec(tmp_path: Path, nb) -> None:  # type: ignore[no-untyped-def]
+    assert load_template(nb("ok")).kernel_name == "python3"
+    other = _mutated(tmp_path, nb, lambda d: d["metadata"].update(
+        kernelspec={"name": "julia-1.9", "display_name": "Julia", "language": "julia"}))
+    assert load_template(other).kernel_name == "julia-1.9"
+    bare = _mutated(tmp_path, nb, lambda d: d["metadata"].pop("kernelspec") and None)
+    assert load_template(bare).kernel_name == "python3"

@@ -31,6 +31,7 @@ from .tracking.base import BackgroundTracker
 from .tracking.uri import resolve_uri
 from .util.envvars import kernel_env
 from .util.files import encode_json
+from .util.process import process_start_time
 
 
 @dataclass
@@ -69,18 +70,21 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     notebook.metadata.pop("jupytext", None)
     runs_dir = resolve_runs_dir(opts.runs_dir)
     uri = resolve_uri(opts.tracking_uri, runs_dir)
-    tracker = BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
     store = RunStore(runs_dir)
     cwd = (opts.cwd or Path.cwd()).resolve()
+    request = ExecutionRequest(notebook=notebook, output_path=Path(), cwd=cwd, env={},
+                               cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
+                               progress=opts.progress, kernel_name=tpl.kernel_name)
+    executor.check(request)  # e.g. the template's kernel is installed; before any record
+    tracker = BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
     record = new_record(tpl.stage, cwd, template=_template_ref(tpl), parameters=resolved)
     record["tags"], record["pipeline"] = dict(opts.tags), opts.pipeline
     record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
                         "synced": False}
     run_dir = store.create(record)
-    request = ExecutionRequest(
-        notebook=notebook, output_path=run_dir / NOTEBOOK_FILE, cwd=cwd,
-        env=kernel_env(run_dir, uri), cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
-        progress=opts.progress, kernel_log=run_dir / KERNEL_LOG)
+    request.output_path, request.kernel_log = run_dir / NOTEBOOK_FILE, run_dir / KERNEL_LOG
+    request.env = kernel_env(run_dir, uri)
+    request.on_kernel_start = lambda pid: _note_kernel(store, record, pid)
     try:
         with stop_on_signals(opts.stop) as stop:
             result = executor.execute(request, stop)
@@ -91,6 +95,14 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     finalize(store, record, result.status, result.error, declared_outputs=tpl.outputs)
     mirror(tracker, store, record)
     return record
+
+
+def _note_kernel(store: RunStore, record: RunRecord, pid: int) -> None:
+    """Put the kernel's pid (and start tick) in the record as soon as it runs, so that a
+    runner that dies later leaves enough to end the kernel's process tree."""
+    record["runner"]["kernel_pid"] = pid
+    record["runner"]["kernel_start"] = process_start_time(pid)
+    store.write(record)
 
 
 def _template_ref(tpl: Template) -> TemplateRef:

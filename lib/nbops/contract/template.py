@@ -26,6 +26,7 @@ from .types import TypeSpec, coerce, infer_spec, parse_annotation
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
+DEFAULT_KERNEL = "python3"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class Template:
     notebook: nbformat.NotebookNode = field(repr=False)
     description: str = ""
 
+    @property
+    def kernel_name(self) -> str:
+        """The kernel the template asks for (``metadata.kernelspec.name``); a template without
+        a kernelspec runs in ``python3``."""
+        spec = self.notebook.metadata.get("kernelspec") or {}
+        name = spec.get("name") if isinstance(spec, dict) else None
+        return name if isinstance(name, str) and name else DEFAULT_KERNEL
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "sha256": self.sha256,
                 "stage": self.stage, "outputs": self.outputs, "description": self.description,
@@ -71,14 +80,14 @@ def load_template(path: Path, name: str | None = None) -> Template:
     """
     try:
         raw = path.read_bytes()
-        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except OSError as exc:
         raise TemplateError(f"cannot read template {path}: {exc}") from None
+    nb = _valid_notebook(path, raw)
     cells = [c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
     if len(cells) > 1:
         raise TemplateError(f"template {path} has {len(cells)} cells tagged 'parameters'; "
                             "keep exactly one")
-    meta = nb.metadata.get("nbops", {})
+    meta = _nbops_metadata(path, nb.metadata.get("nbops", {}))
     params = parse_parameters_cell(cells[0].source, path) if cells else {}
     return Template(
         name=name or path.stem, path=path.resolve(), sha256=hashlib.sha256(raw).hexdigest(),
@@ -86,6 +95,47 @@ def load_template(path: Path, name: str | None = None) -> Template:
         parameters=params, has_parameters_cell=bool(cells), notebook=nb,
         description=str(meta.get("description", "")),
     )
+
+
+def _valid_notebook(path: Path, raw: bytes) -> Any:
+    """The notebook, checked against the nbformat 4 schema (never run an invalid one)."""
+    import json
+
+    from nbformat import ValidationError
+
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TemplateError(f"template {path} is not a notebook (not UTF-8 JSON: {exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise TemplateError(f"template {path} is not a notebook: a notebook is a JSON object "
+                            "with 'cells', 'metadata', 'nbformat' and 'nbformat_minor'")
+    try:
+        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+    except ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        message = exc.message if len(exc.message) <= 160 else exc.message[:157] + "..."
+        raise TemplateError(f"template {path} fails the notebook schema at {where}: "
+                            f"{message}. Open and save it in JupyterLab, or fix the "
+                            "JSON by hand.") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise TemplateError(f"template {path} is not a valid notebook: {exc}") from None
+    return nb
+
+
+def _nbops_metadata(path: Path, meta: Any) -> dict[str, Any]:
+    """The ``nbops`` notebook metadata: a mapping with a string stage and a list of names."""
+    if not isinstance(meta, dict):
+        raise TemplateError(f"template {path}: notebook metadata 'nbops' must be a mapping "
+                            "like {\"stage\": \"train\", \"outputs\": [\"model_path\"]}, "
+                            f"not {type(meta).__name__}")
+    stage, outputs = meta.get("stage", path.stem), meta.get("outputs", [])
+    if not isinstance(stage, str) or not isinstance(outputs, list) or not all(
+            isinstance(o, str) for o in outputs):
+        raise TemplateError(f"template {path}: nbops.stage must be a string and nbops.outputs "
+                            "a list of output names")
+    return meta
 
 
 def parse_parameters_cell(source: str, path: Path | str = "<cell>") -> dict[str, Parameter]:
@@ -100,8 +150,12 @@ def parse_parameters_cell(source: str, path: Path | str = "<cell>") -> dict[str,
         raise TemplateError(f"parameters cell of {path} is not valid Python: {exc}") from None
     comments = _trailing_comments(source)
     params: dict[str, Parameter] = {}
+    imported = _typing_imports(tree, path)
     for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
         name, spec, default = _declaration(node, path)
+        _check_names_defined(node, imported, path)
         if spec is None:
             spec = infer_spec(default)
         try:
@@ -111,6 +165,39 @@ def parse_parameters_cell(source: str, path: Path | str = "<cell>") -> dict[str,
                                 f"{spec}: {exc}") from None
         params[name] = Parameter(name, spec, default, comments.get(node.end_lineno or 0, ""))
     return params
+
+
+_TYPING_NAMES = {"Any", "Optional", "Union", "List", "Dict"}
+
+
+def _typing_imports(tree: ast.Module, path: Path | str) -> set[str]:
+    """Names the parameters cell imports; only ``typing`` and ``__future__`` imports are
+    allowed there (annotations are evaluated when the cell runs, so ``Any`` must exist)."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module in ("typing", "__future__"):
+            names |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import) and all(a.name == "typing" for a in node.names):
+            names |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            raise TemplateError(f"{path}, parameters cell line {node.lineno}: only imports "
+                                "from typing (and __future__) are allowed in a parameters "
+                                "cell; import other modules in a later cell")
+    return names
+
+
+def _check_names_defined(node: ast.stmt, imported: set[str], path: Path | str) -> None:
+    """An annotation naming ``Any`` (or Optional, ...) needs its import in the cell, or the
+    cell fails when it runs (by hand and headless alike)."""
+    annotation = node.annotation if isinstance(node, ast.AnnAssign) else None
+    if annotation is None or "annotations" in imported:
+        return
+    for name in ast.walk(annotation):
+        if isinstance(name, ast.Name) and name.id in _TYPING_NAMES and name.id not in imported:
+            raise TemplateError(
+                f"{path}, parameters cell line {node.lineno}: the annotation uses {name.id!r} "
+                f"but the cell does not import it; add 'from typing import {name.id}' as "
+                "the first line of the parameters cell")
 
 
 def _declaration(node: ast.stmt, path: Path | str) -> tuple[str, TypeSpec | None, Any]:

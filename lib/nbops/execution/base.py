@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import StopRequested
 from ..util.files import atomic_write_text
-from ..util.process import kill_process_group
+from ..util.process import kill_process_tree
 from .outcome import ExecutionResult, StopReason, derive_result, mark_notebook
 
 
@@ -38,6 +38,7 @@ class ExecutionRequest:
     progress: bool = False
     kernel_name: str = "python3"
     kernel_log: Path | None = None
+    on_kernel_start: Callable[[int], None] | None = None  # told the kernel's pid at once
 
 
 @dataclass
@@ -52,6 +53,13 @@ class CellTracker:
     current_since: float = 0.0
     kernel_pid: int | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    on_kernel_start: Callable[[int], None] | None = None
+
+    def kernel_started(self, pid: int | None) -> None:
+        """The engine's kernel is up: remember its pid and pass it on (the run record)."""
+        self.kernel_pid = pid
+        if pid is not None and self.on_kernel_start is not None:
+            self.on_kernel_start(pid)
 
     def cell_started(self, index: int) -> None:
         if self.stop.is_set():
@@ -72,7 +80,8 @@ class Executor(ABC):
     def execute(self, request: ExecutionRequest, stop: threading.Event | None = None
                 ) -> ExecutionResult:
         """Execute ``request.notebook``, never raising for what happens inside it."""
-        tracker = CellTracker(request.notebook, lambda nb: save_notebook(nb, request.output_path))
+        tracker = CellTracker(request.notebook, lambda nb: save_notebook(nb, request.output_path),
+                              on_kernel_start=request.on_kernel_start)
         outcome: dict[str, BaseException | None] = {"exc": None}
 
         def work() -> None:
@@ -107,7 +116,7 @@ class Executor(ABC):
                 reason = {"kind": "run_timeout", "seconds": request.run_timeout}
             if reason is not None:
                 tracker.stop.set()
-                kill_process_group(tracker.kernel_pid)
+                kill_process_tree(tracker.kernel_pid)
         return reason
 
     @abstractmethod
@@ -115,10 +124,15 @@ class Executor(ABC):
         """Execute every cell of ``request.notebook`` in a new kernel.
 
         Must call ``tracker.cell_started`` / ``tracker.cell_finished`` around each cell,
-        set ``tracker.kernel_pid`` once the kernel runs, call ``tracker.save`` as it goes,
+        call ``tracker.kernel_started(pid)`` once the kernel runs, call ``tracker.save`` as it goes,
         and raise ``CellTimeout`` / ``KernelDied`` / ``CellFailed`` (nbops.errors) for the
         corresponding ends; any other exception is reported as an execution failure.
         """
+
+    def check(self, request: ExecutionRequest) -> None:
+        """Hook: refuse a request this engine cannot run (an unknown kernel, ...) before
+        any record exists; raise a UsageError naming the problem. Default: accept."""
+        return None
 
     def _clean_notebook(self, notebook: Any) -> None:
         """Hook: undo engine-specific changes before the outcome is derived (indices of

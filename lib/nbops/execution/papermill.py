@@ -22,7 +22,7 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from ..errors import CellFailed, CellTimeout, KernelDied
+from ..errors import CellFailed, CellTimeout, KernelDied, TemplateError, did_you_mean
 from .base import CellTracker, ExecutionRequest, Executor
 from .outcome import ExecutionResult
 
@@ -64,7 +64,7 @@ class _Client(PapermillNotebookClient):  # type: ignore[misc]
         with FileLock(str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
             kc = super().start_new_kernel_client()
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
-        self.tracker.kernel_pid = getattr(process, "pid", None)
+        self.tracker.kernel_started(getattr(process, "pid", None))
         return kc
 
     def execute_cell(self, cell: Any, cell_index: int, *args: Any, **kwargs: Any) -> Any:
@@ -138,6 +138,22 @@ class PapermillExecutor(Executor):
         finally:
             if log is not None:
                 log.close()
+
+    def check(self, request: ExecutionRequest) -> None:
+        """The template's kernel must be installed; it is never replaced by another."""
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+        manager = KernelSpecManager()
+        try:
+            manager.get_kernel_spec(request.kernel_name)
+        except NoSuchKernel:
+            known = sorted(manager.find_kernel_specs())
+            raise TemplateError(
+                f"the template asks for kernel {request.kernel_name!r}, which is not "
+                f"installed here.{did_you_mean(request.kernel_name, known)} Installed "
+                f"kernels: {', '.join(known) or '(none)'}. Install it (e.g. python -m "
+                "ipykernel install --user --name NAME) or change the notebook's kernel in "
+                "JupyterLab.") from None
 
     def _clean_notebook(self, notebook: Any) -> None:
         notebook.cells = [c for c in notebook.cells

@@ -34,7 +34,8 @@ def new_record(stage: str, cwd: Path, *, template: TemplateRef | None,
         "outputs": {}, "artifacts": [], "models": {}, "inputs": input_hashes(parameters, cwd),
         "warnings": [], "environment": capture(cwd), "error": None, "mlflow": None,
         "runner": {"pid": os.getpid(), "host": socket.gethostname(),
-                   "proc_start": process_start_time(os.getpid()), "kernel_pid": None},
+                   "proc_start": process_start_time(os.getpid()), "kernel_pid": None,
+                   "kernel_start": None},
         "tags": {}, "pipeline": None,
     }
 

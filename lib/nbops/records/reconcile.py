@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from ..util.process import kill_process_group, process_alive
+from ..util.process import kill_process_tree, process_alive
 from .lifecycle import finalize
 from .mirror import sync
 from .store import RunStore
@@ -23,7 +23,7 @@ def reconcile(store: RunStore, record: RunRecord) -> RunRecord:
         return record  # finished, or on another machine whose processes we cannot see
     if process_alive(int(runner.get("pid", 0) or 0), runner.get("proc_start")):
         return record
-    kill_process_group(runner.get("kernel_pid"))
+    kill_process_tree(runner.get("kernel_pid"), runner.get("kernel_start"))
     message = f"runner process {runner.get('pid')} ended without finishing the run (killed)"
     finalize(store, record, "killed", {"ename": "RunnerDied", "evalue": "", "cell_index": None,
                                        "message": message})

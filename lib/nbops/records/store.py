@@ -104,7 +104,9 @@ def _complete(record: dict[str, Any]) -> RunRecord:
                        ("warnings", []), ("tags", {}), ("pipeline", None)):
         record.setdefault(key, empty)
     record.setdefault("started_at_epoch", 0.0)
-    record.setdefault("runner", {"pid": 0, "host": "", "proc_start": None, "kernel_pid": None})
+    record.setdefault("runner", {"pid": 0, "host": "", "proc_start": None, "kernel_pid": None,
+                                 "kernel_start": None})
+    record["runner"].setdefault("kernel_start", None)
     return cast(RunRecord, record)
 
 

@@ -65,6 +65,7 @@ class RunnerInfo(TypedDict):
     host: str
     proc_start: int | None
     kernel_pid: int | None
+    kernel_start: int | None  # the kernel's start tick: a reused pid is never killed
 
 
 class PipelineRef(TypedDict):

@@ -40,6 +40,52 @@ def process_alive(pid: int, start_time: int | None) -> bool:
     return start_time is None or current == start_time
 
 
+def _children_map() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from /proc (Linux); empty elsewhere."""
+    found: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return found
+    for entry in entries:
+        fields = _stat_fields(int(entry))
+        if fields and len(fields) > 1 and fields[1].isdigit():
+            found.setdefault(int(fields[1]), []).append(int(entry))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), including those that
+    left its process group or session."""
+    children = _children_map()
+    found: list[int] = []
+    stack = list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        found.append(child)
+        stack.extend(children.get(child, []))
+    return found
+
+
+def kill_process_tree(pid: int | None, start_time: int | None = None) -> None:
+    """SIGKILL ``pid``, its process group and every descendant (even one that started a new
+    session). With ``start_time``, descendants are looked for only while ``pid`` is still
+    the process that started then (a reused pid is never followed)."""
+    if not pid:
+        return
+    pid = int(pid)
+    family: list[int] = []
+    if process_alive(pid, start_time):
+        try:
+            os.kill(pid, signal.SIGSTOP)  # the kernel starts no new children meanwhile
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+        family = descendants(pid)
+    kill_process_group(pid)
+    for child in family:
+        kill_process_group(child)
+
+
 def kill_process_group(pid: int | None) -> None:
     """SIGKILL the process group of ``pid`` (or ``pid`` alone); gone processes are fine."""
     if not pid:
