@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .records.types import Artifact
 
 from .errors import ModelIntegrityError, NbopsError
-from .util.files import sha256_file
+from .util.files import sha256_file, walk_files
 
 PICKLE_GUARD = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
@@ -76,8 +76,16 @@ def verify_model_files(run_dir: Path, model_path: str, artifacts: list[Artifact]
     recorded = {a["path"]: a["sha256"] for a in artifacts if a["path"].startswith(prefix)}
     if not recorded:
         raise ModelIntegrityError(f"model {model_path} has no files in the run record")
-    on_disk = {p.relative_to(run_dir).as_posix() for p in (run_dir / model_path).rglob("*")
-               if p.is_file()}
+    for folder in (run_dir / model_path, (run_dir / model_path).parent):
+        if folder.is_symlink():
+            raise ModelIntegrityError(f"refusing to load {model_path}: {folder.name} is a "
+                                      "symlink; nbops never follows links out of a run")
+    walked = walk_files(run_dir / model_path)
+    for rel, target in walked:
+        if target is not None:
+            raise ModelIntegrityError(f"refusing to load {model_path}: {rel} is a symlink (to "
+                                      f"{target}); nbops never follows links out of a run")
+    on_disk = {f"{prefix}{rel}" for rel, _ in walked}
     for extra in sorted(on_disk - set(recorded)):
         raise ModelIntegrityError(f"refusing to load {model_path}: {extra} is not in the run "
                                   "record (run 'nbops runs verify')")

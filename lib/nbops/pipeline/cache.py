@@ -54,13 +54,15 @@ def find_cached(store: RunStore, key: str) -> RunRecord | None:
     """The newest succeeded, intact run with this cache key."""
     for run_id in reversed(store.ids()):
         try:
+            summary = store.read(run_id, full=False)
+            info = summary["pipeline"]
+            if info is None or info.get("cache_key") != key or summary["status"] != "succeeded":
+                continue
             record = store.read(run_id)
         except NbopsError:
             continue
-        info = record["pipeline"]
-        if info is not None and info["cache_key"] == key and record["status"] == "succeeded":
-            if not verify(store.path(run_id), record):
-                return record
+        if not verify(store.path(run_id), record):
+            return record
     return None
 
 

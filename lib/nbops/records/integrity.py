@@ -5,41 +5,57 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
 from ..errors import RecordError
-from ..util.files import sha256_file
+from ..util.files import sha256_file, walk_files
 from .store import RunStore
 from .types import Artifact, RunRecord
 
-_SKIP = re.compile(r"^\..*\.tmp$|^run\.json$|\.lock$")
+# Not listed: run.json itself (it holds the list) and the temp files of an atomic write in
+# progress at the top of the run folder. Any other name at any depth is a file like others.
+_SKIP = re.compile(r"^run\.json$|^\.[^/]+\.tmp$")
 
 
 def hash_artifacts(run_dir: Path) -> list[Artifact]:
-    """Every file of the run folder but ``run.json``, with sha256 and size."""
+    """Every file of the run folder but ``run.json``, at any depth, with sha256 and size;
+    a symlink is listed as one (with its target), never followed."""
     found: list[Artifact] = []
-    for path in sorted(run_dir.rglob("*")):
-        if path.is_file() and not path.is_symlink() and not _SKIP.search(path.name):
-            found.append({"path": path.relative_to(run_dir).as_posix(),
-                          "sha256": sha256_file(path), "bytes": path.stat().st_size})
+    for rel, target in walk_files(run_dir):
+        if _SKIP.search(rel):
+            continue
+        if target is not None:
+            digest = hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
+            found.append({"path": rel, "sha256": digest, "bytes": 0, "symlink": target})
+        else:
+            path = run_dir / rel
+            found.append({"path": rel, "sha256": sha256_file(path),
+                          "bytes": path.stat().st_size})
     return found
 
 
 def verify(run_dir: Path, record: RunRecord) -> list[str]:
-    """Problems found re-hashing the run folder: missing, changed or unlisted files."""
+    """Problems found re-hashing the run folder: missing, changed or unlisted files, and
+    symlinks where the record has none."""
     problems = []
     listed = {a["path"]: a for a in record["artifacts"]}
     present = {a["path"]: a for a in hash_artifacts(run_dir)}
     for path, art in listed.items():
-        if path not in present:
+        now = present.get(path)
+        if now is None:
             problems.append(f"{record['id']}: missing {path}")
-        elif present[path]["sha256"] != art["sha256"]:
+        elif "symlink" in now and now.get("symlink") != art.get("symlink"):
+            problems.append(f"{record['id']}: changed {path} (now a symlink to "
+                            f"{now['symlink']})")
+        elif now["sha256"] != art["sha256"]:
             problems.append(f"{record['id']}: changed {path} (sha256 {art['sha256'][:12]}… "
-                            f"recorded, {present[path]['sha256'][:12]}… on disk)")
-    for path in present:
+                            f"recorded, {now['sha256'][:12]}… on disk)")
+    for path, now in present.items():
         if path not in listed:
-            problems.append(f"{record['id']}: unlisted {path}")
+            link = f" (a symlink to {now['symlink']})" if "symlink" in now else ""
+            problems.append(f"{record['id']}: unlisted {path}{link}")
     return problems
 
 

@@ -32,7 +32,7 @@ def list_records(runs_dir: str | Path | None = None, *, stage: str | None = None
     found = []
     for run_id in store.ids():
         try:
-            record = reconcile(store, store.read(run_id))
+            record = reconcile(store, store.read(run_id, full=False))
         except RecordError as exc:
             if problems is not None:
                 problems.append(str(exc))

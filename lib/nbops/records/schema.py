@@ -28,9 +28,24 @@ def _validator(schema: str) -> Any:
     return jsonschema.Draft202012Validator(document)
 
 
-def validate(document: Any, schema: str) -> None:
-    """Raises RecordError naming the first violation of ``schema`` (e.g. ``nbops.run/1``)."""
-    encoded = encode_json(document)
+@cache
+def _shallow_validator(schema: str) -> Any:
+    """The schema cut to its top level: required keys and their types, nothing nested (what
+    a listing reads; large metric histories and outputs are not walked)."""
+    import jsonschema
+
+    document = json.loads((Path(__file__).parent / "schemas" / _FILES[schema]).read_text())
+    keep = ("type", "enum", "const", "pattern")
+    shallow = {"type": "object", "required": document["required"],
+               "properties": {name: {k: v for k, v in spec.items() if k in keep}
+                              for name, spec in document["properties"].items()}}
+    return jsonschema.Draft202012Validator(shallow)
+
+
+def validate(document: Any, schema: str, shallow: bool = False) -> None:
+    """Raises RecordError naming the first violation of ``schema`` (e.g. ``nbops.run/1``);
+    ``shallow`` checks only the top-level keys and their types."""
+    encoded = document if shallow else encode_json(document)  # shallow: nothing walked
     what = schema.split("/")[0].replace("nbops.", "")
     if not isinstance(encoded, dict):
         raise RecordError(f"{what} record is not a JSON object")
@@ -39,7 +54,8 @@ def validate(document: Any, schema: str) -> None:
     if found != schema and found.startswith(family):
         raise RecordError(f"{what} record {encoded.get('id')} has schema {found}, newer than "
                           "this nbops understands: upgrade nbops (pip install -U nbops)")
-    errors = sorted(_validator(schema).iter_errors(encoded), key=lambda e: list(e.path))
+    validator = _shallow_validator(schema) if shallow else _validator(schema)
+    errors = sorted(validator.iter_errors(encoded), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.path) or "(top)"

@@ -39,9 +39,9 @@ def new_run_id(stage: str) -> str:
     return f"{stamp}-{safe}-{secrets.token_hex(3)}"
 
 
-def validate_run(record: RunRecord | dict[str, Any]) -> None:
+def validate_run(record: RunRecord | dict[str, Any], shallow: bool = False) -> None:
     """Raises RecordError naming the first schema violation of a run record."""
-    validate(record, RUN_SCHEMA)
+    validate(record, RUN_SCHEMA, shallow)
 
 
 class RunStore:
@@ -69,8 +69,9 @@ class RunStore:
         validate_run(record)
         atomic_write_json(self.path(record["id"]) / RUN_FILE, record)
 
-    def read(self, run_id: str) -> RunRecord:
-        """The validated record of ``run_id``.
+    def read(self, run_id: str, full: bool = True) -> RunRecord:
+        """The validated record of ``run_id`` (``full=False``: only its top level is
+        checked, for listings; ``show`` and ``verify`` read in full).
 
         Raises:
             RunNotFoundError: no such run (with the closest id).
@@ -85,11 +86,16 @@ class RunStore:
             hint = did_you_mean(run_id, self.ids())
             raise RunNotFoundError(f"no run '{run_id}' in {self.root}.{hint} "
                                    "List runs with 'nbops runs ls'.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordError(f"run record {file} is unreadable: {exc}") from None
         try:
             record = decode_json(json.loads(text))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise RecordError(f"run record {file} is not valid JSON: {exc}") from None
-        validate_run(record)
+        try:
+            validate_run(record, shallow=not full)
+        except RecordError as exc:
+            raise RecordError(f"{file}: {exc}") from None
         return _complete(record)
 
     def ids(self) -> list[str]:

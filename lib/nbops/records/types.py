@@ -6,7 +6,7 @@ schemas are what is enforced (on every write and read), the types are what code 
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 Status = Literal["running", "succeeded", "failed", "killed"]
 STATUSES: tuple[Status, ...] = ("running", "succeeded", "failed", "killed")
@@ -30,8 +30,9 @@ class TemplateRef(TypedDict):
 
 class Artifact(TypedDict):
     path: str  # relative to the run folder, POSIX separators
-    sha256: str
+    sha256: str  # of the content; of the link target's text for a symlink
     bytes: int
+    symlink: NotRequired[str]  # the target, when the file is a symlink (never followed)
 
 
 class MetricPoint(TypedDict):

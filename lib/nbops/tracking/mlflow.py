@@ -101,6 +101,8 @@ class MlflowTracker:
     def _log_files(self, run_id: str, run_dir: Path, record: RunRecord) -> None:
         for art in record["artifacts"]:
             path = Path(art["path"])
+            if "symlink" in art:
+                continue  # never upload what a link points to
             if path.parts and path.parts[0] == "models":
                 continue
             folder = path.parent.as_posix()

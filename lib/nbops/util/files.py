@@ -101,3 +101,16 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def walk_files(root: Path) -> list[tuple[str, str | None]]:
+    """Every file below ``root`` at any depth as ``(relative POSIX path, link target)``,
+    sorted; symlinks (to files or folders) are listed with their target, never followed."""
+    found: list[tuple[str, str | None]] = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        here = Path(folder)
+        for name in files + [d for d in dirs if (here / d).is_symlink()]:
+            path = here / name
+            target = os.readlink(path) if path.is_symlink() else None
+            found.append((path.relative_to(root).as_posix(), target))
+    return sorted(found)
