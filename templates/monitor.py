@@ -58,7 +58,8 @@ print(f"reference {len(reference)} rows, current {len(current)} rows")
 # ## Drift report
 
 # %%
-report = compare(reference, current, target=target,
+report = compare(reference, current,
+                 target=target if target in reference or target in current else None,
                  prediction=prediction_column if prediction_column in current else None,
                  alpha=alpha, measure=policy_measure)
 drifted = [name for name, col in report.columns.items() if col["drift"] and col["role"] == "feature"]

@@ -256,3 +256,37 @@ def test_numeric_statistics_match_scipy(ties: bool) -> None:
     assert result.p_value == pytest.approx(reference.pvalue, rel=1e-6)
     assert result.effect_size * np.std(a) == pytest.approx(sps.wasserstein_distance(a, b))
     assert sum(result.histogram["reference"]) == pytest.approx(1.0)
+
+
+def test_infinite_values_count_as_missing_and_never_make_nan() -> None:
+    n = 2000
+    current = frame(n, x=np.full(n, np.inf))  # the column became all +inf
+    report = compare(frame(n), current)
+    x = report.columns["x"]
+    assert x["drift"] and x["missing"]["current"] == 1.0
+    assert x["missing"]["infinite"] == {"reference": 0.0, "current": 1.0}
+    assert "all values infinite in the current data (counted as missing)" in x["warnings"]
+    some = frame(n, y=np.where(np.arange(n) % 10 == 0, -np.inf, normal(n)))
+    y = compare(frame(n), some).columns["y"]
+    assert y["missing"]["infinite"]["current"] == pytest.approx(0.1)
+    for report_ in (report, compare(frame(n), some)):
+        for col in report_.columns.values():
+            for key in ("statistic", "p_value", "effect_size", "psi"):
+                assert math.isfinite(col[key]), (key, col)
+
+
+def test_duplicate_and_unknown_columns_are_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dup = pd.DataFrame([[1, 2]], columns=["a", "a"])
+    with pytest.raises(ValueError, match="duplicate column names: a"):
+        compare(dup, dup)
+    with pytest.raises(ValueError, match="target column 'label' is in neither"):
+        compare(frame(50), frame(50), target="label")
+    (tmp_path / "dup.csv").write_text("a,a,b\n1,2,3\n")
+    from conftest import cli
+
+    done = cli("drift", str(tmp_path / "dup.csv"), str(tmp_path / "dup.csv"))
+    assert done.returncode == 2 and "duplicate column names: a" in done.stderr
+    frame(50).to_csv(tmp_path / "ok.csv", index=False)
+    done = cli("drift", str(tmp_path / "ok.csv"), str(tmp_path / "ok.csv"), "--prediction", "p")
+    assert done.returncode == 2 and "prediction column 'p' is in neither" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -22,8 +22,21 @@ def load_table(path: str | Path) -> Any:
     if file.suffix.lower() in (".parquet", ".pq"):
         return pd.read_parquet(file)
     if file.suffix.lower() in (".csv", ".txt"):
+        _check_header(file)
         return pd.read_csv(file)
     raise ValueError(f"cannot read {file}: use a .csv or .parquet file")
+
+
+def _check_header(file: Path) -> None:
+    """pandas renames duplicate CSV columns (``a``, ``a.1``) without a word: refuse them."""
+    import csv
+
+    with file.open(newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise ValueError(f"{file} has duplicate column names: {', '.join(duplicated)}; "
+                         "rename them so each is unique")
 
 
 def load_bundled(name: str, target: str = "target") -> Any:

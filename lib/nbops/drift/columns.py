@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 KINDS = ("numeric", "boolean", "datetime", "categorical", "text")
@@ -51,10 +52,20 @@ def role_of(name: str, series: pd.Series, kind: str, explicit: dict[str, str]) -
 
 
 def as_numbers(series: pd.Series, kind: str) -> Any:
-    """Values of a numeric, datetime (epoch seconds) or text (length) column as floats."""
+    """Finite values of a numeric, datetime (epoch seconds) or text (length) column as
+    floats; missing and infinite values are left out (``missing_mask`` counts them)."""
     values = series.dropna()
     if kind == "datetime":
         return values.astype("int64").to_numpy(dtype=float) / 1e9
     if kind == "text":
         return values.astype(str).str.len().to_numpy(dtype=float)
-    return values.to_numpy(dtype=float)
+    numbers = values.to_numpy(dtype=float)
+    return numbers[np.isfinite(numbers)]
+
+
+def infinite_count(series: pd.Series, kind: str) -> int:
+    """How many values are +inf or -inf (numeric columns; 0 for other kinds)."""
+    if kind != "numeric":
+        return 0
+    numbers = series.dropna().to_numpy(dtype=float)
+    return int(np.isinf(numbers).sum())

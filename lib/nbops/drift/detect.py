@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .columns import as_numbers, kind_of, role_of
+from .columns import as_numbers, infinite_count, kind_of, role_of
 from .report import DriftColumn, DriftReport, MissingShare, Policy
 
 DEFAULT_EFFECT = {"numeric": 0.15, "datetime": 0.15, "text": 0.15, "categorical": 0.1,
@@ -47,6 +47,8 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, *, target: str | Non
         ValueError: empty data, no common columns, or an unknown option.
     """
     _check_inputs(reference, current, measure, multiplicity)
+    _check_columns(reference, current, {"target": target, "prediction": prediction,
+                                         "timestamp": timestamp})
     thresholds = {**DEFAULT_EFFECT, **(effect_thresholds or {})}
     explicit = {col: role for role, col in (("target", target), ("prediction", prediction),
                                             ("timestamp", timestamp)) if col}
@@ -81,13 +83,26 @@ def _check_inputs(reference: pd.DataFrame, current: pd.DataFrame, measure: str,
         raise ValueError("the reference and the current data have no column in common")
 
 
+def _check_columns(reference: pd.DataFrame, current: pd.DataFrame,
+                   named: dict[str, str | None]) -> None:
+    for side, frame in (("reference", reference), ("current", current)):
+        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        if duplicated:
+            raise ValueError(f"the {side} data has duplicate column names: "
+                             f"{', '.join(duplicated)}; rename them so each is unique")
+    for role, column in named.items():
+        if column and column not in reference.columns and column not in current.columns:
+            raise ValueError(f"the {role} column {column!r} is in neither the reference "
+                             "nor the current data")
+
+
 def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str],
             kinds: tuple[str, str]) -> DriftColumn:
     kind, current_kind = kinds
     role = role_of(name, ref, kind, explicit)
     col: DriftColumn = {"kind": kind, "role": role, "test": "none", "statistic": 0.0,
                            "p_value": 1.0, "effect_size": 0.0, "psi": 0.0, "drift": False,
-                           "significant_only": False, "missing": _missing(ref, cur),
+                           "significant_only": False, "missing": _missing(ref, cur, kind),
                            "unseen_levels": {}, "vanished_levels": [], "warnings": []}
     if role == "id":
         col["warnings"].append("near-unique values: treated as an id and not tested")
@@ -103,7 +118,23 @@ def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str],
     for side, series in (("reference", ref), ("current", cur)):
         if series.notna().sum() == 0:
             col["warnings"].append(f"all values missing in the {side} data")
+        elif kind == "numeric" and infinite_count(series, kind) == series.notna().sum():
+            col["warnings"].append(f"all values infinite in the {side} data (counted as "
+                                   "missing)")
+    _no_nan(col)
     return col
+
+
+def _no_nan(col: DriftColumn) -> None:
+    """No statistic may be NaN in a decision: one that cannot be computed leaves the column
+    untested, and the column says why."""
+    bad = [k for k in ("statistic", "p_value", "effect_size", "psi")
+           if not math.isfinite(float(col[k]))]
+    if bad and col["test"] != "none":
+        col["warnings"].append(f"not tested: {', '.join(bad)} could not be computed "
+                               f"({col['test']} on these values)")
+        col["test"], col["statistic"], col["p_value"] = "none", 0.0, 1.0
+        col["effect_size"], col["psi"] = 0.0, 0.0
 
 
 def _test(ref: pd.Series, cur: pd.Series, kind: str, current_kind: str,
@@ -133,12 +164,14 @@ def _levels(r: pd.Series, c: pd.Series, col: DriftColumn) -> None:
     col["unseen_expected_share"] = expected
 
 
-def _missing(ref: pd.Series, cur: pd.Series) -> MissingShare:
-    k1, k2 = int(ref.isna().sum()), int(cur.isna().sum())
+def _missing(ref: pd.Series, cur: pd.Series, kind: str) -> MissingShare:
+    inf_r, inf_c = infinite_count(ref, kind), infinite_count(cur, kind)
+    k1, k2 = int(ref.isna().sum()) + inf_r, int(cur.isna().sum()) + inf_c
     share_r, share_c = k1 / len(ref), k2 / len(cur)
     p = stats.two_proportion_pvalue(k1, len(ref), k2, len(cur))
     return {"reference": share_r, "current": share_c, "p_value": p,
-            "drift": bool(abs(share_c - share_r) > 0.05 and p < 0.01)}
+            "drift": bool(abs(share_c - share_r) > 0.05 and p < 0.01),
+            "infinite": {"reference": inf_r / len(ref), "current": inf_c / len(cur)}}
 
 
 def _decide(col: DriftColumn, alpha: float, thresholds: dict[str, float]) -> None:
@@ -167,6 +200,10 @@ def _report(reference: pd.DataFrame, current: pd.DataFrame, columns: dict[str, D
         warnings.append(f"small sample ({smallest} rows): only large changes can be detected")
     if any(schema.values()):
         warnings.append("schema changed: see 'schema'; common columns were still compared")
+    untested = [n for n, c in columns.items()
+                if any(w.startswith("not tested") for w in c["warnings"])]
+    if untested:
+        warnings.append(f"not tested: {', '.join(untested)} (each column's warnings say why)")
     return DriftReport(columns, schema, share, columns.get(prediction or ""),
                        columns.get(target or ""), performance, policy.action(value), label,
                        value, method, policy, len(reference), len(current), warnings)

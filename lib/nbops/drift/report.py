@@ -9,12 +9,14 @@ SCHEMA = "nbops.drift/1"
 
 
 class MissingShare(TypedDict):
-    """Share of missing values on each side and the test of their difference."""
+    """Share of missing values on each side and the test of their difference; ±inf counts
+    as missing (``infinite`` says how much of it is infinite)."""
 
     reference: float
     current: float
     p_value: float
     drift: bool
+    infinite: dict[str, float]  # share of ±inf values: {"reference": .., "current": ..}
 
 
 class DriftColumn(TypedDict, total=False):
