@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -128,23 +129,86 @@ def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
         assert tracker.run_status(r["mlflow"]["run_id"]) == "FINISHED"
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Any:
-    port = free_port()
+def start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """A real ``mlflow server`` on loopback, its store and artifacts in ``folder``."""
     exe = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
         [str(exe), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--artifacts-destination", str(folder / "server-artifacts"), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{uri}/health", proc, "mlflow server")
-    yield uri, tmp_path / "server-artifacts"
+    wait_for_http(f"http://127.0.0.1:{port}/health", proc, "mlflow server")
+    return proc
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
     import os
     import signal
 
-    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     proc.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Any:
+    port = free_port()
+    proc = start_server(tmp_path, port)
+    yield f"http://127.0.0.1:{port}", tmp_path / "server-artifacts"
+    stop_server(proc)
+
+
+def test_bad_tracking_uris_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    nowhere = tmp_path / "no" / "such" / "folder"
+    for uri, needle in ((f"http://127.0.0.1:{free_port()}", "cannot reach the MLflow server"),
+                        (f"file://{tmp_path}/store", "file store, which MLflow 3 refuses"),
+                        (str(tmp_path / "store"), "file store, which MLflow 3 refuses"),
+                        (f"sqlite:///{nowhere}/mlflow.db", "which does not exist")):
+        done = cli("run", str(NOTEBOOKS / "ok.ipynb"), "--runs-dir", str(runs),
+                   "--tracking-uri", uri, cwd=tmp_path, timeout=60)
+        assert done.returncode == 2, (uri, done.stderr)
+        assert needle in done.stderr and "Traceback" not in done.stderr
+        assert not runs.exists() and not (tmp_path / "no").exists()
+
+
+def test_a_server_down_at_the_end_leaves_the_run_succeeded_and_runs_sync_repairs_it(
+        tmp_path: Path) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    runs = tmp_path / "runs"
+    try:
+        proc = subprocess.Popen([*NBOPS, "run", str(NOTEBOOKS / "sleeps.ipynb"), "-p",
+                                 "seconds", "4", "--json", "--runs-dir", str(runs),
+                                 "--tracking-uri", uri], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(
+                "before_sleep" in p.read_text() for p in runs.glob("*/events.jsonl")):
+            time.sleep(0.2)
+        stop_server(server)  # the server dies while the notebook runs
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        record = json.loads(out)
+        assert record["status"] == "succeeded" and record["mlflow"]["synced"] is False
+        assert any("MLflow mirror failed" in w for w in record["warnings"])
+        pending = cli("runs", "sync", "--runs-dir", str(runs), timeout=300)
+        assert pending.returncode == 1 and "NOT synced" in pending.stdout
+        server = start_server(tmp_path, port)
+        done = cli("runs", "sync", "--runs-dir", str(runs), timeout=300)
+        assert done.returncode == 0 and f"{record['id']}  synced" in done.stdout
+        shown = json.loads(cli("runs", "show", record["id"], "--json", "--runs-dir",
+                               str(runs)).stdout)
+        assert shown["mlflow"]["synced"] is True
+        mlrun = client(uri).get_run(shown["mlflow"]["run_id"])
+        assert mlrun.info.status == "FINISHED" and mlrun.data.tags["nbops.run_id"] == record["id"]
+        again = cli("runs", "sync", "--runs-dir", str(runs))
+        assert again.returncode == 0 and "every finished run is mirrored" in again.stdout
+    finally:
+        stop_server(server)
 
 
 def test_runs_go_to_a_shared_server(mlflow_server: Any, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from .records.mirror import mirror
 from .records.store import KERNEL_LOG, NOTEBOOK_FILE, RunStore, resolve_runs_dir
 from .records.types import PipelineRef, RunRecord, TemplateRef
 from .tracking.base import BackgroundTracker
+from .tracking.check import check_uri
 from .tracking.uri import resolve_uri
 from .util.envvars import kernel_env
 from .util.files import encode_json
@@ -76,6 +77,7 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
                                cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
                                progress=opts.progress, kernel_name=tpl.kernel_name)
     executor.check(request)  # e.g. the template's kernel is installed; before any record
+    check_uri(uri, runs_dir)  # in seconds: no kernel runs for a mirror that cannot happen
     tracker = BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
     record = new_record(tpl.stage, cwd, template=_template_ref(tpl), parameters=resolved)
     record["tags"], record["pipeline"] = dict(opts.tags), opts.pipeline

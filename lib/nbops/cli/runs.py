@@ -72,6 +72,23 @@ def runs_show(run_id: str, runs_dir: Path | None, as_json: bool) -> None:
     click.echo(f"artifacts: {len(record['artifacts'])} files")
 
 
+@runs_group.command("sync")
+@click.argument("run_ids", nargs=-1)
+@RUNS_DIR
+def runs_sync(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
+    """Mirror finished runs whose MLflow mirror is missing (a server that was down);
+    exit 1 while any still is."""
+    from ..records.queries import sync_runs
+
+    results = sync_runs(list(run_ids) or None, runs_dir)
+    for run_id, synced, note in results:
+        click.echo(f"{run_id}  {'synced' if synced else 'NOT synced: ' + note}")
+    if not results:
+        click.echo("every finished run is mirrored")
+    if any(not synced for _, synced, _ in results):
+        sys.exit(1)
+
+
 @runs_group.command("verify")
 @click.argument("run_ids", nargs=-1)
 @RUNS_DIR

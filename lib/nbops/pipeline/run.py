@@ -24,6 +24,7 @@ from ..records.store import RunStore, new_run_id, resolve_runs_dir, utcnow
 from ..records.types import PipelineRecord, RunRecord, StageState, Status
 from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
+from ..tracking.check import check_uri
 from ..tracking.uri import resolve_uri
 from .cache import cache_key, find_cached, stage_parameters
 from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler
@@ -82,6 +83,7 @@ class PipelineRun:
 
     def execute(self) -> PipelineRecord:
         """Run every stage in dependency order; stop at the first failure."""
+        check_uri(resolve_uri(self.opts.tracking_uri, self.runs_dir), self.runs_dir)
         self._save()
         parent = self._start_parent()
         stop = threading.Event()

@@ -26,10 +26,14 @@ def mirror(tracker: Tracker, store: RunStore, record: RunRecord) -> None:
         tracker.finish(record, store.path(record["id"]))
         info["synced"] = True
     except Exception as exc:  # the record on disk stays the source of truth
-        record["warnings"].append(f"MLflow mirror failed: {type(exc).__name__}: {exc}")
-        print(f"nbops: warning: could not mirror run {record['id']} to MLflow: {exc}",
-              file=sys.stderr)
+        _note_failure(record, exc)
     store.write(record)
+
+
+def _note_failure(record: RunRecord, exc: Exception) -> None:
+    record["warnings"].append(f"MLflow mirror failed: {type(exc).__name__}: {exc}")
+    print(f"nbops: warning: could not mirror run {record['id']} to MLflow: {exc} "
+          "(nbops runs sync retries)", file=sys.stderr)
 
 
 def sync(run_dir: str | Path) -> None:
@@ -42,4 +46,10 @@ def sync(run_dir: str | Path) -> None:
     record["mlflow"] = {"tracking_uri": uri,
                         "experiment_id": info["experiment_id"] if info else None,
                         "run_id": info["run_id"] if info else None, "synced": False}
-    mirror(open_tracker(uri, run_dir.parent), store, record)
+    try:
+        tracker = open_tracker(uri, run_dir.parent)
+    except Exception as exc:  # e.g. the server is still down: stays unsynced, says so
+        _note_failure(record, exc)
+        store.write(record)
+        return
+    mirror(tracker, store, record)

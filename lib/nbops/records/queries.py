@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import NbopsError, RecordError
 from .integrity import verify_runs as _verify_runs
+from .mirror import sync
 from .reconcile import reconcile
 from .store import RUN_FILE, RunStore
 from .types import MetricPoint, RunRecord, Status
@@ -47,6 +48,30 @@ def verify_runs(run_ids: list[str] | None = None, runs_dir: str | Path | None = 
                 ) -> list[str]:
     """Problems found re-hashing the given runs (all runs when none are given)."""
     return _verify_runs(RunStore.at(runs_dir), run_ids)
+
+
+def sync_runs(run_ids: list[str] | None = None, runs_dir: str | Path | None = None
+              ) -> list[tuple[str, bool, str]]:
+    """Mirror finished runs whose mirror is missing (``mlflow.synced`` false): a tracking
+    server that was down, a runner that died. Returns ``(run id, synced, note)`` for each
+    run that needed it (all runs when none are given, else the ones named)."""
+    store = RunStore.at(runs_dir)
+    done: list[tuple[str, bool, str]] = []
+    for run_id in run_ids or store.ids():
+        try:
+            record = store.read(run_id)
+        except RecordError as exc:
+            done.append((run_id, False, str(exc)))
+            continue
+        info = record["mlflow"]
+        if record["status"] == "running" or info is None or info["synced"]:
+            continue
+        sync(store.path(run_id))
+        after = store.read(run_id)
+        synced = bool(after["mlflow"] and after["mlflow"]["synced"])
+        note = "" if synced else (after["warnings"][-1] if after["warnings"] else "not synced")
+        done.append((run_id, synced, note))
+    return done
 
 
 @dataclass

@@ -31,6 +31,9 @@ class MlflowTracker:
 
     def __init__(self, uri: str, runs_dir: Path, experiment: str | None = None) -> None:
         guard_pickle()
+        # a server that stops answering must not hold a finished run for minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         for noisy in ("mlflow.store.db.utils", "alembic", "mlflow.tracking._tracking_service"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         from filelock import FileLock
