@@ -99,6 +99,9 @@ def test_bad_records_are_skipped_by_path(tmp_path: Path) -> None:
     shown = cli("runs", "show", "bad-utf8", "--runs-dir", str(runs))
     assert shown.returncode == 1 and "unreadable" in shown.stderr
     assert "Traceback" not in shown.stderr
+    from nbops.pipeline.cache import find_cached
+
+    assert find_cached(store, "no-such-key") is None  # the pipeline cache skips them too
     verified = cli("runs", "verify", "--runs-dir", str(runs))
     assert verified.returncode == 1 and "wrong-shape" in verified.stdout
     assert "Traceback" not in verified.stderr
