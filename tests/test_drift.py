@@ -290,3 +290,30 @@ def test_duplicate_and_unknown_columns_are_errors(tmp_path) -> None:  # type: ig
     done = cli("drift", str(tmp_path / "ok.csv"), str(tmp_path / "ok.csv"), "--prediction", "p")
     assert done.returncode == 2 and "prediction column 'p' is in neither" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_constant_reference_that_starts_to_vary_is_a_large_change() -> None:
+    n = 2000
+    current = np.where(np.arange(n) % 2 == 0, 5.0, 6.0)  # half the mass moved
+    report = compare(frame(n, z=np.full(n, 5.0)), frame(n, z=current))
+    z = report.columns["z"]
+    assert z["statistic"] == pytest.approx(0.5) and z["drift"] and not z["significant_only"]
+    assert z["effect_size"] >= 0.5  # never smaller than the KS distance
+
+
+def test_iso_timestamp_strings_are_parsed_with_their_time_range(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ref = frame(300, when=pd.date_range("2024-01-01", periods=300, freq="h").strftime(
+        "%Y-%m-%dT%H:%M:%SZ"))
+    cur = frame(300, when=pd.date_range("2024-03-01", periods=300, freq="h").strftime(
+        "%Y-%m-%dT%H:%M:%SZ"))
+    ref.to_csv(tmp_path / "ref.csv", index=False)
+    cur.to_csv(tmp_path / "cur.csv", index=False)
+    from nbops.datasets import load_table
+
+    report = compare(load_table(tmp_path / "ref.csv"), load_table(tmp_path / "cur.csv"))
+    when = report.columns["when"]
+    assert when["kind"] == "datetime" and when["role"] == "timestamp"
+    assert when["time_range"]["reference"][0].startswith("2024-01-01T00:00:00")
+    assert when["time_range"]["current"][1].startswith("2024-03-13T11:00:00")
+    codes = compare(frame(100, code=["2024"] * 100), frame(100, code=["2025"] * 100))
+    assert codes.columns["code"]["kind"] == "categorical"  # a year alone is not a date

@@ -2,6 +2,8 @@
 
 Kinds: ``numeric``, ``boolean``, ``datetime``, ``categorical``, ``text``.
 - bool dtype → boolean; datetime dtype → datetime; other numeric dtypes → numeric.
+- strings of which at least 95 % (of a sample) are ISO 8601 dates or date-times
+  (``2024-05-01``, ``2024-05-01T12:00:00Z``) → datetime, parsed (as a CSV gives them).
 - strings: ``text`` when the mean length is over 30 characters or most values contain a
   space and the column is high-cardinality (> 50 % distinct); otherwise categorical.
 Roles: given explicitly (target, prediction, timestamp) or inferred:
@@ -19,6 +21,16 @@ import numpy as np
 import pandas as pd
 
 KINDS = ("numeric", "boolean", "datetime", "categorical", "text")
+_ISO_PATTERN = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+
+
+def parse_times(values: pd.Series) -> pd.Series:
+    """Datetimes (UTC) from a datetime or ISO 8601 string column; unparsable → NaT."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values if getattr(values.dt, "tz", None) is None else values.dt.tz_convert(None)
+    parsed = pd.to_datetime(values.astype(str).str.strip(), format="ISO8601", utc=True,
+                            errors="coerce")
+    return parsed.dt.tz_convert(None)
 
 
 def kind_of(series: pd.Series) -> str:
@@ -34,6 +46,9 @@ def kind_of(series: pd.Series) -> str:
     if len(values) > 10_000:  # the text heuristics need a sample, not a million strings
         values = values.sample(10_000, random_state=0)
     values = values.astype(str)
+    iso_shaped = values.str.strip().str.match(_ISO_PATTERN).mean()
+    if iso_shaped >= 0.95 and parse_times(values).notna().mean() >= 0.95:
+        return "datetime"
     distinct = values.nunique() / len(values)
     long_text = values.str.len().mean() > 30 or values.str.contains(" ").mean() > 0.5
     return "text" if long_text and distinct > 0.5 else "categorical"
@@ -56,7 +71,8 @@ def as_numbers(series: pd.Series, kind: str) -> Any:
     floats; missing and infinite values are left out (``missing_mask`` counts them)."""
     values = series.dropna()
     if kind == "datetime":
-        return values.astype("int64").to_numpy(dtype=float) / 1e9
+        times = parse_times(values).dropna().astype("datetime64[ns]")
+        return times.astype("int64").to_numpy(dtype=float) / 1e9
     if kind == "text":
         return values.astype(str).str.len().to_numpy(dtype=float)
     numbers = values.to_numpy(dtype=float)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .columns import as_numbers, infinite_count, kind_of, role_of
+from .columns import as_numbers, infinite_count, kind_of, parse_times, role_of
 from .report import DriftColumn, DriftReport, MissingShare, Policy
 
 DEFAULT_EFFECT = {"numeric": 0.15, "datetime": 0.15, "text": 0.15, "categorical": 0.1,
@@ -121,8 +121,16 @@ def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str],
         elif kind == "numeric" and infinite_count(series, kind) == series.notna().sum():
             col["warnings"].append(f"all values infinite in the {side} data (counted as "
                                    "missing)")
+    if kind == "datetime":
+        col["time_range"] = {side: _time_range(series)
+                             for side, series in (("reference", ref), ("current", cur))}
     _no_nan(col)
     return col
+
+
+def _time_range(series: pd.Series) -> list[str]:
+    times = parse_times(series.dropna()).dropna()
+    return [times.min().isoformat(), times.max().isoformat()] if len(times) else []
 
 
 def _no_nan(col: DriftColumn) -> None:

@@ -39,6 +39,7 @@ class DriftColumn(TypedDict, total=False):
     histogram: dict[str, Any]
     unseen_alarm: bool
     unseen_expected_share: float
+    time_range: dict[str, list[str]]  # datetime columns: {side: [first, last]} (ISO 8601)
 
 
 @dataclass

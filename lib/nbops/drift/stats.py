@@ -20,7 +20,7 @@ class TestResult:
     test: str
     statistic: float
     p_value: float
-    effect_size: float  # normalised Wasserstein (numeric) or Jensen-Shannon distance
+    effect_size: float  # max(normalised Wasserstein, KS) (numeric) or Jensen-Shannon
     psi: float
     histogram: dict[str, Any] = field(default_factory=dict)  # small summary for plots
 
@@ -28,11 +28,17 @@ class TestResult:
 NO_TEST = TestResult("none", 0.0, 1.0, 0.0, 0.0)
 
 
-def guarded_scale(ref_sorted: np.ndarray) -> float:
-    """Reference spread for normalising distances: std, else IQR, else mean |x|, else 1."""
+def guarded_scale(ref_sorted: np.ndarray, cur_sorted: np.ndarray | None = None) -> float:
+    """Spread for normalising distances: the reference's std; when the reference is
+    constant, the pooled std of both sides (so a constant column that starts to vary is
+    measured against the variation that appeared); then the IQR; then mean |x|; then 1."""
     std = float(np.std(ref_sorted))
     if std > 0:
         return std
+    if cur_sorted is not None and len(cur_sorted):
+        pooled = float(np.std(np.concatenate([ref_sorted, cur_sorted])))
+        if pooled > 0:
+            return pooled
     n = len(ref_sorted)
     iqr = float(ref_sorted[(3 * n) // 4] - ref_sorted[n // 4])
     if iqr > 0:
@@ -58,8 +64,11 @@ def numeric(ref: np.ndarray, cur: np.ndarray) -> TestResult:
     run_end = np.append(grid[1:] != grid[:-1], True)  # CDFs are read after tied values
     ks = float(gap[run_end].max())
     wasserstein = float(np.sum(gap[:-1] * np.diff(grid)))
-    return TestResult("ks", ks, _ks_pvalue(ks, len(a), len(b)),
-                      wasserstein / guarded_scale(a), _numeric_psi(a, b), _hist(a, b))
+    # effect size: Wasserstein over a guarded spread, and never less than the KS distance
+    # (a large share of mass moved is never "tiny", whatever the spread)
+    effect = max(wasserstein / guarded_scale(a, b), ks)
+    return TestResult("ks", ks, _ks_pvalue(ks, len(a), len(b)), effect, _numeric_psi(a, b),
+                      _hist(a, b))
 
 
 def _hist(a_sorted: np.ndarray, b_sorted: np.ndarray, bins: int = 20) -> dict[str, Any]:
