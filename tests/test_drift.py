@@ -317,3 +317,40 @@ def test_iso_timestamp_strings_are_parsed_with_their_time_range(tmp_path) -> Non
     assert when["time_range"]["current"][1].startswith("2024-03-13T11:00:00")
     codes = compare(frame(100, code=["2024"] * 100), frame(100, code=["2025"] * 100))
     assert codes.columns["code"]["kind"] == "categorical"  # a year alone is not a date
+
+
+def sentences(n: int, vocabulary: list[str], rng: np.random.Generator) -> list[str]:
+    """Free text: almost every value unique, lengths of 6-12 words."""
+    return [" ".join(rng.choice(vocabulary, rng.integers(6, 13))) + f" ref{i}"
+            for i in range(n)]
+
+
+def test_text_whose_vocabulary_changes_at_the_same_length_is_caught() -> None:
+    rng = np.random.default_rng(11)
+    n = 3000
+    sport = [f"{w}" for w in ("match", "goal", "team", "coach", "season", "score", "league",
+                              "player", "referee", "stadium", "transfer", "keeper")]
+    finance = [f"{w}" for w in ("market", "bond", "yield", "stock", "equity", "dividend",
+                                "inflation", "credit", "broker", "hedge", "index", "rate")]
+    ref = frame(n, text=sentences(n, sport, rng))
+    mixed = sentences(n, sport, rng)
+    for i in range(0, n, 5):  # 40 % of rows from a new topic, same length distribution
+        mixed[i] = sentences(1, finance, rng)[0]
+        mixed[i + 1] = sentences(1, finance, rng)[0]
+    col = compare(ref, frame(n, text=mixed)).columns["text"]
+    assert col["kind"] == "text" and col["drift"]
+    assert col["text"]["length_effect_size"] < 0.1  # length alone would have missed it
+    assert set(col["text"]["new_tokens"]) <= set(finance) and len(col["text"]["new_tokens"]) >= 5
+    assert col["text"]["vanished_tokens"] == {}
+
+
+def test_unchanged_free_text_stays_unflagged() -> None:
+    rng = np.random.default_rng(12)
+    n = 3000
+    vocabulary = [f"word{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + ["the", "of", "and"]
+    vocabulary = [w.replace("word", "") * 3 for w in vocabulary]  # letters only
+    ref, cur = sentences(n, vocabulary, rng), sentences(n, vocabulary, rng)
+    assert len(set(ref)) > 0.99 * n  # almost every value unique
+    col = compare(frame(n, text=ref), frame(n, text=cur)).columns["text"]
+    assert col["kind"] == "text" and not col["drift"], col
+    assert col["text"]["new_tokens"] == {} and col["text"]["vanished_tokens"] == {}

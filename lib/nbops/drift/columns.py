@@ -24,6 +24,21 @@ KINDS = ("numeric", "boolean", "datetime", "categorical", "text")
 _ISO_PATTERN = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
 
 
+TOKEN = r"[^\W\d_]{2,}"  # words of two or more letters: numbers and ids are not vocabulary
+TEXT_SAMPLE = 200_000  # rows tokenised per side, at most (a seeded sample beyond that)
+MAX_VOCABULARY = 5_000  # tokens compared one by one; the rest are pooled
+
+
+def token_counts(series: pd.Series) -> pd.Series:
+    """Lower-cased word counts of a text column (on a seeded sample of at most
+    ``TEXT_SAMPLE`` rows, so memory stays bounded)."""
+    values = series.dropna().astype(str)
+    if len(values) > TEXT_SAMPLE:
+        values = values.sample(TEXT_SAMPLE, random_state=0)
+    counts = values.str.lower().str.findall(TOKEN).explode().dropna().value_counts()
+    return counts.astype("int64")
+
+
 def parse_times(values: pd.Series) -> pd.Series:
     """Datetimes (UTC) from a datetime or ISO 8601 string column; unparsable → NaT."""
     if pd.api.types.is_datetime64_any_dtype(values):

@@ -26,7 +26,15 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .columns import as_numbers, infinite_count, kind_of, parse_times, role_of
+from .columns import (
+    MAX_VOCABULARY,
+    as_numbers,
+    infinite_count,
+    kind_of,
+    parse_times,
+    role_of,
+    token_counts,
+)
 from .report import DriftColumn, DriftReport, MissingShare, Policy
 
 DEFAULT_EFFECT = {"numeric": 0.15, "datetime": 0.15, "text": 0.15, "categorical": 0.1,
@@ -154,7 +162,40 @@ def _test(ref: pd.Series, cur: pd.Series, kind: str, current_kind: str,
         c = cur.dropna().astype(str).value_counts()
         _levels(r, c, col)
         return stats.categorical(r.to_dict(), c.to_dict())
+    if kind == "text":
+        return _text(ref, cur, col)
     return stats.numeric(as_numbers(ref, kind), as_numbers(cur, kind))
+
+
+OTHER_TOKENS = "(other words)"
+
+
+def _text(ref: pd.Series, cur: pd.Series, col: DriftColumn) -> stats.TestResult:
+    """Words (chi-square over the most frequent words, the rest pooled; Jensen-Shannon
+    distance) and lengths (KS; Wasserstein over a guarded spread). The column's p-value is
+    the smaller one, doubled (Bonferroni over the two signals); its effect the larger."""
+    r, c = token_counts(ref), token_counts(cur)
+    vocabulary = r.add(c, fill_value=0).nlargest(MAX_VOCABULARY).index
+    r_top = {str(t): int(r.get(t, 0)) for t in vocabulary}
+    c_top = {str(t): int(c.get(t, 0)) for t in vocabulary}
+    r_top[OTHER_TOKENS] = int(r.sum()) - sum(r_top.values())
+    c_top[OTHER_TOKENS] = int(c.sum()) - sum(c_top.values())
+    words = stats.categorical(r_top, c_top)
+    lengths = stats.numeric(as_numbers(ref, "text"), as_numbers(cur, "text"))
+    r_share, c_share = r / max(1, int(r.sum())), c / max(1, int(c.sum()))
+    gained = (c_share - r_share.reindex(c_share.index, fill_value=0.0)).nlargest(10)
+    lost = (r_share - c_share.reindex(r_share.index, fill_value=0.0)).nlargest(10)
+    col["text"] = {
+        "tokens_p_value": words.p_value, "tokens_effect_size": words.effect_size,
+        "length_p_value": lengths.p_value, "length_effect_size": lengths.effect_size,
+        "new_tokens": {str(t): float(c_share[t]) for t, v in gained.items()
+                       if v > 0 and r_share.get(t, 0.0) < c_share[t] / 10},
+        "vanished_tokens": {str(t): float(r_share[t]) for t, v in lost.items()
+                            if v > 0 and c_share.get(t, 0.0) < r_share[t] / 10}}
+    p_value = min(1.0, 2 * min(words.p_value, lengths.p_value))
+    effect = max(words.effect_size, lengths.effect_size)
+    return stats.TestResult("chi2+ks", words.statistic, p_value, effect, words.psi,
+                            words.histogram)
 
 
 def _levels(r: pd.Series, c: pd.Series, col: DriftColumn) -> None:

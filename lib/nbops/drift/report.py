@@ -19,6 +19,17 @@ class MissingShare(TypedDict):
     infinite: dict[str, float]  # share of ±inf values: {"reference": .., "current": ..}
 
 
+class TextSignals(TypedDict):
+    """What changed in a text column: its words, and its lengths (the second signal)."""
+
+    tokens_p_value: float
+    tokens_effect_size: float  # Jensen-Shannon distance of the word distributions
+    length_p_value: float
+    length_effect_size: float
+    new_tokens: dict[str, float]  # current share of words rare or absent in the reference
+    vanished_tokens: dict[str, float]  # reference share of words gone from the current
+
+
 class DriftColumn(TypedDict, total=False):
     """The result for one column (every key is present but the ``unseen_*`` ones, set for
     categorical columns, and ``histogram``, set for tested columns)."""
@@ -40,6 +51,7 @@ class DriftColumn(TypedDict, total=False):
     unseen_alarm: bool
     unseen_expected_share: float
     time_range: dict[str, list[str]]  # datetime columns: {side: [first, last]} (ISO 8601)
+    text: TextSignals  # text columns: vocabulary changes and the length signal
 
 
 @dataclass

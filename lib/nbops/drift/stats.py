@@ -110,7 +110,8 @@ def categorical(ref_counts: dict[str, int], cur_counts: dict[str, int]) -> TestR
     """Chi-square (levels with expected count < 5 pooled), JS distance and PSI."""
     from scipy import stats
 
-    levels = sorted(set(ref_counts) | set(cur_counts))
+    levels = sorted(lv for lv in set(ref_counts) | set(cur_counts)
+                    if ref_counts.get(lv, 0) or cur_counts.get(lv, 0))  # never two zeros
     r = np.array([ref_counts.get(lv, 0) for lv in levels], dtype=float)
     c = np.array([cur_counts.get(lv, 0) for lv in levels], dtype=float)
     if r.sum() == 0 or c.sum() == 0:
