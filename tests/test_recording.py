@@ -48,6 +48,31 @@ def test_interactive_mode_writes_its_own_record(tmp_path: Path) -> None:
     assert record["mlflow"]["synced"] is True
 
 
+@pytest.mark.slow
+def test_logging_a_model_again_replaces_it(tmp_path: Path) -> None:
+    """Run All twice in one kernel: the second log_model of a name wins, no traceback."""
+    code = (
+        "import nbops\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "for c in (0.01, 100.0):  # the same cells run twice\n"
+        "    model = LogisticRegression(C=c).fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])\n"
+        "    nbops.log_model(model, 'clf')\n"
+        "print(nbops.current_run_id())\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "NBOPS_RUNS_DIR": str(tmp_path / "runs"),
+           "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "none"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import nbops
+
+    run = nbops.load_run(done.stdout.split()[-1], runs_dir=tmp_path / "runs")
+    assert list(run.record["models"]) == ["clf"]
+    assert run.load_model("clf").C == 100.0
+    assert not [p for p in (run.path / "models").iterdir() if p.name.startswith(".")]
+    assert nbops.load_run(run.id, runs_dir=tmp_path / "runs").status == "succeeded"
+
+
 def test_bad_calls_raise_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nbops
     from nbops import kernel_api as recording

@@ -142,14 +142,22 @@ def log_figure(fig: Any, name: str) -> Path:
 
 
 def log_model(model: Any, name: str, input_example: Any = None) -> Path:
-    """Save a scikit-learn or PyTorch model in MLflow's model format under ``models/``."""
+    """Save a scikit-learn or PyTorch model in MLflow's model format under ``models/``.
+
+    Logging a name again (Run All twice, a re-run cell) replaces the earlier model: the new
+    one is saved beside it first, then swapped in, so a failure keeps the old one.
+    """
     from .models import save_model
 
     _check_name(name, "model")
     dest = _run_dir() / "models" / name
+    fresh = dest.with_name(f".{dest.name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.parent.mkdir(parents=True, exist_ok=True)
+    flavor = save_model(model, fresh, input_example)
     if dest.exists():
-        raise FileExistsError(f"log_model: a model named {name!r} was already logged in this run")
-    flavor = save_model(model, dest, input_example)
+        shutil.rmtree(dest)
+    fresh.rename(dest)
     _emit({"kind": "model", "name": name, "flavor": flavor, "path": f"models/{name}"})
     return dest
 
