@@ -54,6 +54,7 @@ class PipelineRun:
         self.pipe = pipe
         self.opts = options
         self.runs_dir = resolve_runs_dir(options.runs_dir)
+        self.uri = resolve_uri(options.tracking_uri, self.runs_dir)
         self.store = RunStore(self.runs_dir)
         self.pipelines = PipelineStore(self.runs_dir)
         self.id = new_run_id(f"pipeline-{pipe.name}")
@@ -83,7 +84,7 @@ class PipelineRun:
 
     def execute(self) -> PipelineRecord:
         """Run every stage in dependency order; stop at the first failure."""
-        check_uri(resolve_uri(self.opts.tracking_uri, self.runs_dir), self.runs_dir)
+        check_uri(self.uri, self.runs_dir)
         self._save()
         parent = self._start_parent()
         stop = threading.Event()
@@ -210,11 +211,10 @@ class PipelineRun:
 
     def _start_parent(self) -> str | None:
         try:
-            uri = resolve_uri(self.opts.tracking_uri, self.runs_dir)
-            self.tracker = open_tracker(uri, self.runs_dir)
+            self.tracker = open_tracker(self.uri, self.runs_dir)
             parent = self.tracker.start_parent(self.id, self.pipe.name)
             if parent is not None:
-                self.record["mlflow"] = {"tracking_uri": uri, "run_id": parent,
+                self.record["mlflow"] = {"tracking_uri": self.uri, "run_id": parent,
                                          "experiment_id": getattr(self.tracker,
                                                                   "experiment_id", None)}
             return parent

@@ -36,8 +36,9 @@ def _note_failure(record: RunRecord, exc: Exception) -> None:
           "(nbops runs sync retries)", file=sys.stderr)
 
 
-def sync(run_dir: str | Path) -> None:
-    """Mirror a finished record (interactive runs, runs whose runner died)."""
+def sync(run_dir: str | Path) -> RunRecord:
+    """Mirror a finished record (interactive runs, runs whose runner died, a server that was
+    down); returns the record as written."""
     run_dir = Path(run_dir)
     store = RunStore(run_dir.parent)
     record = store.read(run_dir.name)
@@ -51,5 +52,6 @@ def sync(run_dir: str | Path) -> None:
     except Exception as exc:  # e.g. the server is still down: stays unsynced, says so
         _note_failure(record, exc)
         store.write(record)
-        return
+        return record
     mirror(tracker, store, record)
+    return record

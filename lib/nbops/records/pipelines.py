@@ -5,13 +5,12 @@ Validated on every write and read, like run records; written atomically.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import cast
 
-from ..errors import RecordError, RunNotFoundError, did_you_mean
-from ..util.files import atomic_write_json, decode_json
-from .schema import PIPELINE_SCHEMA, validate
+from ..errors import RunNotFoundError, did_you_mean
+from ..util.files import atomic_write_json
+from .schema import PIPELINE_SCHEMA, load_document, validate
 from .types import PipelineRecord
 
 FOLDER = "pipelines"
@@ -39,16 +38,12 @@ class PipelineStore:
         """
         if "/" in pipeline_id or pipeline_id in ("", ".", ".."):
             raise RunNotFoundError(f"invalid pipeline run id {pipeline_id!r}")
-        file = self.path(pipeline_id)
         try:
-            data = decode_json(json.loads(file.read_text(encoding="utf-8")))
+            data = load_document(self.path(pipeline_id), PIPELINE_SCHEMA)
         except FileNotFoundError:
             raise RunNotFoundError(f"no pipeline run '{pipeline_id}' in {self.root}."
                                    f"{did_you_mean(pipeline_id, self.ids())} List them with "
                                    "'nbops pipeline ls'.") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RecordError(f"pipeline record {file} is unreadable: {exc}") from None
-        validate(data, PIPELINE_SCHEMA)
         return cast(PipelineRecord, data)
 
     def ids(self) -> list[str]:

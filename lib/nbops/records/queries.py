@@ -66,8 +66,7 @@ def sync_runs(run_ids: list[str] | None = None, runs_dir: str | Path | None = No
         info = record["mlflow"]
         if record["status"] == "running" or info is None or info["synced"]:
             continue
-        sync(store.path(run_id))
-        after = store.read(run_id)
+        after = sync(store.path(run_id))
         synced = bool(after["mlflow"] and after["mlflow"]["synced"])
         note = "" if synced else (after["warnings"][-1] if after["warnings"] else "not synced")
         done.append((run_id, synced, note))

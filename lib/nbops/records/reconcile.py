@@ -27,5 +27,4 @@ def reconcile(store: RunStore, record: RunRecord) -> RunRecord:
     message = f"runner process {runner.get('pid')} ended without finishing the run (killed)"
     finalize(store, record, "killed", {"ename": "RunnerDied", "evalue": "", "cell_index": None,
                                        "message": message})
-    sync(store.path(record["id"]))
-    return store.read(record["id"])
+    return sync(store.path(record["id"]))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecordError
-from ..util.files import encode_json
+from ..util.files import decode_json, encode_json
 
 RUN_SCHEMA = "nbops.run/1"
 PIPELINE_SCHEMA = "nbops.pipeline/1"
@@ -21,11 +21,17 @@ _FILES = {RUN_SCHEMA: "run.v1.json", PIPELINE_SCHEMA: "pipeline.v1.json"}
 
 
 @cache
+def _schema_document(schema: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        (Path(__file__).parent / "schemas" / _FILES[schema]).read_text())
+    return document
+
+
+@cache
 def _validator(schema: str) -> Any:
     import jsonschema
 
-    document = json.loads((Path(__file__).parent / "schemas" / _FILES[schema]).read_text())
-    return jsonschema.Draft202012Validator(document)
+    return jsonschema.Draft202012Validator(_schema_document(schema))
 
 
 @cache
@@ -34,7 +40,7 @@ def _shallow_validator(schema: str) -> Any:
     a listing reads; large metric histories and outputs are not walked)."""
     import jsonschema
 
-    document = json.loads((Path(__file__).parent / "schemas" / _FILES[schema]).read_text())
+    document = _schema_document(schema)
     keep = ("type", "enum", "const", "pattern")
     shallow = {"type": "object", "required": document["required"],
                "properties": {name: {k: v for k, v in spec.items() if k in keep}
@@ -61,3 +67,23 @@ def validate(document: Any, schema: str, shallow: bool = False) -> None:
         where = "/".join(str(p) for p in first.path) or "(top)"
         raise RecordError(f"{what} record {encoded.get('id')} is invalid at {where}: "
                           f"{first.message}")
+
+
+def load_document(file: Path, schema: str, shallow: bool = False) -> Any:
+    """Read, decode and validate a persisted document; every failure is a RecordError that
+    names the file (``FileNotFoundError`` passes through for the caller to explain)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{file} is unreadable: {exc}") from None
+    try:
+        document = decode_json(json.loads(text))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RecordError(f"{file} is not valid JSON: {exc}") from None
+    try:
+        validate(document, schema, shallow)
+    except RecordError as exc:
+        raise RecordError(f"{file}: {exc}") from None
+    return document

@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
-from ..errors import RecordError, RunNotFoundError, did_you_mean
+from ..errors import RunNotFoundError, did_you_mean
 from ..util.envvars import resolve_runs_dir
 from ..util.files import atomic_write_json, decode_json
-from .schema import RUN_SCHEMA, validate
+from .schema import RUN_SCHEMA, load_document, validate
 from .types import RunRecord
 
 __all__ = ["RunStore", "new_run_id", "read_events", "resolve_runs_dir", "utcnow",
@@ -79,23 +79,12 @@ class RunStore:
         """
         if "/" in run_id or run_id in ("", ".", ".."):
             raise RunNotFoundError(f"invalid run id {run_id!r}")
-        file = self.path(run_id) / RUN_FILE
         try:
-            text = file.read_text(encoding="utf-8")
+            record = load_document(self.path(run_id) / RUN_FILE, RUN_SCHEMA, shallow=not full)
         except FileNotFoundError:
             hint = did_you_mean(run_id, self.ids())
             raise RunNotFoundError(f"no run '{run_id}' in {self.root}.{hint} "
                                    "List runs with 'nbops runs ls'.") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RecordError(f"run record {file} is unreadable: {exc}") from None
-        try:
-            record = decode_json(json.loads(text))
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise RecordError(f"run record {file} is not valid JSON: {exc}") from None
-        try:
-            validate_run(record, shallow=not full)
-        except RecordError as exc:
-            raise RecordError(f"{file}: {exc}") from None
         return _complete(record)
 
     def ids(self) -> list[str]:

@@ -98,10 +98,14 @@ def get_version(model_name: str, version: int, tracking_uri: str | None = None
     Raises:
         RegistryError: no such model or version.
     """
+    return _get_version(client(tracking_uri), model_name, version)
+
+
+def _get_version(mlflow_client: MlflowClient, model_name: str, version: int) -> ModelVersion:
     from mlflow.exceptions import MlflowException
 
     try:
-        return _version(client(tracking_uri).get_model_version(model_name, str(version)))
+        return _version(mlflow_client.get_model_version(model_name, str(version)))
     except MlflowException:
         raise RegistryError(f"model {model_name!r} has no version {version}") from None
 
@@ -110,7 +114,7 @@ def promote(model_name: str, version: int, alias: str = "champion", *, reason: s
             tracking_uri: str | None = None) -> None:
     """Point ``alias`` at ``version`` and append the move to the alias's history."""
     mlflow_client = client(tracking_uri)
-    get_version(model_name, version, tracking_uri)
+    _get_version(mlflow_client, model_name, version)
     _move_alias(mlflow_client, model_name, alias, version, reason or "promoted")
 
 
@@ -122,7 +126,7 @@ def rollback(model_name: str, alias: str = "champion", *, reason: str = "",
         RegistryError: the alias has no earlier version to go back to.
     """
     mlflow_client = client(tracking_uri)
-    history = alias_history(model_name, alias, tracking_uri)
+    history = _history(mlflow_client, model_name, alias)
     if not history or history[-1]["previous"] is None:
         raise RegistryError(f"alias {alias!r} of model {model_name!r} has no earlier version "
                             "to roll back to (see its history with alias_history)")
@@ -136,10 +140,14 @@ def rollback(model_name: str, alias: str = "champion", *, reason: str = "",
 def alias_history(model_name: str, alias: str, tracking_uri: str | None = None
                   ) -> list[AliasMove]:
     """Every move of ``alias``, oldest first."""
+    return _history(client(tracking_uri), model_name, alias)
+
+
+def _history(mlflow_client: MlflowClient, model_name: str, alias: str) -> list[AliasMove]:
     from mlflow.exceptions import MlflowException
 
     try:
-        model = client(tracking_uri).get_registered_model(model_name)
+        model = mlflow_client.get_registered_model(model_name)
     except MlflowException:
         raise RegistryError(f"no registered model {model_name!r}") from None
     raw = (model.tags or {}).get(HISTORY_TAG + alias)
@@ -158,9 +166,7 @@ def _move_alias(mlflow_client: MlflowClient, model_name: str, alias: str, versio
         previous = None
     with contextlib.redirect_stdout(sys.stderr):
         mlflow_client.set_registered_model_alias(model_name, alias, str(version))
-    model = mlflow_client.get_registered_model(model_name)
-    raw = (model.tags or {}).get(HISTORY_TAG + alias)
-    history: list[AliasMove] = json.loads(raw) if raw else []
+    history = _history(mlflow_client, model_name, alias)
     history.append({"version": version, "previous": previous, "reason": reason,
                     "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     mlflow_client.set_registered_model_tag(model_name, HISTORY_TAG + alias,
