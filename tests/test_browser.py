@@ -18,6 +18,7 @@ from conftest import ROOT, cli, jupyter_server
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "build" / "screenshots"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -58,7 +59,19 @@ def test_monitor_notebook_runs_and_renders_in_jupyterlab(lab: dict[str, Any]) ->
     assert "Drift:" in header and "of features drifted" in header
     rows = page.locator(".nbops-drift-report tr.nbops-drift-row").count()
     assert rows == 32  # 30 features, target and segment of the bundled data
-    page.screenshot(path=str(lab["home"] / "live.png"))
+    # the verdict is drawn against the policy's tiers; each drifted row says why
+    assert page.locator(".nbops-drift-report svg.nbops-drift-bands rect").count() >= 4
+    assert "p (adjusted, BH)" in page.inner_text(".nbops-drift-report .nbops-drift-table")
+    drifted = page.locator(".nbops-drift-report tr.drifted")
+    assert drifted.count() >= 1  # by hand, the template shifts its first column
+    for i in range(drifted.count()):
+        assert drifted.nth(i).locator(".reason").count() >= 1
+    # the screenshot is kept for people to look at (build/ is not tracked)
+    page.set_viewport_size({"width": 1400, "height": 1300})
+    page.evaluate("document.querySelector('.nbops-drift-report').scrollIntoView()")
+    page.wait_for_timeout(500)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "drift-widget.png"))
     page.close()
 
 
@@ -84,4 +97,7 @@ def test_headless_run_renders_from_stored_widget_state(lab: dict[str, Any]) -> N
     html.goto((runs / record["id"] / "artifacts" / "drift.html").as_uri())
     assert html.locator("table tr").count() == _expected_rows(report) + 1
     assert "Drift report: action" in html.inner_text("h1")
+    assert html.locator("tr.drifted").count() == len(
+        [c for c in report["columns"].values() if c["drift"]])
+    assert html.locator("figure img").count() >= 1  # per-column plots, drifted first
     html.close()

@@ -159,8 +159,9 @@ def test_html_is_static_and_small() -> None:
     data.update({f"c{i}": RNG.choice(list("abcdef"), n) for i in range(5)})
     report = compare(pd.DataFrame(data), pd.DataFrame(data).assign(n0=normal(n, 1.0)))
     html = report.to_html()
-    assert "<script" not in html and "http" not in html and len(html.encode()) < 500_000
-    assert html.count("<tr") == 26 and "DRIFT" in html
+    assert "<script" not in html and "://" not in html and len(html.encode()) < 500_000
+    assert html.count("<tr") == 26 and html.count("class='nbops-drift-row drifted'") == 1
+    assert "<span class='reason'>distribution</span>" in html and html.count("<figure>") == 1
     assert not math.isnan(report.share_drifted)
 
 
@@ -190,6 +191,44 @@ def test_drift_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pd.DataFrame({"x": []}).to_csv(tmp_path / "empty.csv", index=False)
     empty = cli("drift", str(tmp_path / "empty.csv"), str(tmp_path / "ref.csv"))
     assert empty.returncode == 2 and "empty data" in empty.stderr
+    text = cli("drift", str(tmp_path / "ref.csv"), str(tmp_path / "cur.parquet")).stdout
+    lines = text.splitlines()
+    assert lines[1].startswith("policy tiers: none 0%-2%")
+    header = next(line for line in lines if line.strip().startswith("column"))
+    assert "p (adj, BH)" in header and "threshold" in header
+    x_row = next(line for line in lines if line.strip().startswith("x "))
+    assert "distribution" in x_row and "0.15" in x_row  # the reason, and the threshold
+
+
+def test_each_drifted_column_says_why() -> None:
+    n = 4000
+    reference = frame(n).assign(level=RNG.choice(list("abcd"), n),
+                                kind_change=RNG.normal(0, 1, n))
+    current = frame(n).assign(
+        x=normal(n, mean=1.0),  # distribution
+        y=np.where(RNG.random(n) < 0.3, np.nan, normal(n)),  # missing share only
+        level=RNG.choice(list("abcdefghij"), n),  # new levels
+        kind_change=RNG.choice(["p", "q"], n))  # the type changed: schema
+    columns = compare(reference, current).columns
+    assert columns["x"]["reasons"] == ["distribution"]
+    assert columns["y"]["reasons"] == ["missing share"]
+    assert "unseen levels" in columns["level"]["reasons"]
+    assert columns["kind_change"]["reasons"] == ["schema"] and columns["kind_change"]["drift"]
+    assert columns["c"]["reasons"] == [] and not columns["c"]["drift"]
+    assert columns["x"]["threshold"] == 0.15 and columns["level"]["threshold"] == 0.1
+
+
+def test_policy_bands_cover_every_tier_in_order() -> None:
+    from nbops.drift.plots import history_figure
+
+    policy = Policy()
+    assert policy.bands(0.5) == [(0.0, 0.02, "none"), (0.02, 0.05, "warn"),
+                                 (0.05, 0.08, "retrain"), (0.08, 0.1, "warn"),
+                                 (0.1, 0.5, "experiment")]
+    rows = [{"id": "a", "started_at": "2026-01-01T00:00:00", "share_drifted": 0.3,
+             "action": "experiment", "drifted_columns": ["x"]}]
+    axes = history_figure(rows, policy).axes[0]  # type: ignore[arg-type]
+    assert len(axes.patches) == 5  # one shaded band per tier
 
 
 def test_widget_shows_header_table_and_plot() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,20 +37,25 @@ def drift_group() -> None:
 @click.option("--timestamp", default=None, help="Timestamp column (reported, not a feature).")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), default=None,
               help="Write the static HTML report here.")
+@click.option("--mode", type=click.Choice(["auto", "exact", "stream"]), default="auto",
+              show_default=True,
+              help="exact: load both files and compute exact statistics; stream: read them "
+                   "in batches with bounded memory (numeric columns through quantile "
+                   "sketches, error stated in the report); auto: exact when they fit in "
+                   "memory.")
 @click.option("--fail-on", type=click.Choice(["retrain", "experiment"]), default=None,
               help="Exit 3 when the action is this one or more severe (for CI gates).")
 @JSON
 def drift_cmd(reference: Path, current: Path, target: str | None, prediction: str | None,
-              timestamp: str | None, html_out: Path | None, fail_on: str | None,
+              timestamp: str | None, html_out: Path | None, mode: str, fail_on: str | None,
               as_json: bool) -> None:
     """Compare REFERENCE and CURRENT (CSV or Parquet) and print the drift report."""
-    from ..datasets import load_table
     from ..drift.detect import compare
     from ..errors import ConfigError
     from ..util.files import atomic_write_text
 
     try:
-        ref, cur = load_table(reference), load_table(current)
+        ref, cur = _open(reference, current, mode)
         report = compare(ref, cur, target=target, prediction=prediction, timestamp=timestamp)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot compare {reference} and {current}: {exc}") from None
@@ -58,16 +64,65 @@ def drift_cmd(reference: Path, current: Path, target: str | None, prediction: st
     if as_json:
         click.echo(dumps(report.to_dict()))
     else:
-        click.echo(f"action: {report.action}  ({report.share_drifted:.1%} of features drifted; "
-                   f"{report.measure} = {report.measured_value:.4g})")
-        for name, col in report.columns.items():
-            flag = "DRIFT" if col["drift"] else ("tiny" if col["significant_only"] else "")
-            click.echo(f"  {name:<28} {col['kind']:<11} {col['test']:<5} "
-                       f"p={col['p_value']:.3g} effect={col['effect_size']:.3g} {flag}".rstrip())
-        for warning in report.warnings:
-            click.echo(f"warning: {warning}")
+        _print_report(report)
     if fail_on and _SEVERITY[report.action] >= _SEVERITY[fail_on]:
         sys.exit(3)
+
+
+def _print_report(report: Any) -> None:
+    """The same story as the HTML report: verdict and tiers, then one aligned row per
+    column with why it drifted, the adjusted p-value and the effect against its threshold."""
+    from ..drift.html import changed
+
+    click.echo(f"action: {report.action}  ({report.share_drifted:.1%} of features drifted; "
+               f"{report.measure} = {report.measured_value:.4g})")
+    tiers = "  ".join(f"{action} {low:.0%}-{high:.0%}"
+                      for low, high, action in report.policy.bands(1.0))
+    click.echo(f"policy tiers: {tiers}")
+    click.echo(f"statistics: {report.summaries}; {report.n_reference:,} reference vs "
+               f"{report.n_current:,} current rows")
+    method = "BH" if report.multiplicity.startswith("benjamini") else "Bonferroni"
+    rows = [("column", "role", "kind", "drift", f"p (adj, {method})", "effect", "threshold",
+             "missing", "new / changed")]
+    ordered = sorted(report.columns.items(), key=lambda i: (not i[1]["drift"],
+                                                            -i[1]["effect_size"]))
+    for name, col in ordered:
+        tested = col["test"] != "none"
+        drift = ", ".join(col["reasons"]) if col["drift"] else (
+            "tiny change" if col["significant_only"] else "-")
+        rows.append((name, col["role"], col["kind"], drift,
+                     f"{col['p_value']:.3g}" if tested else "-",
+                     f"{col['effect_size']:.3g}" if tested else "-",
+                     f"{col['threshold']:.3g}" if tested else "-",
+                     f"{col['missing']['reference']:.1%}->{col['missing']['current']:.1%}",
+                     changed(col)))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [str(v).rjust(w) if 4 <= i <= 6 else str(v).ljust(w)
+                 for i, (v, w) in enumerate(zip(row, widths, strict=False))]
+        click.echo("  " + "  ".join(cells + [str(row[-1])]).rstrip())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}")
+
+
+def _open(reference: Path, current: Path, mode: str) -> tuple[Any, Any]:
+    """Both sides as frames (exact) or streaming sources, as ``mode`` asks."""
+    from ..datasets import load_table
+    from ..drift.sources import CsvSource, ParquetSource, fits_in_memory
+
+    for path in (reference, current):
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {path} does not exist")
+        if path.suffix.lower() not in (".parquet", ".pq", ".csv", ".txt"):
+            raise ValueError(f"cannot read {path}: use a .csv or .parquet file")
+    if mode == "exact" or (mode == "auto" and fits_in_memory(reference, current)):
+        return load_table(reference), load_table(current)
+
+    def stream(path: Path) -> Any:
+        parquet = path.suffix.lower() in (".parquet", ".pq")
+        return ParquetSource(path) if parquet else CsvSource(path)
+
+    return stream(reference), stream(current)
 
 
 @drift_group.command("history")
@@ -84,8 +139,9 @@ def drift_history(stage: str, plot_out: Path | None, runs_dir: Path | None,
     rows = history(runs_dir, stage=stage)
     if plot_out is not None:
         from ..drift.plots import plot_drift_history
+        from ..drift.report import Policy
 
-        plot_drift_history(rows, plot_out)
+        plot_drift_history(rows, plot_out, Policy())  # the tiers monitor runs use by default
     if as_json:
         click.echo(dumps(rows))
         return

@@ -1,7 +1,11 @@
 """Drift between a reference and a current dataset, as plain data, rendered separately.
 
 - ``detect``: :func:`compare` (the statistics and rules, documented there) → ``DriftReport``;
-- ``columns``: column kinds and roles; ``stats``: two-sample statistics from sorted arrays;
+- ``columns``: column kinds and roles; ``stats``: two-sample statistics from sorted arrays
+  or quantile sketches;
+- ``summary``: mergeable per-column summaries of one side (exact values or KLL sketches);
+  ``sources``: where a side comes from (a frame, a streamed Parquet/CSV file, a Dask
+  DataFrame) and how it is summarised;
 - ``report``: the report as plain data, its JSON form, and the policy (data only);
 - ``html``, ``widget``, ``plots``: display of that data (static HTML, ipywidgets, PNG);
 - ``history``: drift share and action of monitor runs over time, read from run records.

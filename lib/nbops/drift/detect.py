@@ -26,64 +26,75 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .columns import (
-    MAX_VOCABULARY,
-    as_numbers,
-    infinite_count,
-    kind_of,
-    parse_times,
-    role_of,
-    token_counts,
-)
-from .report import DriftColumn, DriftReport, MissingShare, Policy
+from .columns import MAX_VOCABULARY, kind_of, role_of
+from .report import DriftColumn, DriftReport, MissingShare, Policy, Reason
+from .sources import PerformanceSpec, Scores, SideSummary, parallel_map, source_for
+from .summary import SKETCH_K, ColumnPlan, ColumnSummary, Numbers, rank_error
 
 DEFAULT_EFFECT = {"numeric": 0.15, "datetime": 0.15, "text": 0.15, "categorical": 0.1,
                   "boolean": 0.1}
 
 
-def compare(reference: pd.DataFrame, current: pd.DataFrame, *, target: str | None = None,
+def compare(reference: Any, current: Any, *, target: str | None = None,
             prediction: str | None = None, timestamp: str | None = None, alpha: float = 0.05,
             effect_thresholds: dict[str, float] | None = None, multiplicity: str = "bh",
             policy: Policy | None = None, measure: str = "auto") -> DriftReport:
-    """Compare two DataFrames column by column and decide an action.
+    """Compare two datasets column by column and decide an action.
 
     Args:
+        reference, current: pandas DataFrames (exact statistics), Dask DataFrames
+            (summarised on the workers, numeric columns through quantile sketches), or
+            streaming sources from ``nbops.drift.sources`` (``ParquetSource``...).
         measure: what the policy applies to: ``share`` of drifted features,
             ``performance`` drop (needs target and prediction on both sides), or ``auto``.
 
     Raises:
         ValueError: empty data, no common columns, or an unknown option.
     """
-    _check_inputs(reference, current, measure, multiplicity)
-    _check_columns(reference, current, {"target": target, "prediction": prediction,
+    _check_options(measure, multiplicity)
+    ref_source, cur_source = source_for(reference), source_for(current)
+    ref_head, cur_head = ref_source.head(), cur_source.head()
+    _check_inputs(ref_head, cur_head)
+    _check_columns(ref_head, cur_head, {"target": target, "prediction": prediction,
                                          "timestamp": timestamp})
     thresholds = {**DEFAULT_EFFECT, **(effect_thresholds or {})}
     explicit = {col: role for role, col in (("target", target), ("prediction", prediction),
                                             ("timestamp", timestamp)) if col}
-    common = [c for c in reference.columns if c in current.columns]
-    kinds = {c: (kind_of(reference[c]), kind_of(current[c])) for c in common}
-    schema = {"added": [str(c) for c in current.columns if c not in reference.columns],
-              "removed": [str(c) for c in reference.columns if c not in current.columns],
+    common = [c for c in ref_head.columns if c in cur_head.columns]
+    kinds = {c: (kind_of(ref_head[c]), kind_of(cur_head[c])) for c in common}
+    roles = {c: role_of(str(c), ref_head[c], kinds[c][0], explicit) for c in common}
+    schema = {"added": [str(c) for c in cur_head.columns if c not in ref_head.columns],
+              "removed": [str(c) for c in ref_head.columns if c not in cur_head.columns],
               "type_changed": [str(c) for c in common if kinds[c][0] != kinds[c][1]]}
-    columns = {str(c): _column(reference[c], current[c], str(c), explicit, kinds[c])
-               for c in common}
+    spec = _performance_spec(cur_head, target, prediction)
+    sides = [source.summarise({c: ColumnPlan(kinds[c][i], roles[c] != "id") for c in common},
+                              spec) for i, source in enumerate((ref_source, cur_source))]
+    ref_side, cur_side = sides
+    columns = dict(parallel_map(
+        lambda c: (str(c), _column(ref_side.columns[c], cur_side.columns[c], roles[c],
+                                   kinds[c])), common))
     tested = [n for n, c in columns.items() if c["test"] != "none"]
     method = "bonferroni" if multiplicity == "bonferroni" else "benjamini-hochberg"
     for name, p in zip(tested, stats.adjust([columns[n]["p_value"] for n in tested],
                                             multiplicity), strict=True):
         columns[name]["p_value"] = p
-    for col in columns.values():
-        _decide(col, alpha, thresholds)
-    return _report(reference, current, columns, schema, method, measure, policy or Policy(),
-                   target, prediction)
+    for name, col in columns.items():
+        _decide(col, alpha, thresholds, name in schema["type_changed"])
+    exact = ref_source.mode == "exact" and cur_source.mode == "exact"
+    summaries = "exact" if exact else (f"sketch: KLL k={SKETCH_K}, CDF rank error "
+                                       f"<= {rank_error():.2%} per side (99% confidence)")
+    return _report(ref_side, cur_side, columns, schema, method, measure, policy or Policy(),
+                   target, prediction, spec, summaries)
 
 
-def _check_inputs(reference: pd.DataFrame, current: pd.DataFrame, measure: str,
-                  multiplicity: str) -> None:
+def _check_options(measure: str, multiplicity: str) -> None:
     if measure not in ("auto", "share", "performance"):
         raise ValueError(f"unknown measure {measure!r}: use auto, share or performance")
     if multiplicity not in ("bh", "bonferroni"):
         raise ValueError(f"unknown multiplicity {multiplicity!r}: use bh or bonferroni")
+
+
+def _check_inputs(reference: pd.DataFrame, current: pd.DataFrame) -> None:
     if len(reference) == 0 or len(current) == 0:
         raise ValueError("empty data: the reference has "
                          f"{len(reference)} rows and the current batch {len(current)}")
@@ -104,13 +115,21 @@ def _check_columns(reference: pd.DataFrame, current: pd.DataFrame,
                              "nor the current data")
 
 
-def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str],
+def _performance_spec(current: pd.DataFrame, target: str | None,
+                      prediction: str | None) -> PerformanceSpec | None:
+    if not target or not prediction or not {target, prediction} <= set(current.columns):
+        return None
+    labels = current[target]
+    regression = kind_of(labels) == "numeric" and labels.nunique() > 20
+    return {"target": target, "prediction": prediction, "regression": regression}
+
+
+def _column(ref: ColumnSummary, cur: ColumnSummary, role: str,
             kinds: tuple[str, str]) -> DriftColumn:
     kind, current_kind = kinds
-    role = role_of(name, ref, kind, explicit)
     col: DriftColumn = {"kind": kind, "role": role, "test": "none", "statistic": 0.0,
                            "p_value": 1.0, "effect_size": 0.0, "psi": 0.0, "drift": False,
-                           "significant_only": False, "missing": _missing(ref, cur, kind),
+                           "significant_only": False, "missing": _missing(ref, cur),
                            "unseen_levels": {}, "vanished_levels": [], "warnings": []}
     if role == "id":
         col["warnings"].append("near-unique values: treated as an id and not tested")
@@ -123,22 +142,25 @@ def _column(ref: pd.Series, cur: pd.Series, name: str, explicit: dict[str, str],
     col["test"], col["statistic"], col["p_value"] = result.test, result.statistic, result.p_value
     col["effect_size"], col["psi"], col["histogram"] = (result.effect_size, result.psi,
                                                         result.histogram)
-    for side, series in (("reference", ref), ("current", cur)):
-        if series.notna().sum() == 0:
+    for side, summary in (("reference", ref), ("current", cur)):
+        present = summary.rows - (summary.missing - summary.infinite)
+        if present == 0:
             col["warnings"].append(f"all values missing in the {side} data")
-        elif kind == "numeric" and infinite_count(series, kind) == series.notna().sum():
+        elif kind == "numeric" and summary.infinite == present:
             col["warnings"].append(f"all values infinite in the {side} data (counted as "
                                    "missing)")
     if kind == "datetime":
-        col["time_range"] = {side: _time_range(series)
-                             for side, series in (("reference", ref), ("current", cur))}
+        col["time_range"] = {side: _time_range(summary.numbers)
+                             for side, summary in (("reference", ref), ("current", cur))}
     _no_nan(col)
     return col
 
 
-def _time_range(series: pd.Series) -> list[str]:
-    times = parse_times(series.dropna()).dropna()
-    return [times.min().isoformat(), times.max().isoformat()] if len(times) else []
+def _time_range(numbers: Numbers | None) -> list[str]:
+    if numbers is None or numbers.count == 0:
+        return []
+    return [pd.Timestamp(round(v * 1e6), unit="us").isoformat()
+            for v in (numbers.low, numbers.high)]
 
 
 def _no_nan(col: DriftColumn) -> None:
@@ -153,35 +175,47 @@ def _no_nan(col: DriftColumn) -> None:
         col["effect_size"], col["psi"] = 0.0, 0.0
 
 
-def _test(ref: pd.Series, cur: pd.Series, kind: str, current_kind: str,
+def _test(ref: ColumnSummary, cur: ColumnSummary, kind: str, current_kind: str,
           col: DriftColumn) -> stats.TestResult:
     if kind != current_kind and {kind, current_kind} != {"numeric", "boolean"}:
         raise ValueError(f"type changed from {kind} to {current_kind} (see 'schema')")
-    if kind in ("categorical", "boolean"):
-        r = ref.dropna().astype(str).value_counts()
-        c = cur.dropna().astype(str).value_counts()
-        _levels(r, c, col)
-        return stats.categorical(r.to_dict(), c.to_dict())
+    if ref.overflow or cur.overflow:
+        raise ValueError("more than 100,000 distinct levels: too many to count exactly "
+                         "(an id or free text? name it or drop it)")
+    if ref.counts is not None and cur.counts is not None:
+        _levels(ref.counts, cur.counts, col)
+        return stats.categorical(ref.counts.to_dict(), cur.counts.to_dict())
+    if ref.numbers is None or cur.numbers is None:
+        raise ValueError(f"no values to compare for a {kind} column")
     if kind == "text":
         return _text(ref, cur, col)
-    return stats.numeric(as_numbers(ref, kind), as_numbers(cur, kind))
+    return _numeric(ref.numbers, cur.numbers)
+
+
+def _numeric(ref: Numbers, cur: Numbers) -> stats.TestResult:
+    if ref.values is not None and cur.values is not None:
+        return stats.numeric(ref.values, cur.values)
+    return stats.numeric_sketch(ref, cur)
 
 
 OTHER_TOKENS = "(other words)"
 
 
-def _text(ref: pd.Series, cur: pd.Series, col: DriftColumn) -> stats.TestResult:
+def _text(ref: ColumnSummary, cur: ColumnSummary, col: DriftColumn) -> stats.TestResult:
     """Words (chi-square over the most frequent words, the rest pooled; Jensen-Shannon
     distance) and lengths (KS; Wasserstein over a guarded spread). The column's p-value is
     the smaller one, doubled (Bonferroni over the two signals); its effect the larger."""
-    r, c = token_counts(ref), token_counts(cur)
+    empty = pd.Series(dtype="int64")
+    r = ref.tokens if ref.tokens is not None else empty
+    c = cur.tokens if cur.tokens is not None else empty
     vocabulary = r.add(c, fill_value=0).nlargest(MAX_VOCABULARY).index
     r_top = {str(t): int(r.get(t, 0)) for t in vocabulary}
     c_top = {str(t): int(c.get(t, 0)) for t in vocabulary}
     r_top[OTHER_TOKENS] = int(r.sum()) - sum(r_top.values())
     c_top[OTHER_TOKENS] = int(c.sum()) - sum(c_top.values())
     words = stats.categorical(r_top, c_top)
-    lengths = stats.numeric(as_numbers(ref, "text"), as_numbers(cur, "text"))
+    assert ref.numbers is not None and cur.numbers is not None  # checked by _test
+    lengths = _numeric(ref.numbers, cur.numbers)
     r_share, c_share = r / max(1, int(r.sum())), c / max(1, int(c.sum()))
     gained = (c_share - r_share.reindex(c_share.index, fill_value=0.0)).nlargest(10)
     lost = (r_share - c_share.reindex(r_share.index, fill_value=0.0)).nlargest(10)
@@ -213,30 +247,42 @@ def _levels(r: pd.Series, c: pd.Series, col: DriftColumn) -> None:
     col["unseen_expected_share"] = expected
 
 
-def _missing(ref: pd.Series, cur: pd.Series, kind: str) -> MissingShare:
-    inf_r, inf_c = infinite_count(ref, kind), infinite_count(cur, kind)
-    k1, k2 = int(ref.isna().sum()) + inf_r, int(cur.isna().sum()) + inf_c
-    share_r, share_c = k1 / len(ref), k2 / len(cur)
-    p = stats.two_proportion_pvalue(k1, len(ref), k2, len(cur))
+def _missing(ref: ColumnSummary, cur: ColumnSummary) -> MissingShare:
+    k1, k2 = ref.missing, cur.missing
+    share_r, share_c = k1 / ref.rows, k2 / cur.rows
+    p = stats.two_proportion_pvalue(k1, ref.rows, k2, cur.rows)
     return {"reference": share_r, "current": share_c, "p_value": p,
             "drift": bool(abs(share_c - share_r) > 0.05 and p < 0.01),
-            "infinite": {"reference": inf_r / len(ref), "current": inf_c / len(cur)}}
+            "infinite": {"reference": ref.infinite / ref.rows,
+                         "current": cur.infinite / cur.rows}}
 
 
-def _decide(col: DriftColumn, alpha: float, thresholds: dict[str, float]) -> None:
+def _decide(col: DriftColumn, alpha: float, thresholds: dict[str, float],
+            type_changed: bool) -> None:
+    """Drift and its reasons: the distribution (significant after adjustment *and* an
+    effect over the kind's threshold), the missing share, unseen levels, or the schema (the
+    column's type changed, so the model would see a different kind of value)."""
+    threshold = thresholds[col["kind"]]
     significant = col["test"] != "none" and col["p_value"] < alpha
-    large = col["effect_size"] > thresholds[col["kind"]]
+    large = col["effect_size"] > threshold
+    checks: list[tuple[Reason, bool]] = [
+        ("distribution", significant and large), ("missing share", col["missing"]["drift"]),
+        ("unseen levels", col.get("unseen_alarm", False)),
+        ("schema", type_changed and col["role"] == "feature")]
+    reasons = [reason for reason, hit in checks if hit]
+    col["threshold"] = threshold
     col["significant_only"] = bool(significant and not large)
-    col["drift"] = bool((significant and large) or col["missing"]["drift"]
-                        or col.get("unseen_alarm", False))
+    col["reasons"] = reasons
+    col["drift"] = bool(reasons)
 
 
-def _report(reference: pd.DataFrame, current: pd.DataFrame, columns: dict[str, DriftColumn],
+def _report(ref: SideSummary, cur: SideSummary, columns: dict[str, DriftColumn],
             schema: dict[str, list[str]], method: str, measure: str, policy: Policy,
-            target: str | None, prediction: str | None) -> DriftReport:
+            target: str | None, prediction: str | None, spec: PerformanceSpec | None,
+            summaries: str) -> DriftReport:
     features = [c for c in columns.values() if c["role"] == "feature"]
     share = sum(c["drift"] for c in features) / max(1, len(features))
-    performance = _performance(reference, current, target, prediction)
+    performance = _performance(ref.scores, cur.scores, spec)
     has_drop = performance is not None and performance.get("drop") is not None
     if measure == "performance" and not has_drop:
         raise ValueError("measure 'performance' needs target and prediction on both sides")
@@ -244,7 +290,7 @@ def _report(reference: pd.DataFrame, current: pd.DataFrame, columns: dict[str, D
     if measure != "share" and has_drop and performance is not None:
         label, value = "performance drop", max(0.0, float(performance["drop"]))
     warnings = []
-    smallest = min(len(reference), len(current))
+    smallest = min(ref.rows, cur.rows)
     if smallest < 100:
         warnings.append(f"small sample ({smallest} rows): only large changes can be detected")
     if any(schema.values()):
@@ -255,27 +301,26 @@ def _report(reference: pd.DataFrame, current: pd.DataFrame, columns: dict[str, D
         warnings.append(f"not tested: {', '.join(untested)} (each column's warnings say why)")
     return DriftReport(columns, schema, share, columns.get(prediction or ""),
                        columns.get(target or ""), performance, policy.action(value), label,
-                       value, method, policy, len(reference), len(current), warnings)
+                       value, method, policy, ref.rows, cur.rows, warnings, summaries)
 
 
-def _performance(reference: pd.DataFrame, current: pd.DataFrame, target: str | None,
-                 prediction: str | None) -> dict[str, Any] | None:
-    if not target or not prediction or not {target, prediction} <= set(current.columns):
+def _performance(ref: Scores | None, cur: Scores | None,
+                 spec: PerformanceSpec | None) -> dict[str, Any] | None:
+    if spec is None or cur is None or cur["n"] == 0:
         return None
-    regression = kind_of(current[target]) == "numeric" and current[target].nunique() > 20
+    regression = spec["regression"]
 
-    def score(frame: pd.DataFrame) -> float:
-        y, p = frame[target], frame[prediction]
+    def score(sums: Scores) -> float:
         if regression:
-            return float(np.sqrt(np.mean((y.astype(float) - p.astype(float)) ** 2)))
-        return float((y == p).mean())
+            return float(np.sqrt(sums["squared_error"] / sums["n"]))
+        return sums["correct"] / sums["n"]
 
     metric = "rmse" if regression else "accuracy"
-    result: dict[str, Any] = {"metric": metric, "current": score(current), "reference": None,
+    result: dict[str, Any] = {"metric": metric, "current": score(cur), "reference": None,
                               "drop": None}
-    if {target, prediction} <= set(reference.columns):
-        ref = score(reference)
-        drop = (result["current"] - ref) / (abs(ref) or 1.0) if regression else ref - result[
+    if ref is not None and ref["n"]:
+        base = score(ref)
+        drop = (result["current"] - base) / (abs(base) or 1.0) if regression else base - result[
             "current"]
-        result.update(reference=ref, drop=float(drop))
+        result.update(reference=base, drop=float(drop))
     return result

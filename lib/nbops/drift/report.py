@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 SCHEMA = "nbops.drift/1"
+Reason = Literal["distribution", "missing share", "unseen levels", "schema"]
+ACTIONS = ("none", "warn", "retrain", "experiment")  # in order of severity
 
 
 class MissingShare(TypedDict):
@@ -52,6 +54,8 @@ class DriftColumn(TypedDict, total=False):
     unseen_expected_share: float
     time_range: dict[str, list[str]]  # datetime columns: {side: [first, last]} (ISO 8601)
     text: TextSignals  # text columns: vocabulary changes and the length signal
+    threshold: float  # the effect size the column's effect was compared with
+    reasons: list[Reason]  # why the column drifted (empty: it did not)
 
 
 @dataclass
@@ -79,6 +83,19 @@ class Policy:
     def to_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
 
+    def bands(self, top: float = 1.0) -> list[tuple[float, float, str]]:
+        """The tiers as ``(from, to, action)`` over ``[0, top]``, in order (for drawing)."""
+        cuts = sorted({0.0, self.none_below, self.retrain_from, self.retrain_to,
+                       self.experiment_above, max(top, self.experiment_above)})
+        bands: list[tuple[float, float, str]] = []
+        for low, high in zip(cuts[:-1], cuts[1:], strict=True):
+            action = self.action((low + high) / 2)
+            if bands and bands[-1][2] == action:
+                bands[-1] = (bands[-1][0], high, action)
+            else:
+                bands.append((low, high, action))
+        return bands
+
 
 @dataclass
 class DriftReport:
@@ -98,6 +115,7 @@ class DriftReport:
     n_reference: int
     n_current: int
     warnings: list[str] = field(default_factory=list)
+    summaries: str = "exact"  # or "sketch: ..." with the stated error bound (streamed data)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA, "columns": self.columns, "schema": self.schema,
@@ -106,7 +124,8 @@ class DriftReport:
                 "action": self.action, "measure": self.measure,
                 "measured_value": self.measured_value, "multiplicity": self.multiplicity,
                 "policy": self.policy.to_dict(), "n_reference": self.n_reference,
-                "n_current": self.n_current, "warnings": self.warnings}
+                "n_current": self.n_current, "warnings": self.warnings,
+                "summaries": self.summaries}
 
     @property
     def drifted(self) -> list[str]:
