@@ -20,7 +20,8 @@
 
 # %% tags=["parameters"]
 reference_path: str = ""  # reference split from prepare ("" : bundled data, no drift)
-current_path: str = ""  # current batch, e.g. infer's predictions ("" : bundled data, shifted)
+current_path: str = ""  # current batch: a file (e.g. infer's predictions) or a prediction log folder of nbops serve ("" : bundled data, shifted)
+current_window: str = ""  # with a prediction log: which rows, e.g. 6h, 7d or 2026-12-01T00:00/2026-12-02T00:00 ("" : all)
 model_path: str = ""  # model used to score the reference for prediction drift ("" : skip)
 target: str = "target"  # label column (performance drift when present on both sides)
 prediction_column: str = "prediction"  # prediction column of the current batch
@@ -36,13 +37,17 @@ from IPython.display import display
 import nbops
 from nbops.datasets import load_bundled, load_table
 from nbops.drift import compare
+from nbops.serving.predlog import META, read_log
 
 # %% tags=["nbval-check-output"]
 if reference_path:
     reference = load_table(reference_path)
 else:  # by hand: bundled data against a shifted copy of itself
     reference = load_bundled("breast_cancer", target)
-if current_path:
+if current_path and Path(current_path).is_dir():  # what nbops serve answered, in a window
+    current = read_log(current_path, current_window).drop(columns=list(META))
+    print(f"prediction log {current_path}, window {current_window or 'all'}")
+elif current_path:
     current = load_table(current_path)
 else:
     current = reference.sample(frac=1.0, random_state=1).reset_index(drop=True)

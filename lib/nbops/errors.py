@@ -87,6 +87,20 @@ class RegistryError(NbopsError):
     back to)."""
 
 
+class PromotionBlocked(RegistryError):
+    """A promotion the project's policy does not allow yet (missing evidence or approvals,
+    or the alias moved since the caller looked): exit 1, nothing moved."""
+
+
+class RequestRejected(NbopsError):
+    """A request the model server cannot answer as sent: the HTTP status to reply with and
+    the field at fault (a column, a key of the body), if any."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.field = status, field
+
+
 class MissingDependencyError(UsageError):
     """An optional extra is needed for this feature."""
 

@@ -17,6 +17,7 @@ from .drift import drift_group
 from .pipeline import pipeline_group
 from .run import run_cmd, templates_cmd
 from .runs import runs_group
+from .serve import serve_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +26,7 @@ def cli() -> None:
     """nbops: run parameterized notebooks as recorded, reproducible stages."""
 
 
-for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group):
+for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group, serve_cmd):
     cli.add_command(command)
 
 

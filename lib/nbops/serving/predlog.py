@@ -1,0 +1,202 @@
+"""The prediction log: what the server was asked and what it answered, for monitoring.
+
+Layout: ``<runs>/predictions/<model name>/part-<start time>-<pid>-<n>.jsonl``, one JSON
+object per predicted row::
+
+    {"request_id": ..., "row": 0, "time": "2026-12-01T12:00:00.123456+00:00",
+     "model": "nbops-demo", "version": 3, "variant": "champion", "latency_ms": 4.2,
+     "inputs": {"mean radius": 14.1, ...}, "prediction": 1}
+
+Invariants:
+- every server process writes its own part files (the pid is in the name), so lines from
+  two processes never interleave; a line is written whole or not at all (one ``write`` of
+  an encoded line from one thread);
+- writes happen on a background thread: a slow disk never delays a response; when its
+  queue is full, records are dropped and counted, never blocking;
+- a part is closed at ``max_part_bytes`` and the oldest parts of the model are deleted
+  while the model's folder is over ``max_total_bytes`` (rotation: bounded on disk);
+- ``sample`` < 1 keeps that share of requests (decided per request, so a request's rows
+  stay together).
+
+:func:`read_log` reads a time window back as a DataFrame (the inputs as columns, plus
+``prediction`` and the metadata columns ``_time``, ``_version``, ``_variant``,
+``_request_id``): what the monitor template takes as its current data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import re
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypedDict
+
+FOLDER = "predictions"
+META = ("_time", "_version", "_variant", "_request_id")
+
+
+class LogEntry(TypedDict):
+    """One predicted row."""
+
+    request_id: str
+    row: int
+    time: str
+    model: str
+    version: int | None
+    variant: str
+    latency_ms: float
+    inputs: dict[str, Any]
+    prediction: Any
+
+
+def log_folder(runs_dir: Path, model: str) -> Path:
+    safe = re.sub(r"[^\w.-]", "_", model) or "model"
+    return runs_dir / FOLDER / safe
+
+
+class PredictionLog:
+    """Appends entries on a background thread, with sampling and size-bounded rotation."""
+
+    def __init__(self, folder: Path, *, sample: float = 1.0, max_part_bytes: int = 32 * 2**20,
+                 max_total_bytes: int = 1024 * 2**20, queue_size: int = 10_000) -> None:
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError(f"log sample must be between 0 and 1, got {sample}")
+        self.folder, self.sample = folder, sample
+        self.max_part_bytes, self.max_total_bytes = max_part_bytes, max_total_bytes
+        self.dropped = 0
+        self._queue: queue.Queue[list[LogEntry] | None] = queue.Queue(queue_size)
+        self._part: Any = None
+        self._part_bytes = 0
+        self._parts = 0
+        self._random = random.Random()
+        self._thread = threading.Thread(target=self._run, name="nbops-prediction-log",
+                                        daemon=True)
+        self._thread.start()
+
+    def wanted(self) -> bool:
+        """Whether to log the next request (the sampling decision)."""
+        return self.sample >= 1.0 or self._random.random() < self.sample
+
+    def append(self, entries: list[LogEntry]) -> None:
+        try:
+            self._queue.put_nowait(entries)
+        except queue.Full:
+            self.dropped += len(entries)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            entries = self._queue.get()
+            if entries is None:
+                break
+            try:
+                self._write(entries)
+            except OSError:
+                self.dropped += len(entries)
+        if self._part is not None:
+            self._part.close()
+
+    def _write(self, entries: list[LogEntry]) -> None:
+        for entry in entries:
+            line = (json.dumps(entry, default=_plain, allow_nan=False) + "\n").encode()
+            if self._part is None or self._part_bytes + len(line) > self.max_part_bytes:
+                self._rotate()
+            self._part.write(line)
+            self._part_bytes += len(line)
+        self._part.flush()
+
+    def _rotate(self) -> None:
+        if self._part is not None:
+            self._part.close()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        self._parts += 1
+        path = self.folder / f"part-{stamp}-{os.getpid()}-{self._parts}.jsonl"
+        self._part = path.open("ab", buffering=0)
+        self._part_bytes = 0
+        self._trim(keep=path)
+
+    def _trim(self, keep: Path) -> None:
+        parts = sorted(self.folder.glob("part-*.jsonl"))
+        sizes = {p: p.stat().st_size for p in parts}
+        total = sum(sizes.values())
+        for part in parts:
+            if total <= self.max_total_bytes or part == keep:
+                break
+            total -= sizes[part]
+            part.unlink(missing_ok=True)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def parse_window(window: str, now: datetime | None = None) -> tuple[datetime | None,
+                                                                    datetime | None]:
+    """``""`` (all), ``"90m"`` / ``"6h"`` / ``"7d"`` (the last so long), or ``START/END`` in
+    ISO 8601 (either side may be empty)."""
+    now = now or datetime.now(timezone.utc)
+    text = window.strip()
+    if not text:
+        return None, None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return now - timedelta(**{unit: float(match.group(1))}), None
+    if "/" in text:
+        start, end = text.split("/", 1)
+        return _time(start), _time(end)
+    raise ValueError(f"cannot read window {window!r}: use 90m, 6h, 7d, or START/END in "
+                     "ISO 8601 (e.g. 2026-12-01T00:00/2026-12-02T00:00)")
+
+
+def _time(text: str) -> datetime | None:
+    if not text.strip():
+        return None
+    value = datetime.fromisoformat(text.strip())
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def read_log(folder: str | Path, window: str = "", variant: str | None = None) -> Any:
+    """The logged rows of ``folder`` within ``window`` as a DataFrame (see module doc).
+
+    Raises:
+        ValueError: no such folder, a bad window, or no rows in the window.
+    """
+    import pandas as pd
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise ValueError(f"no prediction log at {path} (nbops serve writes one under "
+                         f"<runs>/{FOLDER}/<model>)")
+    start, end = parse_window(window)
+    rows = []
+    for part in sorted(path.glob("part-*.jsonl")):
+        with part.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.endswith("\n"):
+                    break  # a line still being written
+                entry = json.loads(line)
+                at = datetime.fromisoformat(entry["time"])
+                if (start and at < start) or (end and at >= end):
+                    continue
+                if variant and entry["variant"] != variant:
+                    continue
+                rows.append({**entry["inputs"], "prediction": entry["prediction"],
+                             "_time": entry["time"], "_version": entry["version"],
+                             "_variant": entry["variant"], "_request_id": entry["request_id"]})
+    if not rows:
+        raise ValueError(f"the prediction log {path} has no rows in window {window or 'all'!r}")
+    return pd.DataFrame(rows)
