@@ -87,6 +87,11 @@ class RegistryError(NbopsError):
     back to)."""
 
 
+class RegistryNotFound(UsageError, RegistryError):
+    """No such registered model, version or alias: the user named something that is not
+    there (exit 2)."""
+
+
 class PromotionBlocked(RegistryError):
     """A promotion the project's policy does not allow yet (missing evidence or approvals,
     or the alias moved since the caller looked): exit 1, nothing moved."""

@@ -14,6 +14,7 @@ import click
 
 from ..errors import NbopsError
 from .drift import drift_group
+from .models import models_group
 from .pipeline import pipeline_group
 from .run import run_cmd, templates_cmd
 from .runs import runs_group
@@ -26,7 +27,8 @@ def cli() -> None:
     """nbops: run parameterized notebooks as recorded, reproducible stages."""
 
 
-for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group, serve_cmd):
+for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group, serve_cmd,
+                models_group):
     cli.add_command(command)
 
 

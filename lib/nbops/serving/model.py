@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypedDict
 
-from ..errors import NbopsError, RegistryError, UsageError
+from ..errors import NbopsError, RegistryError, RegistryNotFound, UsageError
 
 _REF = re.compile(r"^(?:runs:/(?P<run>[^/\s]+)/(?P<artifact>[^/\s]+)|"
                   r"(?P<name>[^@/\s]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+)))$")
@@ -107,8 +107,8 @@ def resolve_version(ref: ModelRef, tracking_uri: str | None = None) -> int | Non
     assert ref.name is not None and ref.alias is not None
     found = version_by_alias(ref.name, ref.alias, tracking_uri)
     if found is None:
-        raise RegistryError(f"model {ref.name!r} has no alias {ref.alias!r} (see: nbops models "
-                            f"show {ref.name})")
+        raise RegistryNotFound(f"model {ref.name!r} has no alias {ref.alias!r} (see: nbops "
+                               f"models show {ref.name})")
     return found["version"]
 
 

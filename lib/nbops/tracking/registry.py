@@ -1,9 +1,12 @@
 """The model registry as library functions: register, look up, promote, roll back.
 
 Built on MLflow's Model Registry with explicit clients (no global state). MLflow keeps only
-the current target of an alias; nbops keeps each alias's history as JSON in a tag of the
-registered model (``nbops.alias_history.<alias>``), so a promotion can be rolled back and
-every move says when and why it happened.
+the current target of an alias; every move nbops makes is appended to the promotion ledger
+(``ledger``: who, when, why, evidence), under the ledger's lock so that a compare-and-set
+(``expected``: the version the caller saw) cannot race another promotion. Each move is
+mirrored to MLflow: the alias's history as JSON in a tag of the registered model
+(``nbops.alias_history.<alias>``) and the move itself in a tag of the version it points
+to (``nbops.promotion.<alias>``), so the MLflow UI shows it too.
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ..errors import RegistryError
+from ..errors import PromotionBlocked, RegistryError, RegistryNotFound
+from . import ledger
 from .uri import current_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 HISTORY_TAG = "nbops.alias_history."
+PROMOTION_TAG = "nbops.promotion."
+UNSET = -1  # ``expected`` value meaning: the alias must not be set yet
 
 
 class ModelVersion(TypedDict):
@@ -107,19 +112,29 @@ def _get_version(mlflow_client: MlflowClient, model_name: str, version: int) -> 
     try:
         return _version(mlflow_client.get_model_version(model_name, str(version)))
     except MlflowException:
-        raise RegistryError(f"model {model_name!r} has no version {version}") from None
+        raise RegistryNotFound(f"model {model_name!r} has no version {version} (see: nbops "
+                               f"models show {model_name})") from None
 
 
 def promote(model_name: str, version: int, alias: str = "champion", *, reason: str = "",
-            tracking_uri: str | None = None) -> None:
-    """Point ``alias`` at ``version`` and append the move to the alias's history."""
+            tracking_uri: str | None = None, expected: int | None = None,
+            evidence: list[str] | None = None, who: str | None = None) -> None:
+    """Point ``alias`` at ``version``; the move goes to the ledger and the alias history.
+
+    Args:
+        expected: compare-and-set: the version the alias must hold now (``UNSET``: none).
+
+    Raises:
+        RegistryError: no such version. PromotionBlocked: the alias moved since.
+    """
     mlflow_client = client(tracking_uri)
     _get_version(mlflow_client, model_name, version)
-    _move_alias(mlflow_client, model_name, alias, version, reason or "promoted")
+    _move_alias(mlflow_client, model_name, alias, version, reason or "promoted",
+                expected=expected, evidence=evidence, who=who)
 
 
 def rollback(model_name: str, alias: str = "champion", *, reason: str = "",
-             tracking_uri: str | None = None) -> int:
+             tracking_uri: str | None = None, who: str | None = None) -> int:
     """Point ``alias`` back at the version it had before its last move; returns it.
 
     Raises:
@@ -129,12 +144,20 @@ def rollback(model_name: str, alias: str = "champion", *, reason: str = "",
     history = _history(mlflow_client, model_name, alias)
     if not history or history[-1]["previous"] is None:
         raise RegistryError(f"alias {alias!r} of model {model_name!r} has no earlier version "
-                            "to roll back to (see its history with alias_history)")
+                            "to roll back to (see: nbops models history)")
     target = history[-1]["previous"]
     assert target is not None
     _move_alias(mlflow_client, model_name, alias, target,
-                reason or f"rollback from v{history[-1]['version']}")
+                reason or f"rollback from v{history[-1]['version']}",
+                expected=history[-1]["version"], who=who)
     return target
+
+
+def current_target(model_name: str, alias: str, tracking_uri: str | None = None
+                   ) -> int | None:
+    """The version ``alias`` points to in MLflow now (None: unset)."""
+    found = version_by_alias(model_name, alias, tracking_uri)
+    return found["version"] if found else None
 
 
 def alias_history(model_name: str, alias: str, tracking_uri: str | None = None
@@ -149,28 +172,42 @@ def _history(mlflow_client: MlflowClient, model_name: str, alias: str) -> list[A
     try:
         model = mlflow_client.get_registered_model(model_name)
     except MlflowException:
-        raise RegistryError(f"no registered model {model_name!r}") from None
+        raise RegistryNotFound(f"no registered model {model_name!r} (see: nbops models ls)"
+                               ) from None
     raw = (model.tags or {}).get(HISTORY_TAG + alias)
     moves: list[AliasMove] = json.loads(raw) if raw else []
     return moves
 
 
 def _move_alias(mlflow_client: MlflowClient, model_name: str, alias: str, version: int,
-                reason: str) -> None:
+                reason: str, *, expected: int | None = None, evidence: list[str] | None = None,
+                who: str | None = None) -> None:
     from mlflow.exceptions import MlflowException
 
-    try:
-        previous: int | None = int(
-            mlflow_client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        previous = None
-    with contextlib.redirect_stdout(sys.stderr):
-        mlflow_client.set_registered_model_alias(model_name, alias, str(version))
+    runs_dir = ledger.home(str(mlflow_client.tracking_uri))
+    with ledger.locked(runs_dir, model_name):
+        try:
+            previous: int | None = int(
+                mlflow_client.get_model_version_by_alias(model_name, alias).version)
+        except MlflowException:
+            previous = None
+        if expected is not None and (previous if previous is not None else UNSET) != expected:
+            now = f"v{previous}" if previous is not None else "unset"
+            was = f"v{expected}" if expected != UNSET else "unset"
+            raise PromotionBlocked(f"alias {alias!r} of {model_name!r} is {now}, not {was} as "
+                                   "expected: someone moved it meanwhile; look again (nbops "
+                                   f"models show {model_name}) and retry")
+        with contextlib.redirect_stdout(sys.stderr):
+            mlflow_client.set_registered_model_alias(model_name, alias, str(version))
+        entry = ledger.append(runs_dir, model_name, "move", alias, version, previous=previous,
+                              reason=reason, evidence=evidence, who=who)
     history = _history(mlflow_client, model_name, alias)
     history.append({"version": version, "previous": previous, "reason": reason,
-                    "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                    "at": entry["at"]})
     mlflow_client.set_registered_model_tag(model_name, HISTORY_TAG + alias,
                                            json.dumps(history[-50:]))
+    mlflow_client.set_model_version_tag(model_name, str(version), PROMOTION_TAG + alias,
+                                        json.dumps(entry))
 
 
 def _version(found: Any) -> ModelVersion:
@@ -178,3 +215,50 @@ def _version(found: Any) -> ModelVersion:
             "aliases": [str(a) for a in (found.aliases or [])],
             "tags": {str(k): str(v) for k, v in (found.tags or {}).items()},
             "run_id": found.run_id, "source": str(found.source)}
+
+
+class RegisteredModel(TypedDict):
+    name: str
+    aliases: dict[str, int]
+    latest_version: int | None
+    description: str
+
+
+def list_models(tracking_uri: str | None = None) -> list[RegisteredModel]:
+    """Every registered model, by name."""
+    found = client(tracking_uri).search_registered_models(max_results=1000)
+    return sorted(({"name": str(m.name),
+                    "aliases": {str(k): int(v) for k, v in (m.aliases or {}).items()},
+                    "latest_version": max((int(v.version) for v in m.latest_versions or []),
+                                          default=None),
+                    "description": str(m.description or "")} for m in found),
+                  key=lambda m: m["name"])
+
+
+def list_versions(model_name: str, tracking_uri: str | None = None) -> list[ModelVersion]:
+    """Every version of ``model_name``, oldest first.
+
+    Raises:
+        RegistryError: no such model.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(tracking_uri)
+    try:
+        model = mlflow_client.get_registered_model(model_name)
+    except MlflowException:
+        raise RegistryNotFound(f"no registered model {model_name!r} (see: nbops models ls)"
+                               ) from None
+    found = mlflow_client.search_model_versions(f"name = '{_quoted(model_name)}'",
+                                                max_results=10_000)
+    aliases: dict[int, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(int(version), []).append(str(alias))
+    versions = [_version(v) for v in found]
+    for version in versions:  # search results do not always carry aliases
+        version["aliases"] = sorted(aliases.get(version["version"], []))
+    return sorted(versions, key=lambda v: v["version"])
+
+
+def _quoted(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("'", "\\'")

@@ -1,0 +1,81 @@
+"""The promotion policy of a project, read from ``nbops.yaml``.
+
+``nbops.yaml`` is looked for in the working directory and its parents (the first found
+wins); its ``promotion`` section maps an alias to what a version needs before it may hold
+that alias::
+
+    promotion:
+      champion:
+        evidence: [evaluate_pass, ab_win]   # any one of these (empty: none needed)
+        approvals: 1                        # distinct people other than the proposer
+
+An alias without an entry (or no file) needs nothing: promotion is immediate, and still
+recorded in the ledger. Unknown keys and evidence names are errors, not ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypedDict, cast
+
+from ..contract.limits import load_yaml
+from ..errors import ConfigError
+
+CONFIG_FILE = "nbops.yaml"
+EvidenceKind = Literal["evaluate_pass", "ab_win"]
+EVIDENCE_KINDS: tuple[EvidenceKind, ...] = ("evaluate_pass", "ab_win")
+
+
+class AliasPolicy(TypedDict):
+    evidence: list[EvidenceKind]
+    approvals: int
+
+
+NO_POLICY: AliasPolicy = {"evidence": [], "approvals": 0}
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder / CONFIG_FILE
+    return None
+
+
+def load_policy(alias: str, config: Path | None = None) -> AliasPolicy:
+    """The policy for ``alias`` (``NO_POLICY`` when the project sets none)."""
+    path = config or find_config()
+    if path is None:
+        return NO_POLICY
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+    except Exception as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    section = data.get("promotion") if isinstance(data, dict) else None
+    if section is None:
+        return NO_POLICY
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: 'promotion' must map aliases to their policy")
+    entry = section.get(alias)
+    if entry is None:
+        return NO_POLICY
+    return _check(entry, f"{path}: promotion.{alias}")
+
+
+def _check(entry: object, where: str) -> AliasPolicy:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a mapping with 'evidence' and/or 'approvals'")
+    unknown = sorted(set(map(str, entry)) - {"evidence", "approvals"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; use evidence, "
+                          "approvals")
+    evidence = entry.get("evidence", [])
+    if isinstance(evidence, str):
+        evidence = [evidence]
+    if not isinstance(evidence, list) or any(e not in EVIDENCE_KINDS for e in evidence):
+        raise ConfigError(f"{where}.evidence must be a list of {', '.join(EVIDENCE_KINDS)}; "
+                          f"got {evidence!r}")
+    approvals = entry.get("approvals", 0)
+    if type(approvals) is not int or approvals < 0:
+        raise ConfigError(f"{where}.approvals must be a whole number >= 0; got {approvals!r}")
+    return {"evidence": cast(list[EvidenceKind], list(evidence)), "approvals": approvals}
