@@ -39,6 +39,8 @@ from sklearn import metrics as skm
 
 import nbops
 from nbops.datasets import load_table
+from nbops.errors import PromotionBlocked
+from nbops.promotion.service import promote
 from nbops.tracking import registry
 
 # %%
@@ -97,19 +99,26 @@ if champion is not None:
     print(f"champion v{champion['version']} {primary_metric}: {champion_score:.4f}")
 better = champion_score is None or (challenger_score < champion_score if lower_is_better
                                     else challenger_score >= champion_score)
-if better:
-    registry.promote(model_name, version, "champion", reason=(
-        f"{primary_metric} {challenger_score:.4f}" if champion is None else
-        f"{primary_metric} {challenger_score:.4f} vs {champion_score:.4f} of v{champion['version']}"))
-champion_version = version if better else champion["version"]
-aliases = ["challenger"] + (["champion"] if better else [])
+blocked = ""
+if better:  # through the project's promotion policy (nbops.yaml): evidence, approvals
+    try:
+        promote(model_name, version, "champion", reason=(
+            f"{primary_metric} {challenger_score:.4f}" if champion is None else
+            f"{primary_metric} {challenger_score:.4f} vs {champion_score:.4f} of v{champion['version']}"))
+    except PromotionBlocked as exc:
+        blocked = str(exc)
+promoted = better and not blocked
+champion_version = version if promoted else (champion["version"] if champion else None)
+aliases = ["challenger"] + (["champion"] if promoted else [])
 print(f"{model_name} v{version}: {', '.join(aliases)}"
-      + ("" if better else f" (champion stays v{champion_version})"))
+      + ("" if promoted else f" (champion stays v{champion_version})"))
+if blocked:
+    print(blocked)
 nbops.log_metric(f"challenger_{primary_metric}", challenger_score)
 nbops.output("model_name", model_name)
 nbops.output("version", version)
 nbops.output("aliases", aliases)
-nbops.output("promoted", bool(better))
+nbops.output("promoted", bool(promoted))
 nbops.output("champion_version", champion_version)
 nbops.output("score", challenger_score)
 nbops.output("champion_score", champion_score)

@@ -171,3 +171,22 @@ def test_a_torn_ledger_line_is_skipped_and_reported_and_appends_go_on(tmp_path: 
     entry = ledger.append(tmp_path, "m", "move", "champion", 2, previous=1)
     assert entry["seq"] == 2
     assert [e["version"] for e in ledger.read(tmp_path, "m")["entries"]] == [1, 2]
+
+
+def test_the_register_stage_promotes_through_the_project_policy(tmp_path: Path) -> None:
+    from nbops.runner import RunOptions, run
+    from nbops.tracking import ledger
+
+    runs = tmp_path / "runs"
+    (tmp_path / "nbops.yaml").write_text("promotion:\n  champion:\n    approvals: 1\n")
+    record = run("register", {"model_name": "gated"},
+                 options=RunOptions(runs_dir=runs, cwd=tmp_path))
+    assert record["status"] == "succeeded", record["error"]
+    assert record["outputs"]["promoted"] is False
+    assert record["outputs"]["aliases"] == ["challenger"]
+    kinds = [(e["kind"], e["alias"]) for e in ledger.read(runs, "gated")["entries"]]
+    assert kinds == [("move", "challenger"), ("proposal", "champion")]
+    approved = models(runs, "approve", "gated", "1", user="bob")
+    assert approved.returncode == 0, approved.stderr
+    done = models(runs, "promote", "gated", "1", cwd=tmp_path, user="bob")
+    assert done.returncode == 0, done.stderr

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import TypeMismatch
 from .tracking.uri import current_uri
 from .util import envvars
-from .util.files import encode_json
+from .util.files import encode_json, sha256_file, walk_files
 
 if TYPE_CHECKING:
     from .records.types import Status
@@ -158,7 +158,12 @@ def log_model(model: Any, name: str, input_example: Any = None) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     fresh.rename(dest)
-    _emit({"kind": "model", "name": name, "flavor": flavor, "path": f"models/{name}"})
+    # the files' hashes go with the event, so this same run can load the model before
+    # its record is closed (nbops.load_model verifies against them)
+    files = [{"path": f"models/{name}/{rel}", "sha256": sha256_file(dest / rel),
+              "bytes": (dest / rel).stat().st_size} for rel, _ in walk_files(dest)]
+    _emit({"kind": "model", "name": name, "flavor": flavor, "path": f"models/{name}",
+           "files": files})
     return dest
 
 

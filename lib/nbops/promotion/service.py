@@ -32,6 +32,14 @@ class Where(TypedDict):
 
 
 def where(runs_dir: str | Path | None = None, tracking_uri: str | None = None) -> Where:
+    """The runs folder, registry and ledger to use: as given, else the run's (inside a
+    kernel), else ``$NBOPS_RUNS_DIR`` / ``./runs``."""
+    import os
+
+    from ..util.envvars import RUN_DIR
+
+    if runs_dir is None and os.environ.get(RUN_DIR):
+        runs_dir = Path(os.environ[RUN_DIR]).parent
     runs = resolve_runs_dir(runs_dir)
     uri = resolve_uri(tracking_uri, runs)
     return {"runs_dir": runs, "tracking_uri": uri, "ledger_dir": ledger.home(uri)}

@@ -13,7 +13,7 @@ from ..errors import NbopsError, RecordError
 from .integrity import verify_runs as _verify_runs
 from .mirror import sync
 from .reconcile import reconcile
-from .store import RUN_FILE, RunStore
+from .store import RUN_FILE, RunStore, read_events
 from .types import MetricPoint, RunRecord, Status
 
 
@@ -139,7 +139,22 @@ def load_model(path: str | Path) -> Any:
     if folder.parent.name != "models" or not (run_dir / RUN_FILE).is_file():
         raise NbopsError(f"{path} is not a model folder of an nbops run "
                          "(expected runs/<run_id>/models/<name>)")
-    return Run(RunStore(run_dir.parent).read(run_dir.name), run_dir).load_model(folder.name)
+    record = RunStore(run_dir.parent).read(run_dir.name)
+    if folder.name not in record["models"] and record["status"] == "running":
+        pending = _logged_by_running_run(run_dir, folder.name)
+        if pending is not None:  # this run logged it moments ago: verify against the event
+            from ..models import load_verified
+
+            return load_verified(run_dir, f"models/{folder.name}", pending["flavor"],
+                                 pending["files"])
+    return Run(record, run_dir).load_model(folder.name)
+
+
+def _logged_by_running_run(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The last model event for ``name`` of a run still in progress (with file hashes)."""
+    found = [e for e in read_events(run_dir)
+             if e.get("kind") == "model" and e.get("name") == name and "files" in e]
+    return found[-1] if found else None
 
 
 def load_run(run_id: str, runs_dir: str | Path | None = None) -> Run:
