@@ -45,7 +45,8 @@ if reference_path:
 else:  # by hand: bundled data against a shifted copy of itself
     reference = load_bundled("breast_cancer", target)
 if current_path and Path(current_path).is_dir():  # what nbops serve answered, in a window
-    current = read_log(current_path, current_window).drop(columns=list(META))
+    logged = read_log(current_path, current_window)
+    current = logged[logged["_variant"] != "shadow"].drop(columns=list(META))  # rows answered
     print(f"prediction log {current_path}, window {current_window or 'all'}")
 elif current_path:
     current = load_table(current_path)

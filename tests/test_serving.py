@@ -8,7 +8,6 @@ store.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -18,13 +17,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import NOTEBOOKS, free_port, wait_for_http
+from conftest import NOTEBOOKS, cli, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 NAME = "tiny"
@@ -65,7 +65,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     uri = default_uri(runs)
     paths = [_train(runs, root, C=1.0, slow_below=-1000.0),
              _train(runs, root, C=0.001, slow_below=-1000.0),
-             _train(runs, root, C=1.0, slow_below=-1000.0)]
+             _train(runs, root, C=1.0, slow_below=-1000.0),
+             _train(runs, root, C=1.0, invert_blue=True)]
     versions = [_register(uri, p) for p in paths]
     registry.promote(NAME, versions[0], "champion", reason="first", tracking_uri=uri)
     return {"root": root, "runs": runs, "uri": uri, "paths": paths, "versions": versions}
@@ -218,7 +219,7 @@ def test_hot_swap_under_load_and_a_bad_version_is_not_swapped_in(
         server: dict[str, Any]) -> None:
     from nbops.tracking import registry
 
-    base, uri, (v1, v2, v3) = server["base"], server["uri"], server["versions"]
+    base, uri, (v1, v2, v3, _) = server["base"], server["uri"], server["versions"]
     seen: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -284,24 +285,36 @@ def test_every_answered_row_is_in_the_prediction_log(server: dict[str, Any]) -> 
         read_log(folder, "2000-01-01/2000-01-02")
 
 
-def test_split_and_shadow_log_the_variants_they_were_given(store: dict[str, Any]) -> None:
-    from nbops.serving.predlog import read_log
+def test_split_and_shadow_log_the_variants_they_were_given_and_ab_evaluate_decides(
+        store: dict[str, Any]) -> None:
+    import numpy as np
+    import pandas as pd
 
-    v1, v2, _ = store["versions"]
+    from nbops.runner import RunOptions, run
+    from nbops.serving.predlog import read_log
+    from nbops.tracking import ledger
+
+    v1, v2, _, v4 = store["versions"]
     folder = store["runs"] / "predictions" / NAME
     shutil.rmtree(folder, ignore_errors=True)
     proc, base = _serve(store, f"{NAME}/{v1}", "--challenger", f"{NAME}/{v2}", "--split", "30",
-                        "--shadow", f"{NAME}/{v2}")
+                        "--shadow", f"{NAME}/{v4}")
+    rng = np.random.default_rng(2)
     try:
         variants = {}
         for i in range(200):
-            answer = post(base, split_body(), **{"X-Request-Key": f"user-{i % 50}",
-                                                 "X-Request-ID": f"r{i}"})
+            rows = {"a": list(rng.normal(0, 1, 3)), "b": list(rng.normal(0, 1, 3)),
+                    "colour": list(rng.choice(["red", "blue"], 3))}
+            answer = post(base, split_body(rows), **{"X-Request-Key": f"user-{i % 50}",
+                                                     "X-Request-ID": f"r{i}"})
             assert answer.status_code == 200
             variant = answer.headers["x-model-variant"]
             assert variants.setdefault(i % 50, variant) == variant  # sticky by key
         share = Counter(variants.values())["challenger"] / 50
         assert 0.1 <= share <= 0.5, share  # about 30 %
+        deadline = time.time() + 10
+        while time.time() < deadline and (read_log(folder)["_variant"] == "shadow").sum() < 600:
+            time.sleep(0.1)
     finally:
         _stop(proc)
     frame = read_log(folder)
@@ -310,12 +323,39 @@ def test_split_and_shadow_log_the_variants_they_were_given(store: dict[str, Any]
     assert counts["champion"] + counts["challenger"] == 200
     assert set(frame[frame["_variant"] == "challenger"]["_version"]) == {v2}
     assert set(frame[frame["_variant"] == "champion"]["_version"]) == {v1}
-    assert not math.isnan(frame["a"].sum())
+    assert set(frame[frame["_variant"] == "shadow"]["_version"]) == {v4}
+
+    # labels arrive later: the truth is what the shadow said, so the shadow must win
+    shadow = frame[frame["_variant"] == "shadow"]
+    labels = pd.DataFrame({"request_id": shadow["_request_id"], "row": shadow["_row"],
+                           "label": shadow["prediction"]})
+    labels.to_csv(store["root"] / "labels.csv", index=False)
+    # (the shadow shares this 2-core machine with the server; its latency is no guide here)
+    record = run("ab_evaluate", {"log_path": str(folder), "latency_margin": 10.0,
+                                 "labels_path": str(store["root"] / "labels.csv")},
+                 options=RunOptions(runs_dir=store["runs"], cwd=store["root"]))
+    assert record["status"] == "succeeded", record["error"]
+    outputs = record["outputs"]
+    assert outputs["decision"] == "win" and outputs["test"] == "McNemar exact (paired)"
+    assert (outputs["champion_version"], outputs["challenger_version"]) == (v1, v4)
+    assert outputs["proposal"] is True
+    proposals = [e for e in ledger.read(store["runs"], NAME)["entries"]
+                 if e["kind"] == "proposal"]
+    assert proposals[-1]["version"] == v4 and proposals[-1]["evidence"] == [record["id"]]
+    # the win is the evidence a policy asks for
+    (store["root"] / "nbops.yaml").write_text("promotion:\n  champion:\n    evidence: [ab_win]\n")
+    try:
+        promoted = cli("models", "promote", NAME, str(v4), "--runs-dir", str(store["runs"]),
+                       cwd=store["root"], env={"MLFLOW_TRACKING_URI": ""})
+        assert promoted.returncode == 0, promoted.stderr
+        assert f"ab_win ({record['id']})" in promoted.stdout
+        assert cli("models", "rollback", NAME, "--runs-dir", str(store["runs"]),
+                   env={"MLFLOW_TRACKING_URI": ""}).returncode == 0
+    finally:
+        (store["root"] / "nbops.yaml").unlink()
 
 
 def test_bad_model_references_are_usage_errors(tmp_path: Path) -> None:
-    from conftest import cli
-
     for ref in ("nope", "a@", "runs:/x", "name/v1"):
         done = cli("serve", ref, "--runs-dir", str(tmp_path))
         assert done.returncode == 2 and "name@alias" in done.stderr, done.stderr
@@ -331,14 +371,16 @@ def test_the_monitor_stage_reads_a_window_of_the_prediction_log(server: dict[str
     rng = np.random.default_rng(1)
     shifted = {"a": list(rng.normal(3, 1, 300)), "b": list(rng.normal(0, 1, 300)),
                "colour": list(rng.choice(["red", "blue"], 300))}
+    since = datetime.now(timezone.utc).isoformat()
     assert post(server["base"], split_body(shifted)).status_code == 200
+    time.sleep(0.5)  # the log is written off the response path
     reference = server["root"] / "reference.parquet"
     pd.DataFrame({"a": rng.normal(0, 1, 300), "b": rng.normal(0, 1, 300),
                   "colour": rng.choice(["red", "blue"], 300),
                   "prediction": rng.integers(0, 2, 300)}).to_parquet(reference)
     record = run("monitor", {"reference_path": str(reference),
                              "current_path": str(server["runs"] / "predictions" / NAME),
-                             "current_window": "1h"},
+                             "current_window": f"{since}/"},
                  options=RunOptions(runs_dir=server["root"] / "monitor-runs",
                                     cwd=server["root"], tracking_uri="none"))
     assert record["status"] == "succeeded", record["error"]

@@ -219,6 +219,18 @@ class Server:
             self._shadow(frame, request_id)
         return predictions, extra
 
+    def log_error(self, model: LoadedModel, variant: str, request_id: str, latency: float,
+                  error: str) -> None:
+        """A failed request in the prediction log (row -1, no prediction, the error)."""
+        if self.log is None:
+            return
+        self.log.append([{"request_id": request_id, "row": -1,
+                          "time": datetime.now(timezone.utc).isoformat(),
+                          "model": model.identity["name"],
+                          "version": model.identity["version"], "variant": variant,
+                          "latency_ms": round(latency, 3), "inputs": {}, "prediction": None,
+                          "error": error[:500]}])
+
     def _shadow(self, frame: Any, request_id: str) -> None:
         with self._shadow_lock:
             if self.shadow_pending >= 100:  # behind: drop rather than queue without bound
@@ -242,6 +254,9 @@ class Server:
             except Exception as exc:  # the shadow never affects the client
                 LOG.warning("shadow failed on request %s: %s", request_id, exc)
                 self.metrics.errors.labels(variant="shadow", code="500").inc()
+                shadow = self.slots["shadow"].current
+                if shadow is not None:
+                    self.log_error(shadow, "shadow", request_id, 0.0, str(exc))
             finally:
                 with self._shadow_lock:
                     self.shadow_pending -= 1
@@ -383,7 +398,11 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Any:
 
         def reply(status: int, payload: dict[str, Any], extra: dict[str, str] | None = None
                   ) -> Any:
-            state.metrics.observe(model, slot.variant, status, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            state.metrics.observe(model, slot.variant, status, seconds)
+            if status >= 500 and model is not None:  # failures count in A/B guardrails
+                state.log_error(model, slot.variant, request_id, seconds * 1000,
+                                str(payload.get("error", "")))
             headers = {"X-Model-Version": version_label(model),
                        "X-Model-Variant": slot.variant, "X-Request-ID": request_id,
                        **(extra or {})}

@@ -19,8 +19,10 @@ Invariants:
   stay together).
 
 :func:`read_log` reads a time window back as a DataFrame (the inputs as columns, plus
-``prediction`` and the metadata columns ``_time``, ``_version``, ``_variant``,
-``_request_id``): what the monitor template takes as its current data.
+``prediction`` and the metadata columns ``_time``, ``_model``, ``_version``, ``_variant``,
+``_request_id``, ``_row``, ``_latency_ms``): what the monitor template takes as its
+current data, and what ``ab_evaluate`` joins with labels. A failed request is logged as one
+line with ``row`` -1, no inputs and its ``error`` (read back only when asked for).
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 FOLDER = "predictions"
-META = ("_time", "_version", "_variant", "_request_id")
+META = ("_time", "_model", "_version", "_variant", "_request_id", "_row", "_latency_ms")
 
 
-class LogEntry(TypedDict):
-    """One predicted row."""
+class LogEntry(TypedDict, total=False):
+    """One predicted row (or, with ``row`` -1 and ``error``, one failed request)."""
 
     request_id: str
     row: int
@@ -51,6 +53,7 @@ class LogEntry(TypedDict):
     latency_ms: float
     inputs: dict[str, Any]
     prediction: Any
+    error: str  # failed requests only
 
 
 def log_folder(runs_dir: Path, model: str) -> Path:
@@ -70,6 +73,7 @@ class PredictionLog:
         self.dropped = 0
         self._queue: queue.Queue[list[LogEntry] | None] = queue.Queue(queue_size)
         self._part: Any = None
+        self._path = folder / "(none)"
         self._part_bytes = 0
         self._parts = 0
         self._random = random.Random()
@@ -107,7 +111,8 @@ class PredictionLog:
     def _write(self, entries: list[LogEntry]) -> None:
         for entry in entries:
             line = (json.dumps(entry, default=_plain, allow_nan=False) + "\n").encode()
-            if self._part is None or self._part_bytes + len(line) > self.max_part_bytes:
+            if (self._part is None or self._part_bytes + len(line) > self.max_part_bytes
+                    or not self._path.exists()):  # full, or deleted under us (clean-up)
                 self._rotate()
             self._part.write(line)
             self._part_bytes += len(line)
@@ -121,6 +126,7 @@ class PredictionLog:
         self._parts += 1
         path = self.folder / f"part-{stamp}-{os.getpid()}-{self._parts}.jsonl"
         self._part = path.open("ab", buffering=0)
+        self._path = path
         self._part_bytes = 0
         self._trim(keep=path)
 
@@ -169,8 +175,10 @@ def _time(text: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def read_log(folder: str | Path, window: str = "", variant: str | None = None) -> Any:
-    """The logged rows of ``folder`` within ``window`` as a DataFrame (see module doc).
+def read_log(folder: str | Path, window: str = "", variant: str | None = None,
+             errors: bool = False) -> Any:
+    """The logged rows of ``folder`` within ``window`` as a DataFrame (see module doc);
+    with ``errors``, failed requests too (``_error`` set, no inputs or prediction).
 
     Raises:
         ValueError: no such folder, a bad window, or no rows in the window.
@@ -192,11 +200,17 @@ def read_log(folder: str | Path, window: str = "", variant: str | None = None) -
                 at = datetime.fromisoformat(entry["time"])
                 if (start and at < start) or (end and at >= end):
                     continue
-                if variant and entry["variant"] != variant:
+                if (variant and entry["variant"] != variant) or (
+                        "error" in entry and not errors):
                     continue
-                rows.append({**entry["inputs"], "prediction": entry["prediction"],
-                             "_time": entry["time"], "_version": entry["version"],
-                             "_variant": entry["variant"], "_request_id": entry["request_id"]})
+                row = {**entry["inputs"], "prediction": entry["prediction"],
+                       "_time": entry["time"], "_model": entry["model"],
+                       "_version": entry["version"],
+                       "_variant": entry["variant"], "_request_id": entry["request_id"],
+                       "_row": entry["row"], "_latency_ms": entry["latency_ms"]}
+                if errors:
+                    row["_error"] = entry.get("error")
+                rows.append(row)
     if not rows:
         raise ValueError(f"the prediction log {path} has no rows in window {window or 'all'!r}")
     return pd.DataFrame(rows)
