@@ -135,6 +135,8 @@ def test_every_request_format_mlflow_clients_send_gives_the_same_answer(
     (split_body({"a": [True], "b": [1.0], "colour": ["red"]}), 422, "a"),  # bool is no number
     (split_body({"a": [None], "b": [1.0], "colour": ["red"]}), 422, "a"),  # null
     (split_body({"a": [1.0], "b": [1.0], "colour": [{"x": 1}]}), 422, "colour"),  # nested
+    (split_body({"a": [10**400], "b": [1.0], "colour": ["red"]}), 422, "a"),  # no float
+    (split_body({"a": [1.0], "b": [1.0], "colour": [5]}), 422, "colour"),  # not a string
     (split_body({"a": [], "b": [], "colour": []}), 422, None),  # zero rows
     (split_body({**{k: v[:1] for k, v in ROWS.items()}, "extra": [1]}), 422, "extra"),
     ({"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}, 400, "dataframe_split"),

@@ -122,6 +122,33 @@ def check(frame: Any, columns: list[ColumnSpec], allow_extra: bool) -> tuple[Any
 
 
 def _column(values: Any, spec: ColumnSpec) -> Any:
+    try:
+        fast = _fast_column(values.tolist(), spec)
+    except (OverflowError, ValueError):  # e.g. an integer beyond 64 bits
+        fast = None
+    return fast if fast is not None else _checked_column(values, spec)
+
+
+def _fast_column(raw: list[Any], spec: ColumnSpec) -> Any:
+    """The common case in one vectorised step: every value already of the declared type
+    and present (None when not: the value-by-value path then finds and names the problem)."""
+    import numpy as np
+    import pandas as pd
+
+    kinds = {type(v) for v in raw}
+    if spec["type"] in _NUMBER and kinds <= {int, float}:
+        array = np.asarray(raw, dtype=float)
+        return pd.Series(array) if np.isfinite(array).all() else None
+    if spec["type"] in _INTEGER and kinds == {int}:
+        return pd.Series(np.asarray(raw, dtype=np.int64))
+    if spec["type"] == "string" and kinds == {str}:
+        return pd.Series(raw, dtype=object)
+    if spec["type"] == "boolean" and kinds == {bool}:
+        return pd.Series(raw, dtype=bool)
+    return None
+
+
+def _checked_column(values: Any, spec: ColumnSpec) -> Any:
     import numpy as np
     import pandas as pd
 
@@ -156,14 +183,20 @@ def _value(value: Any, kind: str, name: str, row: int) -> Any:
     if kind in _NUMBER:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong("a number")
-        if math.isinf(float(value)):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            raise wrong("a finite number") from None
+        if math.isinf(number):
             raise wrong("a finite number")
-        return float(value)
+        return number
     if kind in _INTEGER:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong("an integer")
         if isinstance(value, float) and not value.is_integer():
             raise wrong("an integer")
+        if not -(2**63) <= int(value) < 2**63:
+            raise wrong("an integer within 64 bits")
         return int(value)
     if kind == "boolean":
         if not isinstance(value, bool):
