@@ -90,15 +90,23 @@ tags = {"nbops.model_path": str(model_path), "nbops.train_run": train_run,
         "nbops.evaluate_run": evaluate_run, "nbops.register_run": nbops.current_run_id(),
         "nbops.test_sha256": test_sha256, "nbops.train_sha256": train_sha256,
         f"nbops.score.{primary_metric}": str(challenger_score)}
-version = registry.register_version(model_name, run_id=source_run, artifact_path="models/model",
-                                    tags=tags, alias="challenger")
+# the same model (the same run's model folder) is never registered twice: a re-run reuses it
+existing = [v for v in registry.list_versions(model_name) if v["tags"].get("nbops.model_path") == str(model_path)] \
+    if model_name in [m["name"] for m in registry.list_models()] else []
+if existing:
+    version = existing[0]["version"]
+    print(f"{model_name} v{version} already holds this model (run {train_run}): not registered again")
+else:
+    version = registry.register_version(model_name, run_id=source_run, artifact_path="models/model",
+                                        tags=tags, alias="challenger")
 champion = registry.version_by_alias(model_name, "champion")
 champion_score = None
-if champion is not None:
+if champion is not None and champion["version"] != version and not existing:
     champion_score = score(nbops.load_model(champion["tags"]["nbops.model_path"]))
     print(f"champion v{champion['version']} {primary_metric}: {champion_score:.4f}")
-better = champion_score is None or (challenger_score < champion_score if lower_is_better
-                                    else challenger_score >= champion_score)
+# a model registered before was judged then: a re-run never moves the champion again
+better = not existing and (champion_score is None or (
+    challenger_score < champion_score if lower_is_better else challenger_score >= champion_score))
 blocked = ""
 if better:  # through the project's promotion policy (nbops.yaml): evidence, approvals
     try:
@@ -108,10 +116,11 @@ if better:  # through the project's promotion policy (nbops.yaml): evidence, app
     except PromotionBlocked as exc:
         blocked = str(exc)
 promoted = better and not blocked
-champion_version = version if promoted else (champion["version"] if champion else None)
-aliases = ["challenger"] + (["champion"] if promoted else [])
-print(f"{model_name} v{version}: {', '.join(aliases)}"
-      + ("" if promoted else f" (champion stays v{champion_version})"))
+now = registry.version_by_alias(model_name, "champion")  # what is true now, not what was cached
+champion_version = now["version"] if now else None
+aliases = registry.get_version(model_name, version)["aliases"]
+print(f"{model_name} v{version}: {', '.join(aliases) or 'no alias'}"
+      + ("" if champion_version == version else f" (champion is v{champion_version})"))
 if blocked:
     print(blocked)
 nbops.log_metric(f"challenger_{primary_metric}", challenger_score)

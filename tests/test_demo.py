@@ -54,7 +54,31 @@ def test_lifecycle_end_to_end_then_cached(tmp_path: Path) -> None:
     assert champion.tags["nbops.test_sha256"] == stages["prepare"]["outputs"]["test_sha256"]
 
     code, second = run_demo(runs)
-    assert code == 0 and all(s["cached"] for s in second["stages"].values())
+    cached = {name for name, s in second["stages"].items() if s["cached"]}
+    # register and infer read the registry: they run every time, so they report what is
+    # true now (monitor follows infer); the same model is never registered twice
+    assert code == 0 and cached == {"prepare", "train", "evaluate"}
+    again = record(runs, second, "register")["outputs"]
+    assert (again["version"], again["aliases"]) == (1, ["challenger", "champion"])
+
+    # someone promotes another version: a re-run must not say "v1, champion" from a cache,
+    # score with the old model, or take the alias back
+    from nbops.tracking import registry
+
+    uri = first["mlflow"]["tracking_uri"]
+    v2 = registry.register_version("nbops-demo", run_id=champion.run_id,
+                                   artifact_path="models/model", tags=dict(champion.tags),
+                                   alias=None, tracking_uri=uri)
+    promoted = cli("models", "promote", "nbops-demo", str(v2), "--runs-dir", str(runs),
+                   env={"MLFLOW_TRACKING_URI": ""})
+    assert promoted.returncode == 0, promoted.stderr
+    code, third = run_demo(runs)
+    assert code == 0
+    assert record(runs, third, "register")["outputs"]["champion_version"] == v2
+    assert record(runs, third, "register")["outputs"]["aliases"] == ["challenger"]
+    assert record(runs, third, "infer")["outputs"]["version"] == v2
+    assert int(client.get_model_version_by_alias("nbops-demo", "champion").version) == v2
+    assert len(client.search_model_versions("name = 'nbops-demo'")) == 2
 
 
 def test_failed_verdict_refuses_registration(tmp_path: Path) -> None:

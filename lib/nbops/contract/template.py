@@ -56,6 +56,7 @@ class Template:
     has_parameters_cell: bool
     notebook: nbformat.NotebookNode = field(repr=False)
     description: str = ""
+    cache: bool = True  # False: the result depends on mutable outside state (the registry)
 
     @property
     def kernel_name(self) -> str:
@@ -68,6 +69,7 @@ class Template:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "sha256": self.sha256,
                 "stage": self.stage, "outputs": self.outputs, "description": self.description,
+                "cache": self.cache,
                 "parameters": [p.to_dict() for p in self.parameters.values()]}
 
 
@@ -93,7 +95,7 @@ def load_template(path: Path, name: str | None = None) -> Template:
         name=name or path.stem, path=path.resolve(), sha256=hashlib.sha256(raw).hexdigest(),
         stage=str(meta.get("stage", path.stem)), outputs=list(meta.get("outputs", [])),
         parameters=params, has_parameters_cell=bool(cells), notebook=nb,
-        description=str(meta.get("description", "")),
+        description=str(meta.get("description", "")), cache=meta.get("cache", True) is True,
     )
 
 
@@ -135,6 +137,9 @@ def _nbops_metadata(path: Path, meta: Any) -> dict[str, Any]:
             isinstance(o, str) for o in outputs):
         raise TemplateError(f"template {path}: nbops.stage must be a string and nbops.outputs "
                             "a list of output names")
+    if "cache" in meta and not isinstance(meta["cache"], bool):
+        raise TemplateError(f"template {path}: nbops.cache must be true or false (false: the "
+                            "stage reads state outside its inputs and always runs)")
     return meta
 
 

@@ -3,7 +3,9 @@
 A stage is served from the cache when an earlier successful run had the same cache key:
 the sha256 of its template content, its resolved parameters and the artifact hashes and
 outputs of its upstream stages. The cached record is verified (every file re-hashed)
-before it is reused.
+before it is reused. A template that declares ``"cache": false`` in its ``nbops``
+metadata (its result depends on state outside its inputs: the registry, an alias) is never
+served from the cache; it runs every time, so what it reports is true now.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ def cache_states(pipe: Pipeline, runs_dir: Path | None = None) -> dict[str, str]
         cached = find_cached(store, key)
         if cached is None:
             states[name] = "will run (no cached run)"
+        elif not stage.template.cache:  # downstream is judged as if its outputs stay put
+            done[name] = cached
+            states[name] = ("will run (never cached: it reads outside state such as the "
+                            "registry)")
         else:
             done[name] = cached
             states[name] = f"cached (run {cached['id']})"

@@ -136,7 +136,8 @@ class PipelineRun:
             self._save()
             return None
         key = cache_key(stage, resolved, upstream)
-        cached = None if self.opts.force or name in self.forced else find_cached(self.store, key)
+        cached = (None if self.opts.force or name in self.forced or not stage.template.cache
+                  else find_cached(self.store, key))
         if cached is not None:
             self.done[name] = cached
             self.cached.add(name)
