@@ -57,6 +57,28 @@ def test_dag_errors_exit_2_before_anything_runs(tmp_path: Path, stages: dict[str
     assert not (tmp_path / "runs").exists()
 
 
+def test_every_problem_of_a_pipeline_file_is_reported_at_once(tmp_path: Path) -> None:
+    file = write(tmp_path, {
+        "produce": {"template": PRODUCE, "parameters": {"n": "many", "nn": 2}},
+        "left": {"template": CONSUME, "parameters": {"total": "${produce.outputs.totl}",
+                                                     "factr": 2}},
+        "right": {"template": "no_such_template"},
+        "last": {"template": CONSUME, "parameters": {"total": "${right.outputs.total}"},
+                 "after": ["ghost"]},
+    })
+    done = cli("pipeline", "run", str(file), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("  - ")]
+    assert f"{file}: 6 problems:" in done.stderr, done.stderr
+    expected = ["stage 'produce', parameter 'n'", "stage 'produce', parameter 'nn'",
+                "stage 'left', parameter 'factr'", "stage 'left', parameter 'total'",
+                "stage 'right': ", "stage 'last' runs after unknown stage 'ghost'"]
+    assert len(lines) == len(expected)
+    for needle in expected:
+        assert sum(needle in line for line in lines) == 1, (needle, lines)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_missing_pipeline_file(tmp_path: Path) -> None:
     done = cli("pipeline", "run", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert done.returncode == 2 and "pipeline.yaml does not exist" in done.stderr

@@ -16,7 +16,8 @@ Syntax::
 A parameter whose value is exactly ``${STAGE.outputs.NAME}`` receives that output of
 ``STAGE`` (which must be declared in the template's ``nbops.outputs``) and makes the stage
 depend on it. Everything is checked before the first kernel starts: unknown stages,
-templates, parameters and outputs, bad values, and cycles.
+templates, parameters and outputs, bad values, and cycles; every problem is reported at
+once, each with its stage and parameter.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..contract import params
 from ..contract.limits import load_yaml
 from ..contract.template import Template
 from ..contract.template import resolve as resolve_template
-from ..errors import ConfigError, PipelineError, did_you_mean
+from ..errors import ConfigError, PipelineError, UsageError, did_you_mean
 
 REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)\.outputs\.([A-Za-z_][\w.\-]*)\s*\}$")
 DEFAULT_FILE = "pipeline.yaml"
@@ -68,9 +69,12 @@ class Pipeline:
 def load(path: Path | None = None, overrides: Iterable[tuple[str, str]] = ()) -> Pipeline:
     """Read, check and order a pipeline file; ``overrides`` are ``(STAGE.NAME, VALUE)``.
 
+    Every problem is collected (each naming its stage and parameter) and reported at once,
+    so one edit-run cycle fixes them all.
+
     Raises:
         ConfigError: missing or unreadable file.
-        PipelineError, TemplateError, ParameterError: inconsistent pipeline.
+        PipelineError: an inconsistent pipeline (every problem, one per line).
     """
     path = (path or Path(DEFAULT_FILE)).resolve()
     spec = _read(path)
@@ -78,28 +82,40 @@ def load(path: Path | None = None, overrides: Iterable[tuple[str, str]] = ()) ->
     if not isinstance(raw, dict) or not raw:
         raise PipelineError(f"{path}: 'stages' must be a mapping of stage names to "
                             "{template, parameters, after}")
-    stages = {name: _stage(path, str(name), body) for name, body in raw.items()}
-    _apply_overrides(stages, overrides)
-    _check_references(path, stages)
+    problems: list[str] = []
+    stages: dict[str, Stage] = {}
+    for name, body in raw.items():
+        stage = _stage(path, str(name), body, problems)
+        if stage is not None:
+            stages[stage.name] = stage
+    _apply_overrides(stages, overrides, problems, {str(n) for n in raw})
+    _check_references(stages, problems, [str(n) for n in raw])
+    summary = _summary(spec.get("summary") or {}, stages, problems, {str(n) for n in raw})
+    if problems:
+        count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+        raise PipelineError(f"{path}: {count}:\n" + "\n".join(f"  - {p}" for p in problems))
     order = _topological(stages, path)
-    summary = _summary(path, spec.get("summary") or {}, stages)
     return Pipeline(str(spec.get("name", path.parent.name)), path, stages, order, summary)
 
 
-def _summary(path: Path, raw: Any, stages: dict[str, Stage]) -> dict[str, tuple[str, str]]:
+def _summary(raw: Any, stages: dict[str, Stage], problems: list[str],
+             declared: set[str]) -> dict[str, tuple[str, str]]:
     """``summary: {label: ${stage.outputs.name}}``: what to print when the pipeline ends."""
     if not isinstance(raw, dict):
-        raise PipelineError(f"{path}: 'summary' must map labels to ${{stage.outputs.name}}")
+        problems.append("'summary' must map labels to ${stage.outputs.name}")
+        return {}
     found = {}
     for label, value in raw.items():
         match = REF.match(value) if isinstance(value, str) else None
         if not match:
-            raise PipelineError(f"{path}: summary '{label}' must be ${{stage.outputs.name}}, "
-                                f"got {value!r}")
+            problems.append(f"summary '{label}' must be ${{stage.outputs.name}}, got {value!r}")
+            continue
         source, out = match.group(1), match.group(2)
+        if source in declared and source not in stages:
+            continue  # the stage itself is broken: said once, there
         if source not in stages or out not in stages[source].template.outputs:
-            raise PipelineError(f"{path}: summary '{label}' refers to unknown "
-                                f"{source}.outputs.{out}")
+            problems.append(f"summary '{label}' refers to unknown {source}.outputs.{out}")
+            continue
         found[str(label)] = (source, out)
     return found
 
@@ -117,69 +133,92 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _stage(path: Path, name: str, body: Any) -> Stage:
+def _stage(path: Path, name: str, body: Any, problems: list[str]) -> Stage | None:
+    """The stage, or None with its problems appended (every one found, not the first)."""
     if not re.fullmatch(r"[A-Za-z_][\w-]*", name):
-        raise PipelineError(f"{path}: invalid stage name {name!r} (letters, digits, _ and -)")
+        problems.append(f"invalid stage name {name!r} (letters, digits, _ and -)")
+        return None
     if not isinstance(body, dict) or not isinstance(body.get("template"), str):
-        raise PipelineError(f"{path}: stage '{name}' needs 'template: NAME_OR_PATH'")
+        problems.append(f"stage '{name}' needs 'template: NAME_OR_PATH'")
+        return None
     unknown = set(body) - {"template", "parameters", "after"}
     if unknown:
-        raise PipelineError(f"{path}: stage '{name}' has unknown keys {sorted(unknown)}; "
-                            "allowed: template, parameters, after")
+        problems.append(f"stage '{name}' has unknown keys {sorted(map(str, unknown))}; "
+                        "allowed: template, parameters, after")
     ref = body["template"]
     local = path.parent / ref
-    template = resolve_template(local if ref.endswith(".ipynb") else ref,
-                                project_dir=path.parent)
+    try:
+        template = resolve_template(local if ref.endswith(".ipynb") else ref,
+                                    project_dir=path.parent)
+    except UsageError as exc:
+        problems.append(f"stage '{name}': {exc}")
+        return None
     raw = body.get("parameters") or {}
     after = body.get("after") or []
     if not isinstance(raw, dict) or not isinstance(after, list):
-        raise PipelineError(f"{path}: stage '{name}': 'parameters' must be a mapping and "
-                            "'after' a list of stage names")
+        problems.append(f"stage '{name}': 'parameters' must be a mapping and 'after' a list "
+                        "of stage names")
+        return None
     literal, refs = {}, {}
     for key, value in raw.items():
         match = REF.match(value) if isinstance(value, str) else None
-        if match:
-            refs[str(key)] = (match.group(1), match.group(2))
-        else:
-            literal[str(key)] = value
-    for key in refs:  # names of referenced parameters are checked like literal ones
-        params.declared(template, key)
-    checked, _ = params.resolve(template, overrides=literal)
-    return Stage(name, template, {k: checked[k] for k in literal}, refs, [str(a) for a in after])
+        where = f"stage '{name}', parameter '{key}'"
+        try:
+            if match:  # names of referenced parameters are checked like literal ones
+                params.declared(template, str(key))
+                refs[str(key)] = (match.group(1), match.group(2))
+            else:
+                checked, _ = params.resolve(template, overrides={str(key): value})
+                literal[str(key)] = checked[str(key)]
+        except UsageError as exc:
+            problems.append(f"{where}: {exc}")
+    return Stage(name, template, literal, refs, [str(a) for a in after])
 
 
-def _apply_overrides(stages: dict[str, Stage], overrides: Iterable[tuple[str, str]]) -> None:
+def _apply_overrides(stages: dict[str, Stage], overrides: Iterable[tuple[str, str]],
+                     problems: list[str], declared: set[str]) -> None:
     for target, raw in overrides:
         stage_name, _, param = target.partition(".")
+        if stage_name in declared and stage_name not in stages:
+            continue  # the stage itself is broken: said once, there
         if stage_name not in stages or not param:
-            raise PipelineError(f"override '{target}' must be STAGE.PARAMETER with a stage of "
-                                f"this pipeline.{did_you_mean(stage_name, stages)} Stages: "
-                                f"{', '.join(stages)}")
+            problems.append(f"override '{target}' must be STAGE.PARAMETER with a stage of "
+                            f"this pipeline.{did_you_mean(stage_name, stages)} Stages: "
+                            f"{', '.join(stages)}")
+            continue
         stage = stages[stage_name]
-        resolved, _ = params.resolve(stage.template, cli=[(param, raw)])
+        try:
+            resolved, _ = params.resolve(stage.template, cli=[(param, raw)])
+        except UsageError as exc:
+            problems.append(f"override '{target}': {exc}")
+            continue
         stage.parameters[param] = resolved[param]
         stage.refs.pop(param, None)
 
 
-def _check_references(path: Path, stages: dict[str, Stage]) -> None:
+def _check_references(stages: dict[str, Stage], problems: list[str],
+                      declared: list[str]) -> None:
     for stage in stages.values():
         for dep in stage.after:
-            if dep not in stages:
-                raise PipelineError(f"{path}: stage '{stage.name}' runs after unknown stage "
-                                    f"'{dep}'.{did_you_mean(dep, stages)}")
+            if dep not in declared:
+                problems.append(f"stage '{stage.name}' runs after unknown stage "
+                                f"'{dep}'.{did_you_mean(dep, declared)}")
         for param, (source, out) in stage.refs.items():
-            where = f"{path}: {stage.name}.parameters.{param}"
+            where = f"stage '{stage.name}', parameter '{param}'"
+            if source not in declared:
+                problems.append(f"{where} refers to unknown stage '{source}'."
+                                f"{did_you_mean(source, declared)} Stages: "
+                                f"{', '.join(declared)}")
+                continue
             if source not in stages:
-                raise PipelineError(f"{where} refers to unknown stage '{source}'."
-                                    f"{did_you_mean(source, stages)} Stages: "
-                                    f"{', '.join(stages)}")
-            declared = stages[source].template.outputs
-            if out not in declared:
-                raise PipelineError(
+                continue  # the source stage is broken: said once, there
+            outputs = stages[source].template.outputs
+            if out not in outputs:
+                problems.append(
                     f"{where} refers to unknown output '{out}' of stage '{source}'."
-                    f"{did_you_mean(out, declared)} Template "
+                    f"{did_you_mean(out, outputs)} Template "
                     f"'{stages[source].template.name}' declares: "
-                    f"{', '.join(declared) or '(none)'}")
+                    f"{', '.join(outputs) or '(none)'}")
 
 
 def _topological(stages: dict[str, Stage], path: Path) -> list[str]:
