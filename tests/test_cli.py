@@ -255,3 +255,51 @@ def test_sigkill_then_reconcile_ends_the_kernels_whole_tree(tmp_path: Path) -> N
     while (kernel_alive(kernel) or kernel_alive(child)) and time.time() < deadline:
         time.sleep(0.2)
     assert not kernel_alive(kernel) and not kernel_alive(child)
+
+
+def test_runs_ls_show_compare_read_well_without_json(run_api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    runs = tmp_path / "runs"
+    first = run_api("record", {"n_epochs": 2}, runs_dir=runs)
+    second = run_api("record", {"n_epochs": 4}, runs_dir=runs)
+    other = run_api("ok", {"x": 3}, runs_dir=runs)
+    listing = cli("runs", "ls", "--runs-dir", str(runs)).stdout.splitlines()
+    assert listing[0].split()[:6] == ["ID", "STAGE", "STATUS", "STARTED", "TIME", "METRICS"]
+    assert [line.split()[0] for line in listing[1:]] == [other["id"], second["id"], first["id"]]
+    limited = cli("runs", "ls", "--limit", "1", "--runs-dir", str(runs)).stdout
+    assert other["id"] in limited and "2 older runs not shown" in limited
+    where = cli("runs", "ls", "--where", "params.n_epochs>=3", "--where", "stage=record",
+                "--json", "--runs-dir", str(runs))
+    assert [r["id"] for r in json.loads(where.stdout)] == [second["id"]]
+    bad = cli("runs", "ls", "--where", "accuracy>>1", "--runs-dir", str(runs))
+    assert_usage_error(bad, "cannot read --where", "metrics.accuracy>0.9")
+
+    shown = cli("runs", "show", second["id"][:-3], "--runs-dir", str(runs))  # a unique prefix
+    assert shown.returncode == 0 and "output:   n_epochs = 4" in shown.stdout
+    assert "artifacts/table.csv" in shown.stdout and "models/clf/MLmodel" in shown.stdout
+    latest = cli("runs", "show", "latest", "--runs-dir", str(runs))
+    assert other["id"] in latest.stdout
+    ambiguous = cli("runs", "show", first["id"][:4], "--runs-dir", str(runs))
+    assert_usage_error(ambiguous, "matches 3 runs", "give more of the id")
+
+    plot = tmp_path / "loss.png"
+    compared = cli("runs", "compare", first["id"], second["id"], "--plot", str(plot),
+                   "--runs-dir", str(runs))
+    assert compared.returncode == 0, compared.stderr
+    row = next(line for line in compared.stdout.splitlines() if line.startswith("param.n_epochs"))
+    assert row.split()[1:] == ["2", "4", "*"]
+    score = next(line for line in compared.stdout.splitlines() if line.startswith("metric.score"))
+    assert not score.endswith("*")  # the same in both
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    data = json.loads(cli("runs", "compare", first["id"], second["id"], "--json",
+                          "--runs-dir", str(runs)).stdout)
+    assert data["rows"]["metric.loss"] == [0.5, 0.25]
+
+
+def test_a_failing_verdict_looks_like_a_failure(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    done = cli("run", str(NOTEBOOKS / "fake_evaluate.ipynb"), "-p", "verdict", "fail",
+               "--runs-dir", str(runs), "--tracking-uri", "none", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[1].startswith("VERDICT:  FAIL")
+    shown = cli("runs", "show", "latest", "--runs-dir", str(runs))
+    assert "VERDICT:  FAIL" in shown.stdout and "output:   verdict = fail" in shown.stdout

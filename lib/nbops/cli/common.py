@@ -29,6 +29,15 @@ def num(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def short(value: Any, width: int = 100) -> str:
+    """A value on one line, cut to ``width`` characters."""
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def run_summary(record: RunRecord, folder: Path) -> str:
     """A few lines about a finished run: status, record folder, metrics, outputs, error."""
     lines = [f"run {record['id']}  {record['status']}  ({record['duration_s'] or 0:.1f} s)",
@@ -38,8 +47,12 @@ def run_summary(record: RunRecord, folder: Path) -> str:
         shown = ", ".join(f"{k}={num(v)}" for k, v in items[:8])
         more = f" (+{len(items) - 8} more: nbops runs show --json)" if len(items) > 8 else ""
         lines.append(f"metrics:  {shown}{more}")
-    if record["outputs"]:
-        lines.append(f"outputs:  {', '.join(record['outputs'])}")
+    verdict = record["outputs"].get("verdict")
+    if isinstance(verdict, str) and verdict != "pass":
+        lines.insert(1, f"VERDICT:  {verdict.upper()}  (the stage ran, its checks did not pass: "
+                        "see outputs)")
+    for name, value in record["outputs"].items():
+        lines.append(f"output:   {name} = {short(value)}")
     if record["models"]:
         lines.append(f"models:   {', '.join(record['models'])}")
     for warning in record["warnings"]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from ..util.files import dumps
-from .common import JSON, RUNS_DIR, num, run_summary
+from .common import JSON, RUNS_DIR, num, run_summary, short
 
 if TYPE_CHECKING:
     from ..records.types import RunRecord, Status
@@ -25,23 +25,45 @@ def runs_group() -> None:
 @runs_group.command("ls")
 @click.option("--stage", default=None, help="Only runs of this stage.")
 @click.option("--status", type=STATUS_CHOICE, default=None, help="Only runs with this status.")
+@click.option("--where", "where", multiple=True,
+              help="Filter, e.g. 'metrics.accuracy>0.9', 'params.model=logreg', "
+                   "'outputs.verdict!=pass' (repeat: all must hold).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0),
+              help="Newest N runs (0: all).")
 @RUNS_DIR
 @JSON
-def runs_ls(stage: str | None, status: str | None, runs_dir: Path | None, as_json: bool) -> None:
-    """List run records, oldest first."""
+def runs_ls(stage: str | None, status: str | None, where: tuple[str, ...], limit: int,
+            runs_dir: Path | None, as_json: bool) -> None:
+    """List run records, newest first."""
     from ..records.queries import list_records
+    from ..records.select import matches, parse_where
 
+    conditions = [parse_where(w) for w in where]
     problems: list[str] = []
     found = list_records(runs_dir, stage=stage, status=cast("Status | None", status),
                          problems=problems)
     for problem in problems:
         click.echo(f"nbops: warning: skipped {problem}", err=True)
+    if conditions:  # parameters are in the full record, not the listing's summary
+        from ..records.queries import get_record
+
+        found = [r for r in found if matches(get_record(r["id"], runs_dir), conditions)]
+    shown = list(reversed(found))[: limit or None]
     if as_json:
-        click.echo(dumps([_brief(r) for r in found]))
+        click.echo(dumps([_brief(r) for r in shown]))
         return
-    for r in found:
+    if not shown:
+        click.echo("no runs match" if (stage or status or where) else "no runs yet")
+        return
+    click.echo(f"{'ID':<36}  {'STAGE':<12} {'STATUS':<9} {'STARTED':<19}  {'TIME':>7}  METRICS")
+    for r in shown:
         metrics = " ".join(f"{k}={num(v)}" for k, v in list(r["metrics"].items())[:3])
-        click.echo(f"{r['id']}  {r['stage']:<12} {r['status']:<9} {metrics}".rstrip())
+        started = r["started_at"][:19].replace("T", " ")
+        took = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-"
+        click.echo(f"{r['id']:<36}  {r['stage']:<12} {r['status']:<9} {started:<19}  "
+                   f"{took:>7}  {metrics}".rstrip())
+    if len(found) > len(shown):
+        click.echo(f"({len(found) - len(shown)} older runs not shown: --limit 0 for all)")
 
 
 def _brief(record: RunRecord) -> dict[str, Any]:
@@ -55,10 +77,11 @@ def _brief(record: RunRecord) -> dict[str, Any]:
 @RUNS_DIR
 @JSON
 def runs_show(run_id: str, runs_dir: Path | None, as_json: bool) -> None:
-    """Show one run record."""
-    from ..records.queries import get_record
+    """Show one run: RUN_ID is an id, a unique prefix of one, or 'latest'."""
+    from ..records.queries import get_record, resolve_run
     from ..records.store import resolve_runs_dir
 
+    run_id = resolve_run(run_id, runs_dir)
     record = get_record(run_id, runs_dir)
     if as_json:
         click.echo(dumps(record))
@@ -70,6 +93,77 @@ def runs_show(run_id: str, runs_dir: Path | None, as_json: bool) -> None:
     for name, value in record["parameters"].items():
         click.echo(f"  param {name} = {value!r}")
     click.echo(f"artifacts: {len(record['artifacts'])} files")
+    for artifact in record["artifacts"]:
+        click.echo(f"  {artifact['path']}  ({_size(artifact['bytes'])})")
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count = count / 1024  # type: ignore[assignment]
+    return f"{count} B"
+
+
+@runs_group.command("compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--plot", "plot_out", type=click.Path(path_type=Path), default=None,
+              help="Write a PNG of the metric histories the runs share.")
+@RUNS_DIR
+@JSON
+def runs_compare(run_ids: tuple[str, ...], plot_out: Path | None, runs_dir: Path | None,
+                 as_json: bool) -> None:
+    """Parameters and metrics of RUN_IDS side by side (ids, prefixes or 'latest')."""
+    from ..records.queries import get_record, resolve_run
+
+    records = [get_record(resolve_run(r, runs_dir), runs_dir) for r in run_ids]
+    table = _comparison(records)
+    if plot_out is not None:
+        _plot_histories(records, plot_out)
+    if as_json:
+        click.echo(dumps(table))
+        return
+    ids = [r["id"] for r in records]
+    names = max([len(k) for k in table["rows"]] + [9])
+    width = max(14, *(len(i) for i in ids))
+    click.echo(f"{'':<{names}}  " + "  ".join(f"{i:<{width}}" for i in ids))
+    for key, values in table["rows"].items():
+        cells = [short(v, width) if v is not None else "-" for v in values]
+        flag = "  *" if len({str(v) for v in values}) > 1 else ""
+        click.echo(f"{key:<{names}}  " + "  ".join(f"{c:<{width}}" for c in cells) + flag)
+    click.echo("(* differs)")
+
+
+def _comparison(records: list[RunRecord]) -> dict[str, Any]:
+    rows: dict[str, list[Any]] = {"stage": [r["stage"] for r in records],
+                                  "status": [r["status"] for r in records],
+                                  "duration_s": [r["duration_s"] for r in records]}
+    for section, key in (("param", "parameters"), ("metric", "metrics"), ("output", "outputs")):
+        names = sorted({n for r in records for n in r[key]})  # type: ignore[literal-required]
+        for name in names:
+            rows[f"{section}.{name}"] = [r[key].get(name)  # type: ignore[literal-required]
+                                         for r in records]
+    return {"runs": [r["id"] for r in records], "rows": rows}
+
+
+def _plot_histories(records: list[RunRecord], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    shared = sorted(set.intersection(*(set(r["metric_history"]) for r in records)))
+    if not shared:
+        raise click.UsageError("the runs share no metric with a history to plot")
+    fig = Figure(figsize=(7, 2.6 * len(shared)))
+    axes = fig.subplots(len(shared), 1, squeeze=False)[:, 0]
+    for ax, name in zip(axes, shared, strict=True):
+        for record in records:
+            points = record["metric_history"][name]
+            ax.plot([p["step"] for p in points], [p["value"] for p in points], marker=".",
+                    label=record["id"])
+        ax.set(title=name, xlabel="step", ylabel=name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
 
 
 @runs_group.command("sync")

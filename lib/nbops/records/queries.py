@@ -22,6 +22,22 @@ def get_record(run_id: str, runs_dir: str | Path | None = None) -> RunRecord:
     return reconcile(store, store.read(run_id))
 
 
+def resolve_run(ref: str, runs_dir: str | Path | None = None, stage: str | None = None
+                ) -> str:
+    """The run id ``ref`` names: ``latest``, an exact id, or a unique id prefix."""
+    from .select import resolve_id
+
+    store = RunStore.at(runs_dir)
+
+    def stage_of(run_id: str) -> str:
+        try:
+            return store.read(run_id, full=False)["stage"]
+        except RecordError:
+            return ""
+
+    return resolve_id(ref, store.ids(), stage_of, stage)
+
+
 def list_records(runs_dir: str | Path | None = None, *, stage: str | None = None,
                  status: Status | None = None, problems: list[str] | None = None
                  ) -> list[RunRecord]:
