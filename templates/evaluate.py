@@ -19,8 +19,10 @@
 # Score a trained model on the held-out test split: metrics, plots (confusion matrix, ROC, calibration, permutation importance), metrics per slice of a grouping column (fairness gaps), and a pass/fail verdict against thresholds.
 
 # %% tags=["parameters"]
-model_path: str = ""  # model folder from the train stage ("" : fit a quick baseline here)
-test_path: str = ""  # test split from the prepare stage ("" : bundled breast_cancer)
+from pathlib import Path
+
+model_path: Path = ""  # model folder from the train stage ("" : fit a quick baseline here)
+test_path: Path = ""  # test split from the prepare stage ("" : bundled breast_cancer)
 target: str = "target"  # label column
 group_column: str = "segment"  # slices for fairness gaps ("" : none)
 thresholds: dict[str, float] = {"accuracy": 0.85, "roc_auc": 0.9}  # verdict: metric -> bound

@@ -19,10 +19,12 @@
 # Batch scoring with a registered model chosen by alias or version; the input is checked against the model's signature, and the predictions are recorded.
 
 # %% tags=["parameters"]
+from pathlib import Path
+
 model_name: str = ""  # registered model name ("" : a quick baseline fitted here)
 alias: str = "champion"  # alias to score with (ignored when version is set)
 version: int | None = None  # a registered version number
-input_path: str = ""  # batch to score, CSV or Parquet ("" : a sample of the bundled data)
+input_path: Path = ""  # batch to score, CSV or Parquet ("" : a sample of the bundled data)
 target: str = "target"  # label column, kept beside the predictions when present
 
 # %%

@@ -19,14 +19,17 @@
 # Compare the reference data with a current batch (features, predictions, and labels when present), show a drift report, and map the drift to an action (none, warn, retrain, experiment).
 
 # %% tags=["parameters"]
-reference_path: str = ""  # reference split from prepare ("" : bundled data, no drift)
-current_path: str = ""  # current batch: a file (e.g. infer's predictions) or a prediction log folder of nbops serve ("" : bundled data, shifted)
+from pathlib import Path
+from typing import Literal
+
+reference_path: Path = ""  # reference split from prepare ("" : bundled data, no drift)
+current_path: Path = ""  # current batch: a file (e.g. infer's predictions) or a prediction log folder of nbops serve ("" : bundled data, shifted)
 current_window: str = ""  # with a prediction log: which rows, e.g. 6h, 7d or 2026-12-01T00:00/2026-12-02T00:00 ("" : all)
-model_path: str = ""  # model used to score the reference for prediction drift ("" : skip)
+model_path: Path = ""  # model used to score the reference for prediction drift ("" : skip)
 target: str = "target"  # label column (performance drift when present on both sides)
 prediction_column: str = "prediction"  # prediction column of the current batch
 alpha: float = 0.05  # significance level after Benjamini-Hochberg adjustment
-policy_measure: str = "auto"  # what the action tiers apply to: auto, share or performance
+policy_measure: Literal["auto", "share", "performance"] = "auto"  # what the action tiers apply to: auto, share or performance
 
 # %%
 import json

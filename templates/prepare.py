@@ -19,15 +19,18 @@
 # Load the data (a bundled scikit-learn dataset, or a CSV/Parquet file), check its schema, split it into train/test/reference with a seed, and write a simulated production batch with a controllable shift for the monitor stage.
 
 # %% tags=["parameters"]
-dataset: str = "breast_cancer"  # bundled dataset: breast_cancer, wine, iris or diabetes
-data_path: str = ""  # a CSV or Parquet file to use instead of the bundled dataset
+from pathlib import Path
+from typing import Literal
+
+dataset: Literal["breast_cancer", "wine", "iris", "diabetes"] = "breast_cancer"  # bundled dataset: breast_cancer, wine, iris or diabetes
+data_path: Path = ""  # a CSV or Parquet file to use instead of the bundled dataset
 target: str = "target"  # label column
 required_columns: dict[str, str] = {}  # schema check: column -> numeric or categorical
 n_rows: int = 0  # sample this many rows (0: all)
 test_size: float = 0.2  # share of rows for the test split
 reference_size: float = 0.2  # share of rows for the monitoring reference split
 seed: int = 0  # random seed for sampling and splitting
-shift: str = "none"  # production batch shift: none, feature, missing, new_category, label
+shift: Literal["none", "feature", "missing", "new_category", "label"] = "none"  # production batch shift: none, feature, missing, new_category, label
 shift_strength: float = 1.0  # how strong the shift is (in standard deviations / shares)
 
 # %%

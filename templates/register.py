@@ -19,12 +19,15 @@
 # Register the evaluated model in the MLflow Model Registry, only when the evaluation verdict passed, with lineage tags and the alias `challenger`; promote it to `champion` when it beats the current champion on the same test data (or when there is none).
 
 # %% tags=["parameters"]
-model_path: str = ""  # model folder from the train stage ("" : a quick baseline made here)
+from pathlib import Path
+from typing import Literal
+
+model_path: Path = ""  # model folder from the train stage ("" : a quick baseline made here)
 verdict: str = ""  # evaluation verdict: only "pass" is registered
-test_path: str = ""  # test split: challenger and champion are compared on it
+test_path: Path = ""  # test split: challenger and champion are compared on it
 target: str = "target"  # label column
 model_name: str = "nbops-model"  # registered model name
-primary_metric: str = "roc_auc"  # comparison metric: roc_auc, accuracy, f1 (higher wins) or rmse, mae (lower wins)
+primary_metric: Literal["roc_auc", "accuracy", "f1", "rmse", "mae"] = "roc_auc"  # comparison metric: roc_auc, accuracy, f1 (higher wins) or rmse, mae (lower wins)
 test_sha256: str = ""  # lineage: test data hash
 train_sha256: str = ""  # lineage: train data hash
 train_run: str = ""  # lineage: nbops run id of the train stage

@@ -19,9 +19,12 @@
 # Train a scikit-learn model (logistic regression, random forest, gradient boosting) or a PyTorch MLP on the train split, logging per-iteration metrics, and save it with nbops.log_model.
 
 # %% tags=["parameters"]
-train_path: str = ""  # train split from the prepare stage ("" : bundled breast_cancer)
+from pathlib import Path
+from typing import Literal
+
+train_path: Path = ""  # train split from the prepare stage ("" : bundled breast_cancer)
 target: str = "target"  # label column
-model: str = "logreg"  # logreg, random_forest, gradient_boosting or torch_mlp
+model: Literal["logreg", "random_forest", "gradient_boosting", "torch_mlp"] = "logreg"  # logreg, random_forest, gradient_boosting or torch_mlp
 C: float = 1.0  # logreg: inverse regularisation strength
 n_estimators: int = 100  # random_forest / gradient_boosting: number of trees
 max_depth: int | None = None  # random_forest: tree depth (None: unlimited)

@@ -141,3 +141,73 @@ def test_render_round_trips_exactly(value: Any) -> None:
     source = render_value(value)
     ast.parse(source, mode="eval")  # a single expression: nothing else can run
     assert same(eval(source, {"__builtins__": {"float": float}}), value)
+
+
+def _template(tmp_path: Path, cell: str) -> Any:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["nbops"] = {"stage": "t"}
+    nb.cells = [nbformat.v4.new_code_cell(cell, metadata={"tags": ["parameters"]})]
+    path = tmp_path / "t.ipynb"
+    nbformat.write(nb, path)
+    return load_template(path)
+
+
+CHOICES = ('from pathlib import Path\nfrom typing import Literal\n\n'
+           'model: Literal["logreg", "random_forest"] = "logreg"  # which model\n'
+           'level: Literal[1, 2, 3] = 1  # a numbered choice\n'
+           'data: Path = ""  # an input file ("" : none)\n'
+           'version: int | None = None  # optional\n'
+           'thresholds: dict[str, float] = {}  # bounds\n')
+
+
+def test_a_wrong_choice_names_the_valid_ones(tmp_path: Path) -> None:
+    template = _template(tmp_path, CHOICES)
+    assert str(template.parameters["model"].type) == "Literal['logreg', 'random_forest']"
+    resolved, _ = resolve(template, cli=[("model", "random_forest"), ("level", "2")])
+    assert resolved["model"] == "random_forest" and resolved["level"] == 2
+    with pytest.raises(ParameterError) as info:
+        resolve(template, cli=[("model", "random_forrest")])
+    message = str(info.value)
+    assert "expected one of 'logreg', 'random_forest'" in message
+    assert "Did you mean 'random_forest'" in message
+    assert "-p model logreg or -p model random_forest" in message
+    with pytest.raises(ParameterError, match="one of 1, 2, 3"):
+        resolve(template, overrides={"level": True})  # a bool is not the choice 1
+
+
+def test_a_missing_input_file_is_named_before_a_kernel_starts(tmp_path: Path,
+                                                              monkeypatch: Any) -> None:
+    template = _template(tmp_path, CHOICES)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.csv").write_text("a\n1\n")
+    assert resolve(template, cli=[("data", "train.csv")])[0]["data"] == "train.csv"
+    assert resolve(template)[0]["data"] == ""  # "" means none
+    with pytest.raises(ParameterError) as info:
+        resolve(template, cli=[("data", "trian.csv")])
+    assert "'trian.csv', which does not exist" in str(info.value)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_none_is_written_as_none_and_type_errors_show_working_syntax(tmp_path: Path) -> None:
+    template = _template(tmp_path, CHOICES)
+    for word in ("None", "null", "~"):
+        assert resolve(template, cli=[("version", word)])[0]["version"] is None
+    with pytest.raises(ParameterError) as info:
+        resolve(template, cli=[("thresholds", "accuracy=0.9")])
+    assert '-p thresholds "{accuracy: 0.9}"' in str(info.value)
+    with pytest.raises(ParameterError) as info:
+        resolve(template, cli=[("version", "latest")])
+    assert "-p version 5 or -p version None" in str(info.value)
+
+
+def test_literal_and_path_need_their_imports_in_the_cell(tmp_path: Path) -> None:
+    from nbops.errors import TemplateError
+
+    with pytest.raises(TemplateError, match="from typing import Literal"):
+        _template(tmp_path, 'model: Literal["a", "b"] = "a"  # x\n')
+    with pytest.raises(TemplateError, match="from pathlib import Path"):
+        _template(tmp_path, 'data: Path = ""  # x\n')
+    with pytest.raises(TemplateError, match="Literal takes str, int, bool or None"):
+        _template(tmp_path, 'from typing import Literal\nx: Literal[1.5] = 1.5  # x\n')

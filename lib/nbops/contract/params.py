@@ -29,9 +29,16 @@ from .types import TypeSpec, coerce, matches_exactly
 _DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
 
 
+NONE_WORDS = ("None", "none", "null", "~")
+
+
 def parse_cli_value(raw: str, spec: TypeSpec) -> Any:
-    """A ``-p`` value: the text as-is for ``str``; otherwise a YAML scalar/flow value."""
-    if spec.kind == "str":
+    """A ``-p`` value: the text as-is for ``str`` and ``Path``; ``None`` (or ``null``) for
+    a parameter that accepts None; otherwise a YAML scalar/flow value."""
+    if spec.accepts_none and raw.strip() in NONE_WORDS:
+        return None
+    if spec.kind in ("str", "path") or (spec.kind == "literal" and all(
+            isinstance(c, str) or c is None for c in spec.choices)):
         return raw
     if _DECIMAL.fullmatch(raw.strip()) and _has_member(spec, "int"):
         digits = raw.strip().lstrip("+-").replace("_", "")
@@ -137,15 +144,45 @@ def _checked(template: Template, name: str, value: Any, *, source: str,
              raw: str | None = None) -> Any:
     param = declared(template, name)
     try:
-        return coerce(value, param.type)
+        checked = coerce(value, param.type)
     except TypeMismatch as exc:
         shown = raw if raw is not None else value
         raise ParameterError(
             f"parameter '{name}' of template '{template.name}' (from {source}) expects "
-            f"{param.type}, got {_show(shown)}: {exc}. Pass a value of type {param.type} "
-            f"(default: {_show(param.default)}).",
+            f"{param.type}, got {_show(shown)}: {exc}. For example: "
+            f"{example(name, param.type)} (default: {_show(param.default)}).",
             name=name,
         ) from None
+    _check_paths(template, name, checked, param.type, source)
+    return checked
+
+
+def _check_paths(template: Template, name: str, value: Any, spec: TypeSpec,
+                 source: str) -> None:
+    """A ``Path`` parameter must name something that exists ("" and None mean none)."""
+    is_path = spec.kind == "path" or (spec.kind == "union" and any(
+        a.kind == "path" for a in spec.args))
+    if not is_path or not isinstance(value, str) or value == "":
+        return
+    if not Path(value).expanduser().exists():
+        raise ParameterError(f"parameter '{name}' of template '{template.name}' (from "
+                             f"{source}) names {value!r}, which does not exist (looked in "
+                             f"{Path.cwd()}); pass an existing file or folder", name=name)
+
+
+def example(name: str, spec: TypeSpec) -> str:
+    """A ``-p`` spelling that works for ``spec`` (shown in type errors)."""
+    samples = {"int": "5", "float": "0.5", "bool": "true", "str": "text",
+               "list": '"[1, 2]"', "dict": '"{accuracy: 0.9}"', "none": "None",
+               "any": "5", "path": "data/train.csv"}
+    members = spec.args if spec.kind == "union" else (spec,)
+    shown = []
+    for member in members:
+        if member.kind == "literal":
+            shown += [f"-p {name} {c}" for c in member.choices[:3]]
+        else:
+            shown.append(f"-p {name} {samples.get(member.kind, 'VALUE')}")
+    return " or ".join(dict.fromkeys(shown))
 
 
 def _show(value: Any) -> str:

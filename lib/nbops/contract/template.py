@@ -172,22 +172,25 @@ def parse_parameters_cell(source: str, path: Path | str = "<cell>") -> dict[str,
     return params
 
 
-_TYPING_NAMES = {"Any", "Optional", "Union", "List", "Dict"}
+_TYPING_NAMES = {"Any", "Optional", "Union", "List", "Dict", "Literal"}
+_IMPORTED_FROM = {**{n: "typing" for n in _TYPING_NAMES}, "Path": "pathlib"}
 
 
 def _typing_imports(tree: ast.Module, path: Path | str) -> set[str]:
-    """Names the parameters cell imports; only ``typing`` and ``__future__`` imports are
-    allowed there (annotations are evaluated when the cell runs, so ``Any`` must exist)."""
+    """Names the parameters cell imports; only ``typing``, ``__future__`` and ``pathlib``
+    imports are allowed there (annotations are evaluated when the cell runs, so ``Any`` or
+    ``Path`` must exist)."""
     names: set[str] = set()
     for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module in ("typing", "__future__"):
+        if isinstance(node, ast.ImportFrom) and node.module in ("typing", "__future__",
+                                                                 "pathlib"):
             names |= {a.asname or a.name for a in node.names}
         elif isinstance(node, ast.Import) and all(a.name == "typing" for a in node.names):
             names |= {a.asname or a.name for a in node.names}
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             raise TemplateError(f"{path}, parameters cell line {node.lineno}: only imports "
-                                "from typing (and __future__) are allowed in a parameters "
-                                "cell; import other modules in a later cell")
+                                "from typing, pathlib (and __future__) are allowed in a "
+                                "parameters cell; import other modules in a later cell")
     return names
 
 
@@ -198,11 +201,11 @@ def _check_names_defined(node: ast.stmt, imported: set[str], path: Path | str) -
     if annotation is None or "annotations" in imported:
         return
     for name in ast.walk(annotation):
-        if isinstance(name, ast.Name) and name.id in _TYPING_NAMES and name.id not in imported:
+        if isinstance(name, ast.Name) and name.id in _IMPORTED_FROM and name.id not in imported:
             raise TemplateError(
                 f"{path}, parameters cell line {node.lineno}: the annotation uses {name.id!r} "
-                f"but the cell does not import it; add 'from typing import {name.id}' as "
-                "the first line of the parameters cell")
+                f"but the cell does not import it; add 'from {_IMPORTED_FROM[name.id]} import "
+                f"{name.id}' as the first line of the parameters cell")
 
 
 def _declaration(node: ast.stmt, path: Path | str) -> tuple[str, TypeSpec | None, Any]:
@@ -214,7 +217,8 @@ def _declaration(node: ast.stmt, path: Path | str) -> tuple[str, TypeSpec | None
             spec = parse_annotation(node.annotation)
         except (ValueError, SyntaxError) as exc:
             raise TemplateError(f"{where}: {exc}; use int, float, bool, str, None, "
-                                "list[...], dict[str, ...] or unions of them") from None
+                                "list[...], dict[str, ...], Literal[...], Path or unions of "
+                                "them") from None
         return node.target.id, spec, _literal(node.value, where)
     if (isinstance(node, ast.Assign) and len(node.targets) == 1
             and isinstance(node.targets[0], ast.Name)):

@@ -1,9 +1,12 @@
 """Declared parameter types: parse an annotation, convert a value to it.
 
 The contract admits JSON-like types only: ``int``, ``float``, ``bool``, ``str``, ``None``,
-``list[T]``, ``dict[str, T]``, unions of these (``int | None``, ``Optional[str]``) and
-``Any``. Conversion is explicit: numpy scalars become their Python value, tuples become
-lists, and anything else that is not a JSON-like value is rejected, never ``str()``-ed.
+``list[T]``, ``dict[str, T]``, unions of these (``int | None``, ``Optional[str]``),
+``Any``, ``Literal["a", "b", ...]`` (one of the listed values: the choices are named when a
+value is not one of them) and ``Path`` (a ``str`` naming an existing file or folder, checked
+before a kernel starts; ``""`` means none). Conversion is explicit: numpy scalars become
+their Python value, tuples become lists, and anything else that is not a JSON-like value is
+rejected, never ``str()``-ed.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import TypeMismatch
+from ..errors import TypeMismatch, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,13 @@ class TypeSpec:
 
     kind: str
     args: tuple[TypeSpec, ...] = field(default=())
+    choices: tuple[Any, ...] = field(default=())  # Literal values
 
     def __str__(self) -> str:
+        if self.kind == "literal":
+            return f"Literal[{', '.join(repr(c) for c in self.choices)}]"
+        if self.kind == "path":
+            return "Path"
         if self.kind == "none":
             return "None"
         if self.kind == "any":
@@ -39,14 +47,15 @@ class TypeSpec:
 
     @property
     def accepts_none(self) -> bool:
-        return self.kind in ("none", "any") or any(a.accepts_none for a in self.args
-                                                      if self.kind == "union")
+        return (self.kind in ("none", "any") or (self.kind == "literal" and None in self.choices)
+                or any(a.accepts_none for a in self.args if self.kind == "union"))
 
 
 ANY = TypeSpec("any")
 _SCALARS = {"int", "float", "bool", "str"}
 _NAMES = {**{s: s for s in _SCALARS}, "None": "none", "NoneType": "none", "Any": "any",
-          "object": "any", "list": "list", "List": "list", "dict": "dict", "Dict": "dict"}
+          "object": "any", "list": "list", "List": "list", "dict": "dict", "Dict": "dict",
+          "Path": "path"}
 
 
 def parse_annotation(node: ast.expr) -> TypeSpec:
@@ -64,6 +73,8 @@ def parse_annotation(node: ast.expr) -> TypeSpec:
     name = _dotted_name(node.value if isinstance(node, ast.Subscript) else node)
     if isinstance(node, ast.Subscript):
         args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if name == "Literal":
+            return _literal(args)
         specs = [parse_annotation(a) for a in args]
         if name == "Optional" and len(specs) == 1:
             return _union(specs[0], TypeSpec("none"))
@@ -80,6 +91,19 @@ def parse_annotation(node: ast.expr) -> TypeSpec:
     if name in _NAMES:
         return TypeSpec(_NAMES[name])
     raise ValueError(f"unsupported annotation {ast.unparse(node)!r}")
+
+
+def _literal(args: list[ast.expr]) -> TypeSpec:
+    choices = []
+    for arg in args:
+        if not isinstance(arg, ast.Constant) or not (
+                arg.value is None or isinstance(arg.value, (str, int, bool))):
+            raise ValueError(f"Literal takes str, int, bool or None values, not "
+                             f"{ast.unparse(arg)!r}")
+        choices.append(arg.value)
+    if not choices:
+        raise ValueError("Literal needs at least one value")
+    return TypeSpec("literal", choices=tuple(choices))
 
 
 def _dotted_name(node: ast.expr) -> str:
@@ -131,6 +155,10 @@ def _coerce_union(value: Any, spec: TypeSpec) -> Any:
 
 def matches_exactly(value: Any, spec: TypeSpec) -> bool:
     """Whether ``value`` already has the scalar or container type ``spec`` names."""
+    if spec.kind == "literal":
+        return any(type(value) is type(c) and value == c for c in spec.choices)
+    if spec.kind == "path":
+        return isinstance(value, str)
     if spec.kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if spec.kind == "none":
@@ -252,6 +280,27 @@ def _item(fn: Any, value: Any, spec: TypeSpec, where: str) -> Any:
         raise TypeMismatch(f"item {where}: {exc}") from None
 
 
+def _to_literal(value: Any, spec: TypeSpec) -> Any:
+    for choice in spec.choices:  # the exact type: True is not 1, "1" is not 1
+        if type(value) is type(choice) and value == choice:
+            return choice
+    for choice in spec.choices:  # a -p or YAML spelling of an int or bool choice
+        if isinstance(value, str) and not isinstance(choice, str) and choice is not None:
+            try:
+                if coerce(value, TypeSpec(type(choice).__name__)) == choice:
+                    return choice
+            except TypeMismatch:
+                continue
+    hint = did_you_mean(str(value), [str(c) for c in spec.choices])
+    raise TypeMismatch(f"expected one of {', '.join(repr(c) for c in spec.choices)}.{hint}")
+
+
+def _to_path(value: Any, spec: TypeSpec) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeMismatch("expected a path (a string)")
+
+
 def _to_any(value: Any, spec: TypeSpec) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -266,4 +315,5 @@ def _to_any(value: Any, spec: TypeSpec) -> Any:
 
 
 _HANDLERS = {"int": _to_int, "float": _to_float, "bool": _to_bool, "str": _to_str,
-             "none": _to_none, "list": _to_list, "dict": _to_dict, "any": _to_any}
+             "none": _to_none, "list": _to_list, "dict": _to_dict, "any": _to_any,
+             "literal": _to_literal, "path": _to_path}
