@@ -34,7 +34,9 @@ def test_mlflow_run_mirrors_record(run_api) -> None:  # type: ignore[no-untyped-
     history = client(info["tracking_uri"]).get_metric_history(info["run_id"], "loss")
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     paths = {a.path for a in client(info["tracking_uri"]).list_artifacts(info["run_id"])}
-    assert {"notebook.ipynb", "artifacts", "models"} <= paths
+    # the notebook's artifacts sit at the root of MLflow's artifacts (no artifacts/artifacts/)
+    assert {"notebook.ipynb", "table.csv", "models"} <= paths and "artifacts" not in paths
+    assert mlrun.data.tags["mlflow.runName"].startswith("record-")
     models = {a.path for a in
               client(info["tracking_uri"]).list_artifacts(info["run_id"], "models/clf")}
     assert "models/clf/MLmodel" in models
@@ -45,6 +47,36 @@ def test_failed_notebook_is_failed_in_mlflow(run_api) -> None:  # type: ignore[n
     info = record["mlflow"]
     mlrun = client(info["tracking_uri"]).get_run(info["run_id"])
     assert mlrun.info.status == "FAILED" and mlrun.data.tags["nbops.status"] == "failed"
+    assert "ValueError: bad value" in mlrun.data.tags["nbops.error"]
+    assert "ValueError: bad value" in mlrun.data.tags["mlflow.note.content"]
+
+
+def test_pipeline_parent_run_carries_the_summary_and_a_cached_rerun_adds_none(
+        tmp_path: Path) -> None:
+    import yaml
+
+    produce, consume = str(NOTEBOOKS / "produce.ipynb"), str(NOTEBOOKS / "consume.ipynb")
+    file = tmp_path / "pipeline.yaml"
+    file.write_text(yaml.safe_dump({
+        "name": "tiny", "stages": {
+            "produce": {"template": produce, "parameters": {"n": 3}},
+            "consume": {"template": consume, "parameters": {
+                "path": "${produce.outputs.path}", "total": "${produce.outputs.total}"}}},
+        "summary": {"total": "${produce.outputs.total}"}}))
+    runs = tmp_path / "runs"
+    first = cli("pipeline", "run", str(file), "--json", "--runs-dir", str(runs), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    info = json.loads(first.stdout)["mlflow"]
+    mlflow = client(info["tracking_uri"])
+    parent = mlflow.get_run(info["run_id"])
+    assert parent.data.tags["summary.total"] == str(json.loads(first.stdout)["summary"]["total"])
+    assert "| total |" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.tags["mlflow.runName"].startswith("pipeline tiny ")
+    experiment = parent.info.experiment_id
+    before = len(mlflow.search_runs([experiment]))
+    second = cli("pipeline", "run", str(file), "--json", "--runs-dir", str(runs), cwd=tmp_path)
+    assert second.returncode == 0 and json.loads(second.stdout)["mlflow"] is None
+    assert len(mlflow.search_runs([experiment])) == before  # no empty parent run
 
 
 def test_model_in_mlflow_format_and_pickle_guard(run_api, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -49,6 +49,30 @@ def test_interactive_mode_writes_its_own_record(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_notebook_run_by_hand_is_recorded_under_its_stage(tmp_path: Path) -> None:
+    """Jupyter tells the kernel which notebook it runs (JPY_SESSION_NAME): the record takes
+    that notebook's stage and hash, is mirrored, and is listed with its stage."""
+    import shutil
+
+    from conftest import NOTEBOOKS, cli
+
+    notebook = tmp_path / "train_by_hand.ipynb"
+    shutil.copy(NOTEBOOKS / "record.ipynb", notebook)  # nbops.stage: record
+    code = "import nbops\nnbops.log_metric('score', 0.75)\n"
+    env = {"PATH": "/usr/bin:/bin", "NBOPS_RUNS_DIR": str(tmp_path / "runs"),
+           "HOME": str(tmp_path), "JPY_SESSION_NAME": str(notebook)}
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=120)
+    [run_json] = (tmp_path / "runs").glob("*/run.json")
+    record = json.loads(run_json.read_text())
+    assert record["stage"] == "record" and "-record-" in record["id"]
+    assert record["template"]["path"] == str(notebook)
+    assert record["mlflow"]["synced"] is True
+    listed = cli("runs", "ls", "--stage", "record", "--json", "--runs-dir",
+                 str(tmp_path / "runs"))
+    assert [r["id"] for r in json.loads(listed.stdout)] == [record["id"]]
+
+
+@pytest.mark.slow
 def test_logging_a_model_again_replaces_it(tmp_path: Path) -> None:
     """Run All twice in one kernel: the second log_model of a name wins, no traceback."""
     code = (

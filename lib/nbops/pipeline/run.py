@@ -63,6 +63,8 @@ class PipelineRun:
         self.forced: set[str] = set()
         self.started = time.time()
         self.tracker: Tracker | None = None
+        self._parent: str | None = None
+        self._parent_tried = False
         stages: dict[str, StageState] = {n: {"status": "pending", "run_id": None, "cached": False}
                                          for n in pipe.order}
         self.record: PipelineRecord = {
@@ -86,21 +88,19 @@ class PipelineRun:
         """Run every stage in dependency order; stop at the first failure."""
         check_uri(self.uri, self.runs_dir)
         self._save()
-        parent = self._start_parent()
         stop = threading.Event()
         scheduler = get_scheduler(self.opts.scheduler, self.opts.jobs)
         try:
             with stop_on_signals(stop):
-                self._schedule(scheduler, parent, stop)
+                self._schedule(scheduler, stop)
                 if self.opts.on_drift == "retrain" and self._retrain_requested():
-                    self._schedule(scheduler, parent, stop)
+                    self._schedule(scheduler, stop)
         finally:
             scheduler.shutdown(cancel=stop.is_set())
-        self._finish(parent, stop)
+        self._finish(self._parent, stop)
         return self.record
 
-    def _schedule(self, scheduler: Scheduler, parent: str | None,
-                  stop: threading.Event) -> None:
+    def _schedule(self, scheduler: Scheduler, stop: threading.Event) -> None:
         running: dict[Future[RunRecord], str] = {}
         failed = False
         while True:
@@ -108,7 +108,7 @@ class PipelineRun:
                 for name in self._ready(running.values()):
                     if len(running) >= scheduler.jobs:
                         break
-                    future = self._start_stage(name, scheduler, parent, stop)
+                    future = self._start_stage(name, scheduler, stop)
                     if future is None:
                         failed = failed or self.record["stages"][name]["status"] == "failed"
                         continue
@@ -122,7 +122,7 @@ class PipelineRun:
                 name = running.pop(future)
                 failed = self._collect(name, future) not in ("succeeded",) or failed
 
-    def _start_stage(self, name: str, scheduler: Scheduler, parent: str | None,
+    def _start_stage(self, name: str, scheduler: Scheduler,
                      stop: threading.Event) -> Future[RunRecord] | None:
         """Serve the stage from the cache, or submit it; None when nothing was submitted."""
         stage = self.pipe.stages[name]
@@ -148,6 +148,7 @@ class PipelineRun:
         entry["status"] = "running"
         self._say(f"[{self._position(name)}] {name}: running {stage.template.name}")
         tags = {"nbops.pipeline_run": self.id, "nbops.pipeline_stage": name}
+        parent = self._parent_run()  # made when a stage first runs: no empty parent runs
         if parent:
             tags["mlflow.parentRunId"] = parent
         task = StageTask(
@@ -210,6 +211,13 @@ class PipelineRun:
     def _position(self, name: str) -> str:
         return f"{self.pipe.order.index(name) + 1}/{len(self.pipe.order)}"
 
+    def _parent_run(self) -> str | None:
+        """The pipeline's MLflow parent run, made the first time a stage really runs."""
+        if not self._parent_tried:
+            self._parent_tried = True
+            self._parent = self._start_parent()
+        return self._parent
+
     def _start_parent(self) -> str | None:
         try:
             self.tracker = open_tracker(self.uri, self.runs_dir)
@@ -241,7 +249,7 @@ class PipelineRun:
             self.record["error"] = self._resume_hint(status)
         self._save()
         if parent and self.tracker is not None:
-            self.tracker.finish_parent(parent, status)
+            self.tracker.finish_parent(parent, status, self.record["summary"])
 
     def _resume_hint(self, status: str) -> str:
         stages = self.record["stages"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..util.registry import Registry
 from .uri import NO_TRACKING
@@ -33,8 +33,9 @@ class Tracker(Protocol):
     def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
         """The parent run of a pipeline run (None when the backend has no such notion)."""
 
-    def finish_parent(self, run_id: str, status: Status) -> None:
-        """End a pipeline's parent run with the pipeline's status."""
+    def finish_parent(self, run_id: str, status: Status,
+                      summary: dict[str, Any] | None = None) -> None:
+        """End a pipeline's parent run with the pipeline's status and summary."""
 
 
 class NoopTracker:
@@ -53,7 +54,8 @@ class NoopTracker:
     def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
         return None
 
-    def finish_parent(self, run_id: str, status: Status) -> None:
+    def finish_parent(self, run_id: str, status: Status,
+                      summary: dict[str, Any] | None = None) -> None:
         return None
 
 
@@ -115,5 +117,6 @@ class BackgroundTracker:
     def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
         return self._get().start_parent(pipeline_run_id, name)
 
-    def finish_parent(self, run_id: str, status: Status) -> None:
-        self._get().finish_parent(run_id, status)
+    def finish_parent(self, run_id: str, status: Status,
+                      summary: dict[str, Any] | None = None) -> None:
+        self._get().finish_parent(run_id, status, summary)

@@ -67,7 +67,7 @@ class MlflowTracker:
     def start(self, record: RunRecord) -> TrackingInfo:
         """Create the MLflow run of a new record; returns the record's ``mlflow`` block."""
         tags = {"nbops.run_id": record["id"], "nbops.stage": record["stage"],
-                "mlflow.runName": record["id"]}
+                "mlflow.runName": run_name(record["id"], record["stage"])}
         template = record["template"]
         if template is not None:
             tags["nbops.template"] = template["name"]
@@ -98,6 +98,11 @@ class MlflowTracker:
                 self.client.log_batch(run_id, metrics=metrics[i:i + 100],
                                       params=params[i:i + 100])
             self.client.set_tag(run_id, "nbops.status", record["status"])
+            error = record["error"]
+            if error is not None:  # the UI shows the note on the run page
+                self.client.set_tag(run_id, "nbops.error", error["message"][:5000])
+                self.client.set_tag(run_id, "mlflow.note.content",
+                                    f"**{record['status']}**: {error['message'][:5000]}")
             self._log_files(run_id, run_dir, record)
             self._terminate(run_id, record["status"])
 
@@ -108,8 +113,10 @@ class MlflowTracker:
                 continue  # never upload what a link points to
             if path.parts and path.parts[0] == "models":
                 continue
+            if path.parts and path.parts[0] == "artifacts":  # MLflow's root is "artifacts"
+                path = Path(*path.parts[1:])
             folder = path.parent.as_posix()
-            self.client.log_artifact(run_id, str(run_dir / path),
+            self.client.log_artifact(run_id, str(run_dir / art["path"]),
                                      None if folder == "." else folder)
         for model in record["models"].values():
             self.client.log_artifacts(run_id, str(run_dir / model["path"]), model["path"])
@@ -117,14 +124,23 @@ class MlflowTracker:
     def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
         """The parent MLflow run of a pipeline run; stage runs become its children."""
         tags = {"nbops.pipeline_run": pipeline_run_id, "nbops.pipeline": name,
-                "mlflow.runName": pipeline_run_id}
+                "mlflow.runName": f"pipeline {name} {pipeline_run_id}"}
         with self._lock:
             run = self.client.create_run(self.experiment_id, tags=tags)
         return str(run.info.run_id)
 
-    def finish_parent(self, run_id: str, status: Status) -> None:
+    def finish_parent(self, run_id: str, status: Status,
+                      summary: dict[str, Any] | None = None) -> None:
         with self._lock:
             self.client.set_tag(run_id, "nbops.status", status)
+            if summary:
+                lines = "\n".join(f"| {label} | {_param_text(value)[:200]} |"
+                                   for label, value in summary.items())
+                self.client.set_tag(run_id, "mlflow.note.content",
+                                    f"**pipeline {status}**\n\n| | |\n|---|---|\n{lines}")
+                for label, value in summary.items():
+                    self.client.set_tag(run_id, f"summary.{label}"[:250],
+                                        _param_text(value)[:5000])
             self._terminate(run_id, status)
 
     def _terminate(self, run_id: str, status: str) -> None:
@@ -138,6 +154,13 @@ class MlflowTracker:
 
     def count_runs(self) -> int:
         return len(self.client.search_runs([self.experiment_id], max_results=50000))
+
+
+def run_name(run_id: str, stage: str) -> str:
+    """The MLflow run name: the stage first (``train-20261201T101500-1a2b3c``), so the runs
+    table reads by stage; the nbops run id is in the ``nbops.run_id`` tag."""
+    rest = run_id.replace(f"-{stage}-", "-", 1) if f"-{stage}-" in run_id else run_id
+    return f"{stage}-{rest}"
 
 
 def _param_text(value: Any) -> str:

@@ -95,6 +95,10 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, dumps(value) + "\n")
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
