@@ -90,19 +90,22 @@ pd.Series(scores, name="test")
 if task == "classification":
     fig, ax = plt.subplots(figsize=(4, 4))
     skm.ConfusionMatrixDisplay.from_predictions(y, model.predict(X), ax=ax, colorbar=False)
+    ax.set_title("confusion matrix (test split)")
     nbops.log_figure(fig, "confusion_matrix")
     if len(model.classes_) == 2:
         fig, ax = plt.subplots(figsize=(4, 4))
         skm.RocCurveDisplay.from_predictions(y, model.predict_proba(X)[:, 1], ax=ax)
+        ax.set_title("ROC curve (test split)")
         nbops.log_figure(fig, "roc")
         fig, ax = plt.subplots(figsize=(4, 4))
         CalibrationDisplay.from_predictions(y, model.predict_proba(X)[:, 1], n_bins=8, ax=ax)
+        ax.set_title("calibration (test split)")
         nbops.log_figure(fig, "calibration")
 importance = permutation_importance(model, X, y, n_repeats=permutation_repeats, random_state=seed)
 top = pd.Series(importance.importances_mean, index=X.columns).sort_values().tail(10)
 fig, ax = plt.subplots(figsize=(5, 4))
 top.plot.barh(ax=ax, title="permutation importance (top 10)")
-nbops.log_figure(fig, "permutation_importance")
+_ = nbops.log_figure(fig, "permutation_importance")  # (the path it returns is not an output)
 
 # %% [markdown]
 # ## Slices

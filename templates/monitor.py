@@ -72,7 +72,7 @@ report = compare(reference, current,
                  prediction=prediction_column if prediction_column in current else None,
                  alpha=alpha, measure=policy_measure)
 drifted = [name for name, col in report.columns.items() if col["drift"] and col["role"] == "feature"]
-display(report.to_widget())  # a static copy is stored as drift.html
+display(report)  # the live widget, with a static copy for readers without a kernel
 print(f"action: {report.action} ({report.share_drifted:.1%} of features drifted; "
       f"measure: {report.measure})")
 

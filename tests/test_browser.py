@@ -82,6 +82,16 @@ def test_headless_run_renders_from_stored_widget_state(lab: dict[str, Any]) -> N
     record = json.loads(done.stdout)
     executed = runs / record["id"] / "notebook.ipynb"
     assert "application/vnd.jupyter.widget-state+json" in executed.read_text()
+    shutil.copy(executed, lab["dir"] / "untrusted.ipynb")  # opened before anyone trusts it
+    page = _open(lab, "untrusted.ipynb")
+    page.wait_for_selector(".nbops-drift-static table tr.drifted, "
+                           ".nbops-drift-report .nbops-drift-plot img", timeout=60_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "drift-untrusted.png"))
+    shown = {"static": page.locator(".nbops-drift-static tr.drifted").count(),
+             "widget": page.locator(".nbops-drift-report tr.drifted").count()}
+    assert max(shown.values()) >= 1, shown  # readable drifted rows either way
+    page.close()
     shutil.copy(executed, lab["dir"] / "executed.ipynb")
     subprocess.run([sys.executable, "-m", "jupyter", "trust", str(lab["dir"] / "executed.ipynb")],
                    env=lab["env"], check=True, capture_output=True)

@@ -44,6 +44,16 @@ def test_lifecycle_end_to_end_then_cached(tmp_path: Path) -> None:
     assert monitor["action"] in ("none", "warn", "retrain", "experiment")
     assert "mean radius" in monitor["drifted_columns"]  # the simulated feature shift is found
     assert first["summary"]["registered model"] == "nbops-demo"
+    for name in first["order"]:  # the stored notebooks read cleanly without a kernel
+        notebook = json.loads((runs / first["stages"][name]["run_id"] / "notebook.ipynb"
+                               ).read_text())
+        for cell in notebook["cells"]:
+            for output in cell.get("outputs", []):
+                shown = "".join(output.get("text", "")) + "".join(
+                    output.get("data", {}).get("text/plain", ""))
+                assert "PosixPath(" not in shown, (name, shown[:200])
+                if output.get("name") == "stderr":
+                    assert "WARNING mlflow" not in shown, (name, shown[:200])
 
     from mlflow.tracking import MlflowClient
 

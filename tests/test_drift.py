@@ -161,7 +161,12 @@ def test_html_is_static_and_small() -> None:
     html = report.to_html()
     assert "<script" not in html and "://" not in html and len(html.encode()) < 500_000
     assert html.count("<tr") == 26 and html.count("class='nbops-drift-row drifted'") == 1
-    assert "<span class='reason'>distribution</span>" in html and html.count("<figure>") == 1
+    assert "<span class='reason'>distribution</span>" in html and html.count("<figure") == 1
+    bundle = report._repr_mimebundle_()  # a stored notebook: the widget and a static copy
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    static = bundle["text/html"]
+    assert "<script" not in static and static.count("class='nbops-drift-row drifted'") == 1
+    assert "data:image/png;base64," in static
     assert not math.isnan(report.share_drifted)
 
 

@@ -8,8 +8,11 @@ refuses to unpickle anything that changed; MLflow's own pickle guard
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,21 +52,37 @@ def flavor_of(model: Any) -> str:
                     f"{type(model).__module__}.{type(model).__qualname__}")
 
 
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow's log warnings while saving (the pickle caution nbops answers with its hash
+    checks, requirement notes) stay out of the user's notebook, where they show as red
+    stderr. MLflow must be imported first: importing it resets its loggers' levels."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def save_model(model: Any, dest: Path, input_example: Any = None) -> str:
     """Save ``model`` to ``dest`` in MLflow's format; returns the flavor."""
     flavor = flavor_of(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if flavor == "sklearn":
-            import mlflow.sklearn
+    if flavor == "sklearn":
+        import mlflow.sklearn
 
+        with quiet_mlflow():
             mlflow.sklearn.save_model(
                 model, str(dest), serialization_format="cloudpickle",
                 pip_requirements=_pins("scikit-learn", "cloudpickle", "numpy", "pandas"),
                 input_example=input_example)
-        else:
-            import mlflow.pytorch
+    else:
+        import mlflow.pytorch
 
+        with quiet_mlflow():
             mlflow.pytorch.save_model(
                 model, str(dest), pip_requirements=_pins("torch", "cloudpickle", "numpy"),
                 input_example=input_example, serialization_format="pickle")

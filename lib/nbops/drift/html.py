@@ -42,22 +42,32 @@ SORTS: dict[str, Callable[[str, DriftColumn], Any]] = {
 
 def render(report: DriftReport) -> str:
     """The whole static page, with plots of the drifted columns embedded as PNG."""
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>nbops drift report</title><style>{STYLE}figure{{display:inline-block;"
+            "margin:4px}</style></head><body class='nbops-drift'>"
+            f"<h1>Drift report: action <span style='color:{COLOURS.get(report.action, '#000')}'>"
+            f"{escape(report.action)}</span></h1>{header_html(report, title=False)}"
+            f"{table_html(report)}<h2>Columns</h2>{_figures(report)}</body></html>")
+
+
+def fragment(report: DriftReport) -> str:
+    """The same report as an HTML fragment for a notebook output (no page, no script)."""
+    return (f"<div class='nbops-drift-static'><style>{STYLE}</style>{header_html(report)}"
+            f"{table_html(report)}{_figures(report)}</div>")
+
+
+def _figures(report: DriftReport) -> str:
     from .plots import column_plot_png
 
     ordered = [n for n, c in sorted(report.columns.items(),
                                     key=lambda i: SORTS["drift first"](*i)) if c.get("histogram")]
     drifted = [n for n in ordered if report.columns[n]["drift"]]
     plotted = (drifted or ordered[:3])[:MAX_PLOTS]
-    figures = "".join(
-        f"<figure><img alt='{escape(n)}' src='data:image/png;base64,"
+    return "".join(
+        f"<figure style='display:inline-block;margin:4px'><img alt='{escape(n)}' "
+        f"src='data:image/png;base64,"
         f"{base64.b64encode(column_plot_png(n, report.columns[n])).decode()}'></figure>"
         for n in plotted)
-    return ("<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>nbops drift report</title><style>{STYLE}figure{{display:inline-block;"
-            "margin:4px}</style></head><body class='nbops-drift'>"
-            f"<h1>Drift report: action <span style='color:{COLOURS.get(report.action, '#000')}'>"
-            f"{escape(report.action)}</span></h1>{header_html(report, title=False)}"
-            f"{table_html(report)}<h2>Columns</h2>{figures}</body></html>")
 
 
 def header_html(report: DriftReport, title: bool = True) -> str:

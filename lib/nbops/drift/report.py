@@ -137,10 +137,15 @@ class DriftReport:
 
         return build(self)
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The live widget, with the static report beside it as ``text/html``: a stored
+        notebook shows the table (drifted rows highlighted) and the plots of drifted
+        columns without a kernel and even untrusted; with widget state it shows the widget."""
+        from .html import fragment
 
-        display(self.to_widget())
+        bundle = dict(self.to_widget()._repr_mimebundle_(**kwargs) or {})
+        bundle["text/html"] = fragment(self)
+        return bundle
 
     def to_html(self) -> str:
         """Static HTML: no JavaScript, no network, small (rendered by ``drift.html``)."""
