@@ -111,3 +111,50 @@ def test_headless_run_renders_from_stored_widget_state(lab: dict[str, Any]) -> N
         [c for c in report["columns"].values() if c["drift"]])
     assert html.locator("figure img").count() >= 1  # per-column plots, drifted first
     html.close()
+
+
+def test_opening_and_saving_a_recorded_notebook_is_harmless(lab: dict[str, Any]) -> None:
+    """The pipeline invites people to open runs/<id>/notebook.ipynb: doing so in JupyterLab
+    and saving it must leave the record verifiable and the cache intact."""
+    import os
+    import time
+
+    import yaml
+
+    from conftest import NOTEBOOKS
+
+    runs = lab["dir"] / "recorded"
+    pipeline = lab["dir"] / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump({"stages": {
+        "produce": {"template": str(NOTEBOOKS / "produce.ipynb"), "parameters": {"n": 3}},
+        "consume": {"template": str(NOTEBOOKS / "consume.ipynb"), "parameters": {
+            "path": "${produce.outputs.path}", "total": "${produce.outputs.total}"}}}}))
+    done = cli("pipeline", "run", str(pipeline), "--json", "--runs-dir", str(runs),
+               "--tracking-uri", "none", cwd=lab["dir"])
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["stages"]["produce"]["run_id"]
+    notebook = runs / run_id / "notebook.ipynb"
+    assert json.loads(notebook.read_text())["metadata"]["nbops"]["record"] == run_id
+    before = os.stat(notebook).st_mtime_ns
+    original = json.loads(notebook.read_text())
+    page = _open(lab, f"recorded/{run_id}/notebook.ipynb")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+        ".some(e => e.textContent.includes('| Idle'))", timeout=60_000)
+    page.click(".jp-Notebook")  # (a click below the last cell adds an empty cell: harmless)
+    page.keyboard.press("Control+s")
+    deadline = time.time() + 30
+    while time.time() < deadline and os.stat(notebook).st_mtime_ns == before:
+        time.sleep(0.2)
+    page.close()
+    assert os.stat(notebook).st_mtime_ns != before  # JupyterLab did rewrite it
+    from nbops.records.integrity import _cell
+
+    saved = json.loads(notebook.read_text())
+    changed = [(_cell(a), _cell(b)) for a, b in zip(original["cells"], saved["cells"],
+                                                      strict=False) if _cell(a) != _cell(b)]
+    assert not changed, changed[:2]
+    verified = cli("runs", "verify", "--runs-dir", str(runs))
+    assert verified.returncode == 0, verified.stdout
+    show = cli("pipeline", "show", str(pipeline), "--runs-dir", str(runs), cwd=lab["dir"])
+    assert show.returncode == 0 and show.stdout.count("cached (run") == 2, show.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,40 @@ def test_listing_reads_only_the_top_of_each_record(tmp_path: Path) -> None:
     file.write_text(json.dumps(record))
     problems: list[str] = []
     assert list_records(store.root, problems=problems) == [] and "status" in problems[0]
+
+
+def test_the_notebook_is_hashed_by_what_it_records(tmp_path: Path, monkeypatch: Any) -> None:
+    """Saving in JupyterLab rewrites layout and metadata (harmless); a changed output is not."""
+    from nbops.records.integrity import notebook_digest
+    from nbops.util.envvars import resolve_runs_dir
+
+    cell = {"cell_type": "code", "source": ["x = 1\n", "x"], "metadata": {"a": 1},
+            "execution_count": 3, "outputs": [{"output_type": "execute_result",
+                                               "data": {"text/plain": ["1"]}, "metadata": {},
+                                               "execution_count": 3}]}
+    original = {"cells": [cell], "metadata": {"kernelspec": {}}, "nbformat": 4,
+                "nbformat_minor": 5}
+    path = tmp_path / "notebook.ipynb"
+    path.write_text(json.dumps(original))
+    digest = notebook_digest(path)
+    resaved = json.loads(json.dumps(original))
+    resaved["metadata"]["widgets"] = {"state": {}}
+    resaved["cells"][0].update(source="x = 1\nx", execution_count=None, metadata={})
+    resaved["cells"][0]["outputs"][0]["data"]["text/plain"] = "1"
+    resaved["cells"].append({"cell_type": "code", "source": "", "metadata": {},
+                             "outputs": [], "execution_count": None})
+    path.write_text(json.dumps(resaved, indent=4))
+    assert notebook_digest(path) == digest
+    resaved["cells"][0]["outputs"][0]["data"]["text/plain"] = "2"
+    path.write_text(json.dumps(resaved))
+    assert notebook_digest(path) != digest
+    path.write_text("{not json")
+    assert len(notebook_digest(path)) == 64  # hashed by its bytes
+
+    # a notebook opened from a run's folder records beside that run, never into it
+    run_dir = tmp_path / "runs" / "20260101T000000-x-abcdef"
+    (run_dir / "artifacts").mkdir(parents=True)
+    (run_dir / "run.json").write_text("{}")
+    monkeypatch.delenv("NBOPS_RUNS_DIR", raising=False)
+    monkeypatch.chdir(run_dir / "artifacts")
+    assert resolve_runs_dir() == (tmp_path / "runs").resolve()

@@ -192,3 +192,20 @@ def test_a_registered_executor_runs_through_the_runner(tmp_path: Path) -> None:
     assert record["mlflow"] == {"tracking_uri": "none", "experiment_id": None,
                                 "run_id": None, "synced": True}
     assert RunStore(tmp_path / "runs").read(record["id"])["status"] == "succeeded"
+
+
+def test_a_recorded_notebook_says_it_is_evidence_without_moving_cells() -> None:
+    import nbformat
+
+    from nbops.execution.outcome import stamp_record
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Stage train"), nbformat.v4.new_code_cell("1")]
+    stamp_record(nb, "20260101T000000-train-abcdef", "succeeded")
+    assert len(nb.cells) == 2 and nb.cells[0].source.startswith("> **Recorded run `2026")
+    assert "nbops runs verify 20260101T000000-train-abcdef" in nb.cells[0].source
+    assert nb.metadata["nbops"]["record"] == "20260101T000000-train-abcdef"
+    code_first = nbformat.v4.new_notebook()
+    code_first.cells = [nbformat.v4.new_code_cell("1")]
+    stamp_record(code_first, "r", "failed")
+    assert [c.source for c in code_first.cells] == ["1"]

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import StopRequested
 from ..util.files import atomic_write_text
 from ..util.process import kill_process_tree
-from .outcome import ExecutionResult, StopReason, derive_result, mark_notebook
+from .outcome import ExecutionResult, StopReason, derive_result, mark_notebook, stamp_record
 
 
 @dataclass
@@ -100,6 +100,7 @@ class Executor(ABC):
                                request.cell_timeout)
         self._annotate_notebook(result)
         mark_notebook(result)
+        stamp_record(result.notebook, request.output_path.parent.name, result.status)
         save_notebook(result.notebook, request.output_path)
         return result
 

@@ -121,5 +121,22 @@ def mark_notebook(result: ExecutionResult) -> None:
         nb.cells.insert(failed_at + 1, banner)
 
 
+RECORD_NOTE_TAG = "nbops-record-note"
+
+
+def stamp_record(nb: Any, run_id: str, status: str) -> None:
+    """Say in the notebook that it is a run's evidence: in its metadata, and as a line at
+    the top of its first cell when that is markdown (cells are never added or moved, so
+    cell indices in messages stay valid)."""
+    note = (f"> **Recorded run `{run_id}` ({status}).** This notebook is the run's evidence: "
+            f"`nbops runs verify {run_id}` checks its cells and outputs. Opening and saving it "
+            "is harmless; to run it again use `nbops run` (or File › Save Notebook As).\n\n")
+    nb.metadata.setdefault("nbops", {})["record"] = run_id
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and first.cell_type == "markdown":
+        first.source = note + first.source
+        first.metadata.setdefault("tags", []).append(RECORD_NOTE_TAG)
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,6 +1,16 @@
 """Integrity of run folders: every file but ``run.json`` is listed with its sha256.
 
 ``verify`` re-hashes a folder and names each missing, changed or unlisted file.
+
+Two rules make opening a recorded notebook in JupyterLab harmless:
+
+- ``.ipynb_checkpoints/`` folders (Jupyter's own housekeeping, written when a notebook is
+  opened or saved) are never part of a record, at any depth;
+- the executed notebook (``notebook.ipynb``) is hashed by what it records, not by its bytes:
+  each cell's type, source and outputs (text, data, errors), empty cells left out. Opening
+  and saving it changes its JSON layout and metadata but not that digest; changing a cell
+  or an output does, and ``verify`` names it. (A notebook that is not valid JSON is hashed
+  by its bytes.)
 """
 
 from __future__ import annotations
@@ -16,7 +26,8 @@ from .types import Artifact, RunRecord
 
 # Not listed: run.json itself (it holds the list) and the temp files of an atomic write in
 # progress at the top of the run folder. Any other name at any depth is a file like others.
-_SKIP = re.compile(r"^run\.json$|^\.[^/]+\.tmp$")
+_SKIP = re.compile(r"^run\.json$|^\.[^/]+\.tmp$|(^|/)\.ipynb_checkpoints/")
+NOTEBOOK = "notebook.ipynb"
 
 
 def hash_artifacts(run_dir: Path) -> list[Artifact]:
@@ -31,9 +42,40 @@ def hash_artifacts(run_dir: Path) -> list[Artifact]:
             found.append({"path": rel, "sha256": digest, "bytes": 0, "symlink": target})
         else:
             path = run_dir / rel
-            found.append({"path": rel, "sha256": sha256_file(path),
-                          "bytes": path.stat().st_size})
+            digest = notebook_digest(path) if rel == NOTEBOOK else sha256_file(path)
+            found.append({"path": rel, "sha256": digest, "bytes": path.stat().st_size})
     return found
+
+
+def notebook_digest(path: Path) -> str:
+    """sha256 of what a notebook records (cells' type, source, outputs), see module doc."""
+    import json
+
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        cells = [_cell(c) for c in notebook["cells"]]
+        # an empty cell records nothing (JupyterLab adds one on a click below the last cell)
+        cells = [c for c in cells if str(c["source"]).strip() or c["outputs"]]
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return sha256_file(path)
+    text = json.dumps(cells, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _joined(value: object) -> object:
+    return "".join(value) if isinstance(value, list) else value
+
+
+def _cell(cell: dict[str, object]) -> dict[str, object]:
+    outputs = []
+    for output in cell.get("outputs") or []:  # type: ignore[attr-defined]
+        kept = {k: _joined(output[k]) for k in ("output_type", "name", "text", "ename",
+                                                "evalue", "traceback") if k in output}
+        if "data" in output:
+            kept["data"] = {mime: _joined(v) for mime, v in output["data"].items()}
+        outputs.append(kept)
+    return {"type": cell.get("cell_type"), "source": _joined(cell.get("source", "")),
+            "outputs": outputs}
 
 
 def verify(run_dir: Path, record: RunRecord) -> list[str]:
@@ -49,7 +91,9 @@ def verify(run_dir: Path, record: RunRecord) -> list[str]:
         elif "symlink" in now and now.get("symlink") != art.get("symlink"):
             problems.append(f"{record['id']}: changed {path} (now a symlink to "
                             f"{now['symlink']})")
-        elif now["sha256"] != art["sha256"]:
+        elif now["sha256"] != art["sha256"] and not (
+                path == NOTEBOOK and sha256_file(run_dir / path) == art["sha256"]):
+            # (records written before notebooks were hashed by content hold its bytes' hash)
             problems.append(f"{record['id']}: changed {path} (sha256 {art['sha256'][:12]}… "
                             f"recorded, {now['sha256'][:12]}… on disk)")
     for path, now in present.items():

@@ -12,9 +12,17 @@ TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable, honoured as is
 
 
 def resolve_runs_dir(option: str | Path | None = None) -> Path:
-    """``--runs-dir``, else ``$NBOPS_RUNS_DIR``, else ``./runs`` (absolute)."""
-    chosen = option or os.environ.get(RUNS_DIR) or "runs"
-    return Path(chosen).expanduser().resolve()
+    """``--runs-dir``, else ``$NBOPS_RUNS_DIR``, else the runs folder the working directory
+    is inside of (a notebook opened from a run's folder records beside that run, never
+    into it), else ``./runs`` (absolute)."""
+    chosen = option or os.environ.get(RUNS_DIR)
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "run.json").is_file():  # a run's folder: its parent is the runs folder
+            return folder.parent
+    return (here / "runs").resolve()
 
 
 def kernel_env(run_dir: Path, tracking_uri: str | None = None) -> dict[str, str]:
