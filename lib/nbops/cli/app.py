@@ -14,6 +14,7 @@ import click
 
 from ..errors import NbopsError
 from .drift import drift_group
+from .init import init_cmd
 from .models import models_group
 from .pipeline import pipeline_group
 from .run import run_cmd, templates_cmd
@@ -28,7 +29,7 @@ def cli() -> None:
 
 
 for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group, serve_cmd,
-                models_group):
+                models_group, init_cmd):
     cli.add_command(command)
 
 

@@ -260,8 +260,11 @@ def package_templates_dir() -> Path:
 
 
 def template_dirs(project_dir: Path | None = None) -> list[Path]:
-    """Search order: the project's ``templates/`` first, then those shipped with nbops."""
-    project = (project_dir or Path.cwd()) / "templates"
+    """Search order: the project's ``templates/`` first (``project_dir``, else the project
+    root, else the working directory), then those shipped with nbops."""
+    from ..util.project import find_root
+
+    project = (project_dir or find_root() or Path.cwd()) / "templates"
     dirs = [project] if project.is_dir() else []
     shipped = package_templates_dir()
     if shipped.is_dir() and all(shipped.resolve() != d.resolve() for d in dirs):

@@ -20,6 +20,7 @@ from typing import Literal, TypedDict, cast
 
 from ..contract.limits import load_yaml
 from ..errors import ConfigError
+from ..util.project import find_root
 
 CONFIG_FILE = "nbops.yaml"
 EvidenceKind = Literal["evaluate_pass", "ab_win"]
@@ -35,11 +36,9 @@ NO_POLICY: AliasPolicy = {"evidence": [], "approvals": 0}
 
 
 def find_config(start: Path | None = None) -> Path | None:
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / CONFIG_FILE).is_file():
-            return folder / CONFIG_FILE
-    return None
+    """The project's ``nbops.yaml`` (see ``util.project``), if it has one."""
+    root = find_root(start)
+    return root / CONFIG_FILE if root is not None and (root / CONFIG_FILE).is_file() else None
 
 
 def load_policy(alias: str, config: Path | None = None) -> AliasPolicy:

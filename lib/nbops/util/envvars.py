@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .project import find_root
+
 RUN_DIR = "NBOPS_RUN_DIR"  # set by the runner in the kernel: the run folder to record into
 RUNS_DIR = "NBOPS_RUNS_DIR"  # the run store (default ./runs)
 EXPERIMENT = "NBOPS_EXPERIMENT"  # MLflow experiment name (default nbops)
@@ -14,7 +16,7 @@ TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable, honoured as is
 def resolve_runs_dir(option: str | Path | None = None) -> Path:
     """``--runs-dir``, else ``$NBOPS_RUNS_DIR``, else the runs folder the working directory
     is inside of (a notebook opened from a run's folder records beside that run, never
-    into it), else ``./runs`` (absolute)."""
+    into it), else the project's ``runs/`` (see ``project``), else ``./runs`` (absolute)."""
     chosen = option or os.environ.get(RUNS_DIR)
     if chosen:
         return Path(chosen).expanduser().resolve()
@@ -22,7 +24,8 @@ def resolve_runs_dir(option: str | Path | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "run.json").is_file():  # a run's folder: its parent is the runs folder
             return folder.parent
-    return (here / "runs").resolve()
+    root = find_root(here)
+    return (root or here) / "runs"
 
 
 def kernel_env(run_dir: Path, tracking_uri: str | None = None) -> dict[str, str]:

@@ -1,0 +1,63 @@
+"""One home: nbops init, the project root rule, and the overrides that still come first."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import cli
+
+ENV = {"NBOPS_RUNS_DIR": "", "MLFLOW_TRACKING_URI": ""}
+
+
+def test_init_scaffolds_a_project_and_never_overwrites(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    done = cli("init", str(root), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in root.iterdir()} == {"nbops.yaml", ".gitignore", "pipeline.yaml",
+                                                "templates"}
+    assert "runs/" in (root / ".gitignore").read_text()
+    example = json.loads((root / "templates" / "example.ipynb").read_text())
+    assert example["metadata"]["nbops"]["stage"] == "example"
+    (root / "pipeline.yaml").write_text("mine")
+    again = cli("init", str(root), env=ENV)
+    assert again.returncode == 2 and "already exist" in again.stderr
+    assert "nothing was written" in again.stderr and "Traceback" not in again.stderr
+    assert (root / "pipeline.yaml").read_text() == "mine"
+    show = cli("pipeline", "show", env=ENV, cwd=root)
+    assert show.returncode == 2  # "mine" is not a pipeline: refused, not run
+
+
+@pytest.mark.slow
+def test_runs_and_templates_have_one_home_wherever_commands_run(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    assert cli("init", str(root), env=ENV).returncode == 0
+    deep = root / "analysis" / "week1"
+    deep.mkdir(parents=True)
+    listed = cli("templates", "--json", env=ENV, cwd=deep)
+    assert json.loads(listed.stdout)[0]["name"] == "example"  # the project's come first
+    ran = cli("run", "example", "--json", "--tracking-uri", "none", env=ENV, cwd=deep)
+    assert ran.returncode == 0, ran.stderr
+    record = json.loads(ran.stdout)
+    assert (root / "runs" / record["id"] / "run.json").is_file()
+    assert not (deep / "runs").exists()
+    # the overrides still come first
+    elsewhere = tmp_path / "elsewhere"
+    again = cli("run", "example", "--json", "--tracking-uri", "none",
+                env={**ENV, "NBOPS_RUNS_DIR": str(elsewhere)}, cwd=deep)
+    assert again.returncode == 0 and (elsewhere / json.loads(again.stdout)["id"]).is_dir()
+
+
+def test_a_pyproject_tool_table_marks_the_root_too(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from nbops.util.envvars import resolve_runs_dir
+    from nbops.util.project import find_root
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n\n[tool.nbops]\n")
+    (tmp_path / "src" / "deep").mkdir(parents=True)
+    assert find_root(tmp_path / "src" / "deep") == tmp_path.resolve()
+    monkeypatch.chdir(tmp_path / "src" / "deep")
+    monkeypatch.delenv("NBOPS_RUNS_DIR", raising=False)
+    assert resolve_runs_dir() == tmp_path.resolve() / "runs"
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n[tool.ruff]\n")
+    assert find_root(tmp_path / "src" / "deep") is None
