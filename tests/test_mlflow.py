@@ -40,6 +40,10 @@ def test_mlflow_run_mirrors_record(run_api) -> None:  # type: ignore[no-untyped-
     models = {a.path for a in
               client(info["tracking_uri"]).list_artifacts(info["run_id"], "models/clf")}
     assert "models/clf/MLmodel" in models
+    logged = client(info["tracking_uri"]).search_logged_models(
+        experiment_ids=[mlrun.info.experiment_id],
+        filter_string=f"source_run_id = '{info['run_id']}'")
+    assert [(m.name, m.model_type, m.status.to_int()) for m in logged] == [("clf", "sklearn", 2)]
 
 
 def test_failed_notebook_is_failed_in_mlflow(run_api) -> None:  # type: ignore[no-untyped-def]
@@ -77,6 +81,11 @@ def test_pipeline_parent_run_carries_the_summary_and_a_cached_rerun_adds_none(
     second = cli("pipeline", "run", str(file), "--json", "--runs-dir", str(runs), cwd=tmp_path)
     assert second.returncode == 0 and json.loads(second.stdout)["mlflow"] is None
     assert len(mlflow.search_runs([experiment])) == before  # no empty parent run
+    consume = json.loads(first.stdout)["stages"]["consume"]["run_id"]
+    consumed = json.loads((runs / consume / "run.json").read_text())
+    inputs = mlflow.get_run(consumed["mlflow"]["run_id"]).inputs.dataset_inputs
+    assert [(d.dataset.name, d.dataset.source) for d in inputs] == [
+        (Path(i["path"]).name, i["path"]) for i in consumed["inputs"]] and inputs
 
 
 def test_model_in_mlflow_format_and_pickle_guard(run_api, monkeypatch) -> None:  # type: ignore[no-untyped-def]

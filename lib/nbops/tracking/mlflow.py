@@ -118,8 +118,34 @@ class MlflowTracker:
             folder = path.parent.as_posix()
             self.client.log_artifact(run_id, str(run_dir / art["path"]),
                                      None if folder == "." else folder)
-        for model in record["models"].values():
+        for name, model in record["models"].items():
             self.client.log_artifacts(run_id, str(run_dir / model["path"]), model["path"])
+            self._logged_model(run_id, run_dir, record, name)
+        self._datasets(run_id, record)
+
+    def _logged_model(self, run_id: str, run_dir: Path, record: RunRecord, name: str) -> None:
+        """The model as an MLflow 3 logged model of the run (the UI's Models column and
+        model pages), with the run's dataset inputs."""
+        from mlflow.entities import LoggedModelOutput
+
+        model = record["models"][name]
+        logged = self.client.create_logged_model(
+            self.experiment_id, name=name, source_run_id=run_id, model_type=model["flavor"],
+            tags={"nbops.run_id": record["id"], "nbops.model_path": model["path"]})
+        self.client.log_model_artifacts(logged.model_id, str(run_dir / model["path"]))
+        self.client.finalize_logged_model(logged.model_id, "READY")
+        self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+
+    def _datasets(self, run_id: str, record: RunRecord) -> None:
+        """Every input file the run read (nbops hashed them) as an MLflow dataset input."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(Dataset(name=Path(i["path"]).name, digest=i["sha256"][:32],
+                                       source_type="local", source=i["path"]),
+                               tags=[InputTag("mlflow.data.context", i["parameter"])])
+                  for i in record["inputs"]]
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
         """The parent MLflow run of a pipeline run; stage runs become its children."""
