@@ -61,3 +61,48 @@ def test_a_pyproject_tool_table_marks_the_root_too(tmp_path: Path, monkeypatch) 
     assert resolve_runs_dir() == tmp_path.resolve() / "runs"
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n[tool.ruff]\n")
     assert find_root(tmp_path / "src" / "deep") is None
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_copied_project_uses_its_own_records_and_never_writes_into_the_original(
+        tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from conftest import NOTEBOOKS
+
+    original = tmp_path / "original"
+    original.mkdir()
+    (original / "nbops.yaml").write_text("name: moved\n")
+    (original / "pipeline.yaml").write_text(yaml.safe_dump({"stages": {
+        "produce": {"template": str(NOTEBOOKS / "produce.ipynb"), "parameters": {"n": 3}},
+        "consume": {"template": str(NOTEBOOKS / "consume.ipynb"), "parameters": {
+            "path": "${produce.outputs.path}", "total": "${produce.outputs.total}"}}}}))
+    first = cli("pipeline", "run", "--json", env=ENV, cwd=original)
+    assert first.returncode == 0, first.stderr
+    before = _snapshot(original)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+
+    cached = cli("pipeline", "run", "--json", env=ENV, cwd=copy)
+    assert cached.returncode == 0, cached.stderr
+    assert all(s["cached"] for s in json.loads(cached.stdout)["stages"].values())
+    assert cli("runs", "verify", env=ENV, cwd=copy).returncode == 0
+    forced = cli("pipeline", "run", "--json", "--force", env=ENV, cwd=copy)
+    assert forced.returncode == 0, forced.stderr
+    consume = json.loads(forced.stdout)["stages"]["consume"]["run_id"]
+    record = json.loads((copy / "runs" / consume / "run.json").read_text())
+    assert record["parameters"]["path"].startswith(str(copy / "runs"))  # its own copy
+    assert _snapshot(original) == before  # nothing written into the original
+
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(f"sqlite:///{copy / 'runs' / 'mlflow.db'}"
+                              ).get_experiment_by_name("nbops")
+    assert experiment.artifact_location == (copy / "runs" / "mlartifacts").as_uri()

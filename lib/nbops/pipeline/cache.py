@@ -17,6 +17,7 @@ from typing import Any
 from ..contract import params
 from ..errors import NbopsError
 from ..records.integrity import verify
+from ..records.relocate import portable, rebase
 from ..records.store import RunStore, resolve_runs_dir
 from ..records.types import RunRecord
 from ..util.files import dumps
@@ -26,23 +27,27 @@ _VOLATILE = {"notebook.ipynb", "kernel.log", "events.jsonl"}
 
 
 def fingerprint(record: RunRecord) -> dict[str, Any]:
-    """What a downstream stage depends on: outputs and content hashes of data artifacts."""
+    """What a downstream stage depends on: outputs and content hashes of data artifacts
+    (paths into runs written portably: a copied project has the same fingerprints)."""
     arts = sorted((a["path"], a["sha256"]) for a in record["artifacts"]
                   if a["path"] not in _VOLATILE)
-    return {"outputs": record["outputs"], "artifacts": arts}
+    return {"outputs": portable(record["outputs"]), "artifacts": arts}
 
 
 def cache_key(stage: Stage, resolved: dict[str, Any], upstream: dict[str, RunRecord]) -> str:
-    payload = {"template": stage.template.sha256, "parameters": resolved,
+    payload = {"template": stage.template.sha256, "parameters": portable(resolved),
                "upstream": {name: fingerprint(rec) for name, rec in sorted(upstream.items())}}
     return hashlib.sha256(dumps(payload, indent=None).encode()).hexdigest()
 
 
-def stage_parameters(stage: Stage, done: dict[str, RunRecord]) -> dict[str, Any]:
-    """Literal parameters plus the upstream outputs they reference, checked and typed."""
+def stage_parameters(stage: Stage, done: dict[str, RunRecord],
+                     runs_dir: Path | None = None) -> dict[str, Any]:
+    """Literal parameters plus the upstream outputs they reference, checked and typed;
+    paths into runs point into ``runs_dir`` (see ``records.relocate``)."""
     values = dict(stage.parameters)
     for param, (source, out) in stage.refs.items():
-        outputs = done[source]["outputs"]
+        outputs = rebase(done[source]["outputs"], runs_dir) if runs_dir else done[source][
+            "outputs"]
         if out not in outputs:
             raise NbopsError(f"stage '{stage.name}' needs output '{out}' of stage '{source}', "
                              f"but run {done[source]['id']} did not produce it (it produced: "
@@ -80,7 +85,7 @@ def cache_states(pipe: Pipeline, runs_dir: Path | None = None) -> dict[str, str]
             continue
         upstream = {d: done[d] for d in stage.upstream}
         try:
-            key = cache_key(stage, stage_parameters(stage, upstream), upstream)
+            key = cache_key(stage, stage_parameters(stage, upstream, store.root), upstream)
         except NbopsError as exc:
             states[name] = f"will run ({exc})"
             continue

@@ -129,7 +129,7 @@ class PipelineRun:
         entry = self.record["stages"][name]
         upstream = {d: self.done[d] for d in stage.upstream}
         try:
-            resolved = stage_parameters(stage, upstream)
+            resolved = stage_parameters(stage, upstream, self.store.root)
         except NbopsError as exc:
             entry.update({"status": "failed", "error": str(exc)})
             self._say(f"[{self._position(name)}] {name}: failed before running: {exc}")

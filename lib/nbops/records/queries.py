@@ -13,6 +13,7 @@ from ..errors import NbopsError, RecordError
 from .integrity import verify_runs as _verify_runs
 from .mirror import sync
 from .reconcile import reconcile
+from .relocate import rebase
 from .store import RUN_FILE, RunStore, read_events
 from .types import MetricPoint, RunRecord, Status
 
@@ -149,8 +150,11 @@ class Run:
 
 
 def load_model(path: str | Path) -> Any:
-    """Load the model stored at ``runs/<run_id>/models/<name>``, verified against its record."""
-    folder = Path(path).resolve()
+    """Load the model stored at ``runs/<run_id>/models/<name>``, verified against its record.
+
+    A path into a run that this project's runs folder holds is read from there (a copied
+    or moved project loads its own copy, never the original's)."""
+    folder = Path(rebase(str(Path(path).resolve()), _current_runs_dir()))
     run_dir = folder.parent.parent
     if folder.parent.name != "models" or not (run_dir / RUN_FILE).is_file():
         raise NbopsError(f"{path} is not a model folder of an nbops run "
@@ -164,6 +168,16 @@ def load_model(path: str | Path) -> Any:
             return load_verified(run_dir, f"models/{folder.name}", pending["flavor"],
                                  pending["files"])
     return Run(record, run_dir).load_model(folder.name)
+
+
+def _current_runs_dir() -> Path:
+    """The runs folder this process records into (the run's, inside a kernel)."""
+    import os
+
+    from ..util.envvars import RUN_DIR, resolve_runs_dir
+
+    run_dir = os.environ.get(RUN_DIR)
+    return Path(run_dir).parent if run_dir else resolve_runs_dir()
 
 
 def _logged_by_running_run(run_dir: Path, name: str) -> dict[str, Any] | None:

@@ -136,7 +136,10 @@ def load(ref: ModelRef, runs_dir: str | Path | None = None,
     if not path:
         raise RegistryError(f"{ref.name} v{number} was not registered by nbops (no "
                             "nbops.model_path tag): nbops serves only models it can verify")
-    folder = Path(path)
+    from ..records.relocate import rebase
+    from ..util.envvars import resolve_runs_dir
+
+    folder = Path(rebase(path, resolve_runs_dir(runs_dir)))  # a moved project: its own copy
     model = load_model(folder)
     identity = {"name": ref.name, "version": number, "alias": ref.alias,
                 "run_id": folder.parent.parent.name, "model_path": str(folder),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..models import guard_pickle
 from ..util import envvars
 from ..util.files import dumps
+from .uri import default_uri
 
 if TYPE_CHECKING:
     from ..records.types import RunRecord, Status, TrackingInfo
@@ -51,6 +52,11 @@ class MlflowTracker:
     def _experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment_name)
         if found is not None:
+            expected = (self.runs_dir / "mlartifacts").as_uri()
+            old = str(found.artifact_location or "")
+            if (self.uri == default_uri(self.runs_dir) and old != expected
+                    and old.endswith("/mlartifacts")):
+                relocate_store(self.runs_dir / "mlflow.db", old, expected)
             return str(found.experiment_id)
         location = None
         if self.uri.startswith("sqlite:"):
@@ -180,6 +186,21 @@ class MlflowTracker:
 
     def count_runs(self) -> int:
         return len(self.client.search_runs([self.experiment_id], max_results=50000))
+
+
+def relocate_store(db: Path, old: str, new: str) -> None:
+    """The embedded store after its project folder was copied or moved: point the
+    experiment, its runs and logged models at the artifacts beside this store, so nothing
+    is ever written into the folder it was copied from (the store is nbops' own: a SQLite
+    file in the runs folder; its artifacts live in ``mlartifacts/`` beside it)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                              ("logged_models", "artifact_location")):
+            connection.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608
+                f"WHERE substr({column}, 1, ?) = ?", (new, len(old) + 1, len(old), old))
 
 
 def run_name(run_id: str, stage: str) -> str:
