@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,9 +114,11 @@ def test_headless_run_renders_from_stored_widget_state(lab: dict[str, Any]) -> N
     html.close()
 
 
-def test_opening_and_saving_a_recorded_notebook_is_harmless(lab: dict[str, Any]) -> None:
-    """The pipeline invites people to open runs/<id>/notebook.ipynb: doing so in JupyterLab
-    and saving it must leave the record verifiable and the cache intact."""
+def test_opening_running_and_saving_a_recorded_notebook_is_harmless(
+        lab: dict[str, Any]) -> None:
+    """The pipeline invites people to open runs/<id>/notebook.ipynb: opening it in
+    JupyterLab, running its cells and saving it must leave the record verifiable, the cache
+    intact and the run's folder unwritten; the cells' run is recorded as a new run."""
     import os
     import time
 
@@ -132,12 +135,20 @@ def test_opening_and_saving_a_recorded_notebook_is_harmless(lab: dict[str, Any])
     done = cli("pipeline", "run", str(pipeline), "--json", "--runs-dir", str(runs),
                "--tracking-uri", "none", cwd=lab["dir"])
     assert done.returncode == 0, done.stderr
-    run_id = json.loads(done.stdout)["stages"]["produce"]["run_id"]
-    notebook = runs / run_id / "notebook.ipynb"
+    stages = json.loads(done.stdout)["stages"]
+    run_id = stages["produce"]["run_id"]
+    folder = runs / run_id
+    notebook = folder / "notebook.ipynb"
     assert json.loads(notebook.read_text())["metadata"]["nbops"]["record"] == run_id
+    kept = {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
     before = os.stat(notebook).st_mtime_ns
-    original = json.loads(notebook.read_text())
     page = _open(lab, f"recorded/{run_id}/notebook.ipynb")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+        ".some(e => e.textContent.includes('| Idle'))", timeout=60_000)
+    page.click("text=Run", timeout=10_000)
+    page.click("text=Run All Cells", timeout=10_000)
+    page.wait_for_selector("text=records a new run", timeout=60_000)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
         ".some(e => e.textContent.includes('| Idle'))", timeout=60_000)
@@ -147,14 +158,15 @@ def test_opening_and_saving_a_recorded_notebook_is_harmless(lab: dict[str, Any])
     while time.time() < deadline and os.stat(notebook).st_mtime_ns == before:
         time.sleep(0.2)
     page.close()
-    assert os.stat(notebook).st_mtime_ns != before  # JupyterLab did rewrite it
-    from nbops.records.integrity import _cell
-
-    saved = json.loads(notebook.read_text())
-    changed = [(_cell(a), _cell(b)) for a, b in zip(original["cells"], saved["cells"],
-                                                      strict=False) if _cell(a) != _cell(b)]
-    assert not changed, changed[:2]
-    verified = cli("runs", "verify", "--runs-dir", str(runs))
+    assert os.stat(notebook).st_mtime_ns != before  # JupyterLab did rewrite the copy
+    now = {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
+    assert {str(p) for p in now - kept} <= {".ipynb_checkpoints/notebook-checkpoint.ipynb"}
+    verified = cli("runs", "verify", run_id, stages["consume"]["run_id"], "--runs-dir",
+                   str(runs))
     assert verified.returncode == 0, verified.stdout
     show = cli("pipeline", "show", str(pipeline), "--runs-dir", str(runs), cwd=lab["dir"])
     assert show.returncode == 0 and show.stdout.count("cached (run") == 2, show.stdout
+    # the cells' run is a new record, in the runs folder in force (here the server's
+    # NBOPS_RUNS_DIR; without it, beside the recorded run)
+    configured = Path(lab["env"]["NBOPS_RUNS_DIR"])
+    assert [p.name for p in configured.glob("*-produce-*")], list(configured.iterdir())

@@ -124,7 +124,7 @@ def test_record_fields_and_artifacts(run_api, shared_runs: Path) -> None:  # typ
     assert raw["metrics"]["loss"] == 0.25
     assert raw["logged_params"] == {"lr": 0.1, "layers": [3, 2]}
     paths = {a["path"] for a in raw["artifacts"]}
-    assert {"notebook.ipynb", "artifacts/table.csv", "artifacts/figures/curve.png",
+    assert {".record/notebook.ipynb", "artifacts/table.csv", "artifacts/figures/curve.png",
             "models/clf/MLmodel"} <= paths
     assert all(len(a["sha256"]) == 64 and a["bytes"] >= 0 for a in raw["artifacts"])
     env = raw["environment"]

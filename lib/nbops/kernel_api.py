@@ -34,6 +34,28 @@ _lock = threading.RLock()
 _state: dict[str, Any] = {"run_dir": None, "interactive": False, "steps": {}}
 
 
+def _leave_recorded_folder() -> None:
+    """A notebook opened from a run's folder and run in Jupyter works in a scratch folder
+    and records a new run beside that one: the recorded run's folder is never written to.
+    (Only for kernels Jupyter started for a notebook; a headless run has its own folder.)"""
+    if os.environ.get(envvars.RUN_DIR) or not os.environ.get("JPY_SESSION_NAME"):
+        return
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / "run.json").is_file():
+            import tempfile
+
+            os.environ.setdefault(envvars.RUNS_DIR, str(folder.parent))
+            scratch = tempfile.mkdtemp(prefix="nbops-rerun-")
+            os.chdir(scratch)
+            print(f"nbops: this notebook belongs to recorded run {folder.name}; running it "
+                  f"works in {scratch} and records a new run in {folder.parent}")
+            return
+
+
+_leave_recorded_folder()
+
+
 def _run_dir() -> Path:
     with _lock:
         if _state["run_dir"] is None:

@@ -128,9 +128,10 @@ def stamp_record(nb: Any, run_id: str, status: str) -> None:
     """Say in the notebook that it is a run's evidence: in its metadata, and as a line at
     the top of its first cell when that is markdown (cells are never added or moved, so
     cell indices in messages stay valid)."""
-    note = (f"> **Recorded run `{run_id}` ({status}).** This notebook is the run's evidence: "
-            f"`nbops runs verify {run_id}` checks its cells and outputs. Opening and saving it "
-            "is harmless; to run it again use `nbops run` (or File › Save Notebook As).\n\n")
+    note = (f"> **Recorded run `{run_id}` ({status}).** The record keeps this notebook as "
+            f"`.record/notebook.ipynb` (`nbops runs verify {run_id}` checks it); this is a "
+            "working copy: opening, running or saving it changes nothing recorded, and a run "
+            "of its cells is recorded as a new run.\n\n")
     nb.metadata.setdefault("nbops", {})["record"] = run_id
     first = nb.cells[0] if nb.cells else None
     if first is not None and first.cell_type == "markdown":

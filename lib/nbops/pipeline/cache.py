@@ -23,7 +23,7 @@ from ..records.types import RunRecord
 from ..util.files import dumps
 from .spec import Pipeline, Stage
 
-_VOLATILE = {"notebook.ipynb", "kernel.log", "events.jsonl"}
+_VOLATILE = {"notebook.ipynb", ".record/notebook.ipynb", "kernel.log", "events.jsonl"}
 
 
 def fingerprint(record: RunRecord) -> dict[str, Any]:

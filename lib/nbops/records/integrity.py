@@ -2,11 +2,16 @@
 
 ``verify`` re-hashes a folder and names each missing, changed or unlisted file.
 
-Two rules make opening a recorded notebook in JupyterLab harmless:
+Three rules make opening, running and saving a recorded notebook in JupyterLab harmless:
+
+- the record keeps the executed notebook as ``.record/notebook.ipynb`` (hidden in
+  JupyterLab); ``notebook.ipynb`` beside it is a working copy for people to open, not part
+  of the record (records written before this kept ``notebook.ipynb`` itself, and it is
+  still checked for them);
 
 - ``.ipynb_checkpoints/`` folders (Jupyter's own housekeeping, written when a notebook is
   opened or saved) are never part of a record, at any depth;
-- the executed notebook (``notebook.ipynb``) is hashed by what it records, not by its bytes:
+- the executed notebook is hashed by what it records, not by its bytes:
   each cell's type, source and outputs (text, data, errors), empty cells left out. Opening
   and saving it changes its JSON layout and metadata but not that digest; changing a cell
   or an output does, and ``verify`` names it. (A notebook that is not valid JSON is hashed
@@ -21,28 +26,30 @@ from pathlib import Path
 
 from ..errors import RecordError
 from ..util.files import sha256_file, walk_files
-from .store import RunStore
+from .store import EVIDENCE_NOTEBOOK, NOTEBOOK_FILE, RunStore
 from .types import Artifact, RunRecord
 
 # Not listed: run.json itself (it holds the list) and the temp files of an atomic write in
 # progress at the top of the run folder. Any other name at any depth is a file like others.
 _SKIP = re.compile(r"^run\.json$|^\.[^/]+\.tmp$|(^|/)\.ipynb_checkpoints/")
-NOTEBOOK = "notebook.ipynb"
+NOTEBOOK = NOTEBOOK_FILE
 
 
 def hash_artifacts(run_dir: Path) -> list[Artifact]:
     """Every file of the run folder but ``run.json``, at any depth, with sha256 and size;
     a symlink is listed as one (with its target), never followed."""
     found: list[Artifact] = []
+    working_copy = (run_dir / EVIDENCE_NOTEBOOK).is_file()  # then notebook.ipynb is not kept
     for rel, target in walk_files(run_dir):
-        if _SKIP.search(rel):
+        if _SKIP.search(rel) or (working_copy and rel == NOTEBOOK):
             continue
         if target is not None:
             digest = hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
             found.append({"path": rel, "sha256": digest, "bytes": 0, "symlink": target})
         else:
             path = run_dir / rel
-            digest = notebook_digest(path) if rel == NOTEBOOK else sha256_file(path)
+            digest = (notebook_digest(path) if rel in (NOTEBOOK, EVIDENCE_NOTEBOOK)
+                      else sha256_file(path))
             found.append({"path": rel, "sha256": digest, "bytes": path.stat().st_size})
     return found
 

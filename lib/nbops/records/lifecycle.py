@@ -15,11 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from ..util.environment import capture
-from ..util.files import sha256_file
+from ..util.files import atomic_write_bytes, sha256_file
 from ..util.process import process_start_time
 from .integrity import hash_artifacts
 from .schema import RUN_SCHEMA
-from .store import RunStore, new_run_id, read_events, utcnow
+from .store import (
+    EVIDENCE_NOTEBOOK,
+    NOTEBOOK_FILE,
+    RunStore,
+    new_run_id,
+    read_events,
+    utcnow,
+)
 from .types import InputHash, MetricPoint, RunError, RunRecord, Status, TemplateRef
 
 
@@ -80,6 +87,15 @@ def fold_events(record: RunRecord, events: list[dict[str, Any]]) -> None:
     record["metrics"] = {name: values[-1]["value"] for name, values in history.items()}
 
 
+def keep_evidence(run_dir: Path) -> None:
+    """The executed notebook as the record keeps it (``.record/notebook.ipynb``, hidden in
+    JupyterLab), apart from the working copy people open (``notebook.ipynb``): opening,
+    running or saving that copy never changes what the record holds."""
+    notebook = run_dir / NOTEBOOK_FILE
+    if notebook.is_file():
+        atomic_write_bytes(run_dir / EVIDENCE_NOTEBOOK, notebook.read_bytes())
+
+
 def finalize(store: RunStore, record: RunRecord, status: Status, error: RunError | None,
              declared_outputs: Iterable[str] = ()) -> None:
     """Fold the notebook's events into the record, hash the folder, write the end state."""
@@ -93,6 +109,7 @@ def finalize(store: RunStore, record: RunRecord, status: Status, error: RunError
     now = time.time()
     record["ended_at"] = utcnow()
     record["duration_s"] = round(now - record.get("started_at_epoch", now), 3)
+    keep_evidence(run_dir)
     record["artifacts"] = hash_artifacts(run_dir)
     if record["mlflow"] is not None:
         record["mlflow"]["synced"] = False

@@ -25,7 +25,8 @@ __all__ = ["RunStore", "new_run_id", "read_events", "resolve_runs_dir", "utcnow"
 
 RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
-NOTEBOOK_FILE = "notebook.ipynb"
+NOTEBOOK_FILE = "notebook.ipynb"  # the working copy people open (not part of the record)
+EVIDENCE_NOTEBOOK = ".record/notebook.ipynb"  # the executed notebook as recorded
 KERNEL_LOG = "kernel.log"
 
 

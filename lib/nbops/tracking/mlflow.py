@@ -119,7 +119,7 @@ class MlflowTracker:
                 continue  # never upload what a link points to
             if path.parts and path.parts[0] == "models":
                 continue
-            if path.parts and path.parts[0] == "artifacts":  # MLflow's root is "artifacts"
+            if path.parts and path.parts[0] in ("artifacts", ".record"):  # (shown at the root)
                 path = Path(*path.parts[1:])
             folder = path.parent.as_posix()
             self.client.log_artifact(run_id, str(run_dir / art["path"]),
