@@ -387,3 +387,19 @@ def test_the_monitor_stage_reads_a_window_of_the_prediction_log(server: dict[str
                                     cwd=server["root"], tracking_uri="none"))
     assert record["status"] == "succeeded", record["error"]
     assert "a" in record["outputs"]["drifted_columns"]
+
+
+def test_several_worker_processes_share_one_metrics_view(store: dict[str, Any]) -> None:
+    v1 = store["versions"][0]
+    proc, base = _serve(store, f"{NAME}/{v1}", "--workers", "2", "--no-log")
+    try:
+        with httpx.Client(timeout=30) as client:
+            answers = [client.post(f"{base}/invocations", json=split_body()) for _ in range(12)]
+            metrics = client.get(f"{base}/metrics").text
+    finally:
+        _stop(proc)
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.json()["predictions"][0] for a in answers}) == 1
+    served = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                 if line.startswith("nbops_requests_total{") and 'code="200"' in line)
+    assert served == 12  # counted across both workers, not per process
