@@ -45,7 +45,7 @@ from fastapi.responses import JSONResponse, Response
 from ..errors import RequestRejected
 from .inputs import check, parse_body
 from .model import LoadedModel, ModelRef, load, parse_ref, resolve_version
-from .predlog import LogEntry, PredictionLog, log_folder
+from .predlog import Batch, PredictionLog, log_folder
 
 LOG = logging.getLogger("nbops.serve")
 CONFIG_ENV = "NBOPS_SERVE_CONFIG"
@@ -214,7 +214,7 @@ class Server:
         if extra:
             LOG.warning("request %s: dropped extra column(s) %s", request_id, ", ".join(extra))
         if self.log is not None and self.log.wanted():
-            self.log.append(_entries(frame, predictions, model, variant, request_id, latency))
+            self.log.append(_batch(frame, predictions, model, variant, request_id, latency))
         if "shadow" in self.slots:
             self._shadow(frame, request_id)
         return predictions, extra
@@ -249,8 +249,8 @@ class Server:
                 latency = (time.perf_counter() - start) * 1000
                 self.metrics.observe(model, "shadow", 200, latency / 1000)
                 if self.log is not None:
-                    self.log.append(_entries(checked, predictions, model, "shadow", request_id,
-                                             latency))
+                    self.log.append(_batch(checked, predictions, model, "shadow", request_id,
+                                           latency))
             except Exception as exc:  # the shadow never affects the client
                 LOG.warning("shadow failed on request %s: %s", request_id, exc)
                 self.metrics.errors.labels(variant="shadow", code="500").inc()
@@ -283,26 +283,12 @@ def version_label(model: LoadedModel | None) -> str:
     return str(version) if version is not None else model.identity["run_id"]
 
 
-def _entries(frame: Any, predictions: list[Any], model: LoadedModel, variant: str,
-             request_id: str, latency: float) -> list[LogEntry]:
-    now = datetime.now(timezone.utc).isoformat()
-    rows = frame.to_dict(orient="records")
-    return [{"request_id": request_id, "row": i, "time": now,
-             "model": model.identity["name"], "version": model.identity["version"],
-             "variant": variant, "latency_ms": round(latency, 3), "inputs": _finite(row),
-             "prediction": prediction}
-            for i, (row, prediction) in enumerate(zip(rows, predictions, strict=True))]
-
-
-def _finite(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in row.items():
-        if isinstance(value, float) and value != value:
-            value = None
-        elif hasattr(value, "item"):
-            value = value.item()
-        out[str(key)] = None if value is not None and value != value else value
-    return out
+def _batch(frame: Any, predictions: list[Any], model: LoadedModel, variant: str,
+           request_id: str, latency: float) -> Batch:
+    return Batch(frame, predictions, {
+        "request_id": request_id, "time": datetime.now(timezone.utc).isoformat(),
+        "model": model.identity["name"], "version": model.identity["version"],
+        "variant": variant, "latency_ms": round(latency, 3)})
 
 
 class Metrics:

@@ -35,7 +35,7 @@ import re
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 FOLDER = "predictions"
 META = ("_time", "_model", "_version", "_variant", "_request_id", "_row", "_latency_ms")
@@ -61,6 +61,15 @@ def log_folder(runs_dir: Path, model: str) -> Path:
     return runs_dir / FOLDER / safe
 
 
+class Batch(NamedTuple):
+    """One answered request, turned into lines on the log's thread (not the request's):
+    the checked inputs, the predictions, and the fields every line of it shares."""
+
+    frame: Any  # the checked input DataFrame
+    predictions: list[Any]
+    meta: dict[str, Any]  # request_id, time, model, version, variant, latency_ms
+
+
 class PredictionLog:
     """Appends entries on a background thread, with sampling and size-bounded rotation."""
 
@@ -71,7 +80,7 @@ class PredictionLog:
         self.folder, self.sample = folder, sample
         self.max_part_bytes, self.max_total_bytes = max_part_bytes, max_total_bytes
         self.dropped = 0
-        self._queue: queue.Queue[list[LogEntry] | None] = queue.Queue(queue_size)
+        self._queue: queue.Queue[list[LogEntry] | Batch | None] = queue.Queue(queue_size)
         self._part: Any = None
         self._path = folder / "(none)"
         self._part_bytes = 0
@@ -85,11 +94,11 @@ class PredictionLog:
         """Whether to log the next request (the sampling decision)."""
         return self.sample >= 1.0 or self._random.random() < self.sample
 
-    def append(self, entries: list[LogEntry]) -> None:
+    def append(self, entries: list[LogEntry] | Batch) -> None:
         try:
             self._queue.put_nowait(entries)
         except queue.Full:
-            self.dropped += len(entries)
+            self.dropped += len(entries.predictions if isinstance(entries, Batch) else entries)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop."""
@@ -102,15 +111,15 @@ class PredictionLog:
             if entries is None:
                 break
             try:
-                self._write(entries)
-            except OSError:
-                self.dropped += len(entries)
+                self._write(_lines(entries))
+            except (OSError, ValueError, TypeError):
+                self.dropped += len(entries.predictions if isinstance(entries, Batch)
+                                    else entries)
         if self._part is not None:
             self._part.close()
 
-    def _write(self, entries: list[LogEntry]) -> None:
-        for entry in entries:
-            line = (json.dumps(entry, default=_plain, allow_nan=False) + "\n").encode()
+    def _write(self, lines: list[bytes]) -> None:
+        for line in lines:
             if (self._part is None or self._part_bytes + len(line) > self.max_part_bytes
                     or not self._path.exists()):  # full, or deleted under us (clean-up)
                 self._rotate()
@@ -139,6 +148,19 @@ class PredictionLog:
                 break
             total -= sizes[part]
             part.unlink(missing_ok=True)
+
+
+def _lines(item: list[LogEntry] | Batch) -> list[bytes]:
+    """Encoded lines: entries one by one; a batch's inputs through pandas' JSON writer (fast;
+    NaN as null), each line the shared fields, the row number, inputs and prediction."""
+    if not isinstance(item, Batch):
+        return [(json.dumps(e, default=_plain, allow_nan=False) + "\n").encode() for e in item]
+    shared = json.dumps(item.meta, default=_plain, allow_nan=False)[1:-1]
+    rows = item.frame.to_json(orient="records", lines=True, double_precision=15,
+                              date_format="iso").splitlines()
+    return [f'{{{shared}, "row": {i}, "inputs": {row}, "prediction": '
+            f'{json.dumps(prediction, default=_plain)}}}\n'.encode()
+            for i, (row, prediction) in enumerate(zip(rows, item.predictions, strict=True))]
 
 
 def _plain(value: Any) -> Any:
