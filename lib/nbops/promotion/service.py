@@ -20,7 +20,7 @@ from ..errors import NbopsError, PromotionBlocked
 from ..records.queries import get_record
 from ..tracking import ledger, registry
 from ..tracking.uri import resolve_uri
-from ..util.envvars import resolve_runs_dir
+from ..util.envvars import current_runs_dir
 from .evidence import Evidence, evidence_for
 from .policy import AliasPolicy, load_policy
 
@@ -34,13 +34,7 @@ class Where(TypedDict):
 def where(runs_dir: str | Path | None = None, tracking_uri: str | None = None) -> Where:
     """The runs folder, registry and ledger to use: as given, else the run's (inside a
     kernel), else ``$NBOPS_RUNS_DIR`` / ``./runs``."""
-    import os
-
-    from ..util.envvars import RUN_DIR
-
-    if runs_dir is None and os.environ.get(RUN_DIR):
-        runs_dir = Path(os.environ[RUN_DIR]).parent
-    runs = resolve_runs_dir(runs_dir)
+    runs = current_runs_dir(runs_dir)
     uri = resolve_uri(tracking_uri, runs)
     return {"runs_dir": runs, "tracking_uri": uri, "ledger_dir": ledger.home(uri)}
 
@@ -67,9 +61,10 @@ def decide(model: str, version: int, alias: str, place: Where, who: str,
         missing.append(f"evidence for v{version}: one of {', '.join(wanted)} (found "
                        f"{', '.join(e['kind'] for e in evidence) or 'none'}; run the evaluate"
                        " or ab_evaluate stage for it)")
-    proposal = _open_proposal(model, version, alias, place)
+    pending = _moves_since(model, alias, place)  # the ledger, read once
+    proposal = _open_proposal(pending, version)
     proposer = proposal["who"] if proposal else None
-    approvers = sorted({e["who"] for e in _approvals(model, version, alias, place, proposal)
+    approvers = sorted({e["who"] for e in _approvals(pending, version, proposal)
                         if e["evidence"] == usable and e["who"] != (proposer or who)})
     if len(approvers) < policy["approvals"]:
         missing.append(f"approvals: {len(approvers)} of {policy['approvals']} (others than "
@@ -117,7 +112,7 @@ def approve(model: str, version: int, alias: str = "champion", *, who: str | Non
     """
     place = where(runs_dir, tracking_uri)
     actor = who or ledger.current_user()
-    proposal = _open_proposal(model, version, alias, place)
+    proposal = _open_proposal(_moves_since(model, alias, place), version)
     if proposal is None:
         raise PromotionBlocked(f"no open proposal to move {alias!r} of {model} to v{version}: "
                                f"propose it first (nbops models promote {model} {version} "
@@ -178,19 +173,18 @@ def _moves_since(model: str, alias: str, place: Where) -> list[ledger.LedgerEntr
     return entries[last_move + 1:]
 
 
-def _open_proposal(model: str, version: int, alias: str, place: Where
+def _open_proposal(pending: list[ledger.LedgerEntry], version: int
                    ) -> ledger.LedgerEntry | None:
-    proposals = [e for e in _moves_since(model, alias, place)
-                 if e["kind"] == "proposal" and e["version"] == version]
+    """The first proposal for ``version`` among the events since the alias last moved."""
+    proposals = [e for e in pending if e["kind"] == "proposal" and e["version"] == version]
     return proposals[0] if proposals else None
 
 
-def _approvals(model: str, version: int, alias: str, place: Where,
+def _approvals(pending: list[ledger.LedgerEntry], version: int,
                proposal: ledger.LedgerEntry | None) -> list[ledger.LedgerEntry]:
     if proposal is None:
         return []
-    return [e for e in _moves_since(model, alias, place)
-            if e["kind"] == "approval" and e["version"] == version
+    return [e for e in pending if e["kind"] == "approval" and e["version"] == version
             and e["seq"] > proposal["seq"]]
 
 

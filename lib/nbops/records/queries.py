@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NbopsError, RecordError
+from ..util.envvars import current_runs_dir
 from .integrity import verify_runs as _verify_runs
 from .mirror import sync
 from .reconcile import reconcile
@@ -154,7 +155,7 @@ def load_model(path: str | Path) -> Any:
 
     A path into a run that this project's runs folder holds is read from there (a copied
     or moved project loads its own copy, never the original's)."""
-    folder = Path(rebase(str(Path(path).resolve()), _current_runs_dir()))
+    folder = Path(rebase(str(Path(path).resolve()), current_runs_dir()))
     run_dir = folder.parent.parent
     if folder.parent.name != "models" or not (run_dir / RUN_FILE).is_file():
         raise NbopsError(f"{path} is not a model folder of an nbops run "
@@ -168,16 +169,6 @@ def load_model(path: str | Path) -> Any:
             return load_verified(run_dir, f"models/{folder.name}", pending["flavor"],
                                  pending["files"])
     return Run(record, run_dir).load_model(folder.name)
-
-
-def _current_runs_dir() -> Path:
-    """The runs folder this process records into (the run's, inside a kernel)."""
-    import os
-
-    from ..util.envvars import RUN_DIR, resolve_runs_dir
-
-    run_dir = os.environ.get(RUN_DIR)
-    return Path(run_dir).parent if run_dir else resolve_runs_dir()
 
 
 def _logged_by_running_run(run_dir: Path, name: str) -> dict[str, Any] | None:

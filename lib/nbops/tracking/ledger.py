@@ -58,12 +58,11 @@ def home(tracking_uri: str) -> Path:
     """The folder whose ledger goes with the registry at ``tracking_uri``: beside an
     embedded SQLite store (the runs folder), else the run's runs folder (inside a kernel),
     else ``$NBOPS_RUNS_DIR`` / ``./runs``."""
-    from ..util.envvars import RUN_DIR, resolve_runs_dir
+    from ..util.envvars import current_runs_dir
 
     if tracking_uri.startswith("sqlite:///"):
         return Path(tracking_uri[len("sqlite:///"):]).parent
-    run_dir = os.environ.get(RUN_DIR)
-    return Path(run_dir).parent if run_dir else resolve_runs_dir()
+    return current_runs_dir()
 
 
 def current_user() -> str:

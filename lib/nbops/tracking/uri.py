@@ -25,5 +25,4 @@ def current_uri() -> str:
     SQLite store of the run's runs folder (``$NBOPS_RUN_DIR``'s parent, or the runs dir)."""
     if os.environ.get(envvars.TRACKING_URI):
         return os.environ[envvars.TRACKING_URI]
-    run_dir = os.environ.get(envvars.RUN_DIR)
-    return default_uri(Path(run_dir).parent if run_dir else envvars.resolve_runs_dir())
+    return default_uri(envvars.current_runs_dir())

@@ -28,6 +28,15 @@ def resolve_runs_dir(option: str | Path | None = None) -> Path:
     return (root or here) / "runs"
 
 
+def current_runs_dir(option: str | Path | None = None) -> Path:
+    """The runs folder this process records into: ``option`` when given, else the run's
+    (``$NBOPS_RUN_DIR``'s parent, inside a kernel), else :func:`resolve_runs_dir`."""
+    run_dir = os.environ.get(RUN_DIR)
+    if option is None and run_dir:
+        return Path(run_dir).parent
+    return resolve_runs_dir(option)
+
+
 def kernel_env(run_dir: Path, tracking_uri: str | None = None) -> dict[str, str]:
     """The environment of a process that records into ``run_dir`` (a kernel, a mirror
     child): this environment plus the run folder, the tracking store, and nbops importable."""
