@@ -11,6 +11,7 @@ so a copy finds the same cached stages.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,34 +29,26 @@ def _split(value: str) -> tuple[tuple[str, ...], int] | None:
     return None
 
 
+def _map_paths(value: Any, fn: Callable[[str, tuple[str, ...], int], str]) -> Any:
+    """``value`` with ``fn(path, parts, i)`` applied to every absolute path into a run (at
+    any depth of lists and dicts); everything else unchanged."""
+    if isinstance(value, list):
+        return [_map_paths(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_paths(v, fn) for k, v in value.items()}
+    found = _split(value) if isinstance(value, str) else None
+    return value if found is None else fn(value, *found)
+
+
 def rebase(value: Any, runs_dir: Path) -> Any:
     """``value`` with every absolute path into a run of ``runs_dir`` pointing into
-    ``runs_dir`` (lists and dicts walked; everything else unchanged)."""
-    if isinstance(value, list):
-        return [rebase(v, runs_dir) for v in value]
-    if isinstance(value, dict):
-        return {k: rebase(v, runs_dir) for k, v in value.items()}
-    if not isinstance(value, str):
-        return value
-    found = _split(value)
-    if found is None:
-        return value
-    parts, i = found
-    if not (runs_dir / parts[i]).is_dir():
-        return value
-    return str(runs_dir.joinpath(*parts[i:]))
+    ``runs_dir``."""
+    def onto(path: str, parts: tuple[str, ...], i: int) -> str:
+        return str(runs_dir.joinpath(*parts[i:])) if (runs_dir / parts[i]).is_dir() else path
+
+    return _map_paths(value, onto)
 
 
 def portable(value: Any) -> Any:
     """``value`` with absolute paths into any run written as ``<runs>/<id>/...``."""
-    if isinstance(value, list):
-        return [portable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
-    if not isinstance(value, str):
-        return value
-    found = _split(value)
-    if found is None:
-        return value
-    parts, i = found
-    return "<runs>/" + "/".join(parts[i:])
+    return _map_paths(value, lambda path, parts, i: "<runs>/" + "/".join(parts[i:]))
