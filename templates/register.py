@@ -42,7 +42,7 @@ from sklearn import metrics as skm
 
 import nbops
 from nbops.datasets import load_table
-from nbops.errors import PromotionBlocked
+from nbops.errors import PromotionBlocked, RegistryNotFound
 from nbops.promotion.service import promote
 from nbops.tracking import registry
 
@@ -94,8 +94,10 @@ tags = {"nbops.model_path": str(model_path), "nbops.train_run": train_run,
         "nbops.test_sha256": test_sha256, "nbops.train_sha256": train_sha256,
         f"nbops.score.{primary_metric}": str(challenger_score)}
 # the same model (the same run's model folder) is never registered twice: a re-run reuses it
-existing = [v for v in registry.list_versions(model_name) if v["tags"].get("nbops.model_path") == str(model_path)] \
-    if model_name in [m["name"] for m in registry.list_models()] else []
+try:
+    existing = [v for v in registry.list_versions(model_name) if v["tags"].get("nbops.model_path") == str(model_path)]
+except RegistryNotFound:  # the first version of this model
+    existing = []
 if existing:
     version = existing[0]["version"]
     print(f"{model_name} v{version} already holds this model (run {train_run}): not registered again")
