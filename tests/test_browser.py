@@ -43,6 +43,13 @@ def _open(lab: dict[str, Any], name: str) -> Any:
     return page
 
 
+def _wait_idle(page: Any) -> None:
+    """Until the status bar says the notebook's kernel is idle."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+        ".some(e => e.textContent.includes('| Idle'))", timeout=60_000)
+
+
 def _expected_rows(report: dict[str, Any]) -> int:
     return len(report["columns"])
 
@@ -50,9 +57,7 @@ def _expected_rows(report: dict[str, Any]) -> int:
 def test_monitor_notebook_runs_and_renders_in_jupyterlab(lab: dict[str, Any]) -> None:
     shutil.copy(ROOT / "templates" / "monitor.ipynb", lab["dir"] / "monitor.ipynb")
     page = _open(lab, "monitor.ipynb")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-        ".some(e => e.textContent.includes('| Idle'))", timeout=60_000)
+    _wait_idle(page)
     page.click("text=Run", timeout=10_000)
     page.click("text=Run All Cells", timeout=10_000)
     page.wait_for_selector(".nbops-drift-report .nbops-drift-plot img", timeout=120_000)
@@ -143,15 +148,11 @@ def test_opening_running_and_saving_a_recorded_notebook_is_harmless(
     kept = {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
     before = os.stat(notebook).st_mtime_ns
     page = _open(lab, f"recorded/{run_id}/notebook.ipynb")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-        ".some(e => e.textContent.includes('| Idle'))", timeout=60_000)
+    _wait_idle(page)
     page.click("text=Run", timeout=10_000)
     page.click("text=Run All Cells", timeout=10_000)
     page.wait_for_selector("text=records a new run", timeout=60_000)
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-        ".some(e => e.textContent.includes('| Idle'))", timeout=60_000)
+    _wait_idle(page)
     page.click(".jp-Notebook")  # (a click below the last cell adds an empty cell: harmless)
     page.keyboard.press("Control+s")
     deadline = time.time() + 30
