@@ -7,9 +7,25 @@ their first feature) so that slice metrics and new-category shifts have somethin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 BUNDLED = ("breast_cancer", "wine", "iris", "diabetes")
+
+
+def table_format(path: str | Path) -> Literal["parquet", "csv"]:
+    """Which kind of table file ``path`` is.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: neither CSV nor Parquet.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"data file {file} does not exist")
+    if file.suffix.lower() in (".parquet", ".pq"):
+        return "parquet"
+    if file.suffix.lower() in (".csv", ".txt"):
+        return "csv"
+    raise ValueError(f"cannot read {file}: use a .csv or .parquet file")
 
 
 def load_table(path: str | Path) -> Any:
@@ -17,14 +33,10 @@ def load_table(path: str | Path) -> Any:
     import pandas as pd
 
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"data file {file} does not exist")
-    if file.suffix.lower() in (".parquet", ".pq"):
+    if table_format(file) == "parquet":
         return pd.read_parquet(file)
-    if file.suffix.lower() in (".csv", ".txt"):
-        _check_header(file)
-        return pd.read_csv(file)
-    raise ValueError(f"cannot read {file}: use a .csv or .parquet file")
+    _check_header(file)
+    return pd.read_csv(file)
 
 
 def _check_header(file: Path) -> None:

@@ -107,22 +107,15 @@ def _print_report(report: Any) -> None:
 
 def _open(reference: Path, current: Path, mode: str) -> tuple[Any, Any]:
     """Both sides as frames (exact) or streaming sources, as ``mode`` asks."""
-    from ..datasets import load_table
+    from ..datasets import load_table, table_format
     from ..drift.sources import CsvSource, ParquetSource, fits_in_memory
 
-    for path in (reference, current):
-        if not path.is_file():
-            raise FileNotFoundError(f"data file {path} does not exist")
-        if path.suffix.lower() not in (".parquet", ".pq", ".csv", ".txt"):
-            raise ValueError(f"cannot read {path}: use a .csv or .parquet file")
+    formats = [table_format(reference), table_format(current)]  # both checked up front
     if mode == "exact" or (mode == "auto" and fits_in_memory(reference, current)):
         return load_table(reference), load_table(current)
-
-    def stream(path: Path) -> Any:
-        parquet = path.suffix.lower() in (".parquet", ".pq")
-        return ParquetSource(path) if parquet else CsvSource(path)
-
-    return stream(reference), stream(current)
+    ref, cur = (ParquetSource(path) if kind == "parquet" else CsvSource(path)
+                for path, kind in zip((reference, current), formats, strict=True))
+    return ref, cur
 
 
 @drift_group.command("history")

@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypedDict
 import numpy as np
 import pandas as pd
 
+from ..datasets import table_format
 from .columns import TEXT_SAMPLE
 from .summary import ColumnPlan, ColumnSummary, Mode, merge, summarise
 
@@ -270,7 +271,7 @@ def fits_in_memory(*paths: Path, factor: float = 3.0) -> bool:
 
 
 def _uncompressed_bytes(path: Path) -> int:
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if table_format(path) == "parquet":
         import pyarrow.parquet as pq
 
         meta = pq.ParquetFile(path).metadata
