@@ -139,3 +139,49 @@ def test_model_registry_register_promote_rollback(tmp_path: Path) -> None:
         registry.rollback("solo", tracking_uri=uri)
     with pytest.raises(RegistryError, match="no registered model 'ghost'"):
         registry.rollback("ghost", tracking_uri=uri)
+
+
+def test_thread_budget_divides_the_cores_and_the_users_choice_wins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbops.util.envvars import THREAD_VARS, thread_budget, thread_env
+
+    assert [thread_budget(n, cores=2) for n in (1, 2, 3, 8)] == [2, 1, 1, 1]
+    assert thread_budget(2, cores=16) == 8 and thread_budget(0, cores=4) == 4
+    for var in THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert thread_env(None) == {}
+    assert thread_env(3) == {var: "3" for var in THREAD_VARS}
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    assert "OMP_NUM_THREADS" not in thread_env(3) and thread_env(3)["MKL_NUM_THREADS"] == "3"
+
+
+@pytest.mark.slow
+def test_parallel_stages_get_their_share_of_the_cores_and_driver_mirror_defers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stages at once on C cores: each kernel sees C // 2 threads; a task run with
+    mirror="driver" leaves its record for the submitter to mirror."""
+    import os
+
+    from nbops.util.envvars import THREAD_VARS
+
+    for var in THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    spec = {"name": "env", "stages": {
+        "a": {"template": str(NOTEBOOKS / "env.ipynb"), "parameters": {"marker": "a"}},
+        "b": {"template": str(NOTEBOOKS / "env.ipynb"), "parameters": {"marker": "b"}}}}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(spec))
+    result = cli("pipeline", "run", "pipeline.yaml", "--jobs", "2", "--runs-dir", "runs",
+                 "--tracking-uri", "none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    want = str(max(1, (os.cpu_count() or 1) // 2))
+    for run_dir in (tmp_path / "runs").glob("env-*"):
+        threads = json.loads((run_dir / "run.json").read_text())["outputs"]["threads"]
+        assert set(threads.values()) == {want}, threads
+    task = StageTask(stage="env", template_path=NOTEBOOKS / "env.ipynb", parameters={},
+                     cwd=tmp_path, runs_dir=tmp_path / "runs2",
+                     pipeline={"run_id": "p-2", "stage": "env", "cache_key": "k2"},
+                     tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mirror="driver")
+    record = run_task(task)
+    assert record["status"] == "succeeded"
+    assert record["mlflow"] is not None and record["mlflow"]["run_id"] is None
+    assert not record["mlflow"]["synced"] and not (tmp_path / "mlflow.db").exists()

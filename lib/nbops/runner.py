@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .contract import params
 from .contract.template import Template
@@ -34,6 +34,11 @@ from .util.envvars import kernel_env
 from .util.files import encode_json
 from .util.process import process_start_time
 
+MirrorMode = Literal["inline", "driver"]
+"""``inline``: the runner mirrors the finished record to the tracking store itself;
+``driver``: it does not, and whoever submitted the run mirrors it (one writer per store,
+e.g. a Dask driver collecting records from its workers)."""
+
 
 @dataclass
 class RunOptions:
@@ -49,6 +54,8 @@ class RunOptions:
     stop: threading.Event | None = None
     tags: dict[str, str] = field(default_factory=dict)  # extra tracking tags (parent run, ...)
     pipeline: PipelineRef | None = None  # set when the run is a pipeline stage
+    threads: int | None = None  # numerical thread pools in the kernel (OMP_NUM_THREADS, ...)
+    mirror: MirrorMode = "inline"
 
 
 def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
@@ -78,14 +85,15 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
                                progress=opts.progress, kernel_name=tpl.kernel_name)
     executor.check(request)  # e.g. the template's kernel is installed; before any record
     check_uri(uri, runs_dir)  # in seconds: no kernel runs for a mirror that cannot happen
-    tracker = BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
+    tracker = (BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
+               if opts.mirror == "inline" else None)
     record = new_record(tpl.stage, cwd, template=_template_ref(tpl), parameters=resolved)
     record["tags"], record["pipeline"] = dict(opts.tags), opts.pipeline
     record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
                         "synced": False}
     run_dir = store.create(record)
     request.output_path, request.kernel_log = run_dir / NOTEBOOK_FILE, run_dir / KERNEL_LOG
-    request.env = kernel_env(run_dir, uri)
+    request.env = kernel_env(run_dir, uri, opts.threads)
     request.on_kernel_start = lambda pid: _note_kernel(store, record, pid)
     try:
         with stop_on_signals(opts.stop) as stop:
@@ -95,7 +103,8 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
         raise
     record["runner"]["kernel_pid"] = result.kernel_pid
     finalize(store, record, result.status, result.error, declared_outputs=tpl.outputs)
-    mirror(tracker, store, record)
+    if tracker is not None:
+        mirror(tracker, store, record)
     return record
 
 

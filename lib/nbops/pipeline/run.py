@@ -26,6 +26,7 @@ from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
 from ..tracking.uri import resolve_uri
+from ..util.envvars import thread_budget
 from .cache import cache_key, find_cached, stage_parameters
 from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler
 from .spec import Pipeline, load
@@ -155,7 +156,8 @@ class PipelineRun:
             stage=name, template_path=stage.template.path, parameters=resolved,
             cwd=self.pipe.path.parent, runs_dir=self.runs_dir, tracking_uri=self.opts.tracking_uri,
             pipeline={"run_id": self.id, "stage": name, "cache_key": key}, tags=tags,
-            executor=self.opts.executor, progress=self.opts.progress and self.opts.jobs == 1)
+            executor=self.opts.executor, progress=self.opts.progress and self.opts.jobs == 1,
+            threads=thread_budget(scheduler.jobs))
         return scheduler.submit(task, stop)
 
     def _retrain_requested(self) -> bool:

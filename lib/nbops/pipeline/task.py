@@ -15,7 +15,7 @@ from typing import Any
 
 from ..execution.registry import DEFAULT_EXECUTOR
 from ..records.types import PipelineRef, RunRecord
-from ..runner import RunOptions, run
+from ..runner import MirrorMode, RunOptions, run
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class StageTask:
     timeout: float | None = None
     cell_timeout: float | None = None
     progress: bool = False
+    threads: int | None = None  # thread budget of the kernel (see util.envvars.thread_budget)
+    mirror: MirrorMode = "inline"
 
 
 def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:
@@ -41,5 +43,6 @@ def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:
     options = RunOptions(runs_dir=task.runs_dir, tracking_uri=task.tracking_uri, cwd=task.cwd,
                          stop=stop, tags=dict(task.tags), progress=task.progress,
                          pipeline=task.pipeline, executor=task.executor,
-                         timeout=task.timeout, cell_timeout=task.cell_timeout)
+                         timeout=task.timeout, cell_timeout=task.cell_timeout,
+                         threads=task.threads, mirror=task.mirror)
     return run(task.template_path, task.parameters, options=options)

@@ -11,6 +11,10 @@ RUN_DIR = "NBOPS_RUN_DIR"  # set by the runner in the kernel: the run folder to 
 RUNS_DIR = "NBOPS_RUNS_DIR"  # the run store (default ./runs)
 EXPERIMENT = "NBOPS_EXPERIMENT"  # MLflow experiment name (default nbops)
 TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable, honoured as is
+# the thread pools of numerical libraries in a kernel: OpenMP (scikit-learn, torch), MKL,
+# OpenBLAS, Accelerate, numexpr
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 def resolve_runs_dir(option: str | Path | None = None) -> Path:
@@ -37,10 +41,27 @@ def current_runs_dir(option: str | Path | None = None) -> Path:
     return resolve_runs_dir(option)
 
 
-def kernel_env(run_dir: Path, tracking_uri: str | None = None) -> dict[str, str]:
+def thread_budget(parallel: int, cores: int | None = None) -> int:
+    """Threads per kernel when ``parallel`` kernels share ``cores`` cores: max(1, C // N)
+    (two kernels of two OpenMP threads each on two cores ran 2.2x slower than 1 each)."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, parallel))
+
+
+def thread_env(threads: int | None) -> dict[str, str]:
+    """The variables that cap numerical thread pools at ``threads``; a variable the user
+    set explicitly is kept (their choice wins). Empty when ``threads`` is None."""
+    if threads is None:
+        return {}
+    return {var: str(threads) for var in THREAD_VARS if var not in os.environ}
+
+
+def kernel_env(run_dir: Path, tracking_uri: str | None = None,
+               threads: int | None = None) -> dict[str, str]:
     """The environment of a process that records into ``run_dir`` (a kernel, a mirror
-    child): this environment plus the run folder, the tracking store, and nbops importable."""
+    child): this environment plus the run folder, the tracking store, nbops importable and,
+    when ``threads`` is given, the thread budget of :func:`thread_env`."""
     env = dict(os.environ)
+    env.update(thread_env(threads))
     env[RUN_DIR] = str(run_dir)
     if tracking_uri:  # mlflow calls in the notebook (the registry) use the run's store
         env[TRACKING_URI] = tracking_uri
