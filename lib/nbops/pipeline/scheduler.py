@@ -13,6 +13,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
+from ..errors import UsageError
 from ..records.types import RunRecord
 from ..util.registry import Registry
 from .task import StageTask, run_task
@@ -48,6 +49,18 @@ class ThreadScheduler:
 
 SCHEDULERS: Registry[Scheduler] = Registry("scheduler", "nbops.schedulers")
 SCHEDULERS.register(DEFAULT_SCHEDULER, ThreadScheduler)
+
+
+def open_scheduler(jobs: int, dask: str | None = None) -> Scheduler:
+    """The scheduler a command asked for: ``--dask ADDRESS|local:N`` when given, else a
+    thread pool of ``jobs`` threads.
+
+    Raises:
+        UsageError: ``--dask`` cannot be honoured (not installed here, unreachable, ...).
+    """
+    if dask is not None:
+        raise UsageError("--dask is not available yet in this build")
+    return get_scheduler(DEFAULT_SCHEDULER, jobs)
 
 
 def get_scheduler(name: str, jobs: int) -> Scheduler:
