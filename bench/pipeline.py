@@ -2,8 +2,11 @@
 
 First runs the lifecycle pipeline once (to have resolved parameters), then, REPEAT times
 interleaved: ``nbops pipeline run --force`` (every stage executed, recorded and mirrored
-to MLflow) and one Python process that executes the very same code cells, stage after
-stage, with the same injected parameters. Prints medians and the ratio.
+to MLflow) with each executor (``pool``, the default: warm kernels, a process per stage;
+``--reuse-kernel``; ``papermill``: a new kernel per stage), and one Python process that
+executes the very same code cells, stage after stage, with the same injected parameters
+(the floor). Prints medians, the ratios to the plain script (targets: pool <= 1.5x,
+reuse <= 1.25x) and the load average.
 
     .venv/bin/python bench/pipeline.py [--repeat 3]
 """
@@ -57,14 +60,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         runs = folder / "runs"
         record = pipeline(runs)
         script = plain_script(runs, record, folder)
         env = {**os.environ, "MLFLOW_TRACKING_URI": record["mlflow"]["tracking_uri"]}
-        ways = {"nbops pipeline": [*NBOPS, "pipeline", "run", str(DEMO), "--force",
-                                   "--runs-dir", str(runs)],
+        base = [*NBOPS, "pipeline", "run", str(DEMO), "--force", "--runs-dir", str(runs)]
+        ways = {"nbops (pool)": base,
+                "nbops --reuse-kernel": [*base, "--reuse-kernel"],
+                "nbops (papermill)": [*base, "--executor", "papermill"],
                 "plain script": [sys.executable, str(script)]}
         times: dict[str, list[float]] = {name: [] for name in ways}
         for repetition in range(args.repeat):
@@ -74,10 +80,10 @@ def main() -> None:
                 times[name].append(timed(cmd, {**env, "BENCH_SCRATCH": str(scratch)}))
         med = {name: statistics.median(values) for name, values in times.items()}
         print(f"lifecycle pipeline ({len(record['order'])} stages), median of {args.repeat} "
-              "interleaved runs:")
+              f"interleaved runs (load average before: {load}):")
         for name, value in med.items():
-            print(f"  {name:<16} {value:7.2f} s")
-        print(f"  ratio nbops / plain script: {med['nbops pipeline'] / med['plain script']:.2f}x")
+            ratio = value / med["plain script"]
+            print(f"  {name:<22} {value:7.2f} s   {ratio:5.2f}x the plain script")
         cached = time.perf_counter()
         pipeline(runs)
         print(f"  re-run (register, infer, monitor read the registry: never cached): "

@@ -56,6 +56,13 @@ def _leave_recorded_folder() -> None:
 _leave_recorded_folder()
 
 
+def _new_run() -> None:
+    """A reused kernel (``--reuse-kernel``) is about to record another headless run: forget
+    the previous run's folder and metric steps (called by the executor, never by users)."""
+    with _lock:
+        _state.update(run_dir=None, interactive=False, steps={})
+
+
 def _run_dir() -> Path:
     with _lock:
         if _state["run_dir"] is None:

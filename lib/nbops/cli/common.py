@@ -5,8 +5,9 @@ Invariant: no logic here, only parsing helpers and formatting of plain data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,9 +21,35 @@ TRACKING_URI = click.option(
     "--tracking-uri", default=None,
     help="MLflow tracking URI, or 'none' to keep run records only [env MLFLOW_TRACKING_URI; "
          "SQLite in the runs dir].")
-EXECUTOR = click.option(
-    "--executor", default="papermill", show_default=True,
-    help="Executor by name (built in: papermill; plugins: entry points 'nbops.executors').")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def executor_options(default: str) -> Callable[[F], F]:
+    """``--executor NAME`` and its shorthand ``--reuse-kernel`` (= ``--executor reuse``);
+    the command receives the chosen name as ``executor``."""
+
+    def use_reuse(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            given = ctx.params.get("executor")
+            if given not in (None, default, "reuse"):
+                raise click.BadParameter(f"--reuse-kernel means --executor reuse, not {given!r}",
+                                         ctx=ctx, param=param)
+            ctx.params["executor"] = "reuse"
+        return value
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--reuse-kernel", is_flag=True, expose_value=False, callback=use_reuse,
+            help="Run stages one after another in one warm kernel per job, its namespace "
+                 "cleared between them (fastest; see the README for what carries over).",
+        )(command)
+        return click.option(
+            "--executor", default=default, show_default=True, is_eager=True,
+            help="Executor by name (built in: papermill = a new kernel per run; pool = warm "
+                 "kernels with imports preloaded, a new process per run; reuse; plugins: "
+                 "entry points 'nbops.executors').")(command)
+
+    return decorate
 
 
 def num(value: Any) -> str:

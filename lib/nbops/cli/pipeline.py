@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..util.files import dumps
-from .common import EXECUTOR, JSON, RUNS_DIR, TRACKING_URI, num
+from .common import JSON, RUNS_DIR, TRACKING_URI, executor_options, num
 
 if TYPE_CHECKING:
     from ..records.types import PipelineRecord
@@ -35,7 +35,7 @@ def pipeline_group() -> None:
 @click.option("--scheduler", default="threads", show_default=True,
               help="Who runs stages (built in: threads; plugins: entry points "
                    "'nbops.schedulers').")
-@EXECUTOR
+@executor_options("pool")
 @RUNS_DIR
 @TRACKING_URI
 @JSON

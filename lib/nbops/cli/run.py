@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..util.files import dumps
-from .common import EXECUTOR, JSON, RUNS_DIR, TRACKING_URI, run_summary
+from .common import JSON, RUNS_DIR, TRACKING_URI, executor_options, run_summary
 
 
 @click.command("run")
@@ -23,7 +23,7 @@ from .common import EXECUTOR, JSON, RUNS_DIR, TRACKING_URI, run_summary
 @click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Per-cell timeout in seconds.")
 @TRACKING_URI
-@EXECUTOR
+@executor_options("papermill")
 @JSON
 def run_cmd(template: str, cli_params: tuple[tuple[str, str], ...], params_file: Path | None,
             runs_dir: Path | None, timeout: float | None, cell_timeout: float | None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,17 @@ class Executor(ABC):
         and raise ``CellTimeout`` / ``KernelDied`` / ``CellFailed`` (nbops.errors) for the
         corresponding ends; any other exception is reported as an execution failure.
         """
+
+    def prepare(self, notebooks: Sequence[Any], *, env: dict[str, str], parallel: int,
+                expected: int | None) -> None:
+        """Hook: get ready for ``expected`` runs (None: unknown) of these notebooks,
+        ``parallel`` at a time, with kernels in environment ``env`` (a pool starts kernels
+        now). Default: nothing to prepare."""
+        return None
+
+    def close(self) -> None:
+        """Hook: release what :meth:`prepare` or runs kept (kernels). Default: nothing."""
+        return None
 
     def check(self, request: ExecutionRequest) -> None:
         """Hook: refuse a request this engine cannot run (an unknown kernel, ...) before

@@ -61,7 +61,10 @@ class _Client(PapermillNotebookClient):  # type: ignore[misc]
         # the start-up timeout (jupyter_client#487, papermill#511; 1 run in ~6 with 12 runs
         # at once here). A machine-wide lock held until the kernel answers closes the gap.
         # nbclient binds the sync name to the base coroutine, so override the sync one.
-        with FileLock(str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
+        if self.owns_km:
+            with FileLock(str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
+                kc = super().start_new_kernel_client()
+        else:  # a kernel started ahead (execution.pool): its ports are bound already
             kc = super().start_new_kernel_client()
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         self.tracker.kernel_started(getattr(process, "pid", None))
@@ -99,7 +102,8 @@ class NbopsEngine(Engine):  # type: ignore[misc]
                                  **kwargs: Any) -> nbformat.NotebookNode:
         tracker: CellTracker = kwargs["tracker"]
         client = _Client(
-            nb_man, kernel_name=kernel_name, timeout=kwargs.get("execution_timeout"),
+            nb_man, km=kwargs.get("km"), kernel_name=kernel_name,
+            timeout=kwargs.get("execution_timeout"),
             startup_timeout=kwargs.get("start_timeout", 60), shutdown_kernel="immediate",
             store_widget_state=True, log_output=False,
             resources={"metadata": {"path": kwargs["kernel_cwd"]}},  # kernel cwd, no process chdir
@@ -121,13 +125,18 @@ class PapermillExecutor(Executor):
     """Each notebook in a fresh local kernel, executed by papermill."""
 
     def _run(self, request: ExecutionRequest, tracker: CellTracker) -> None:
-        log = request.kernel_log.open("ab") if request.kernel_log else None
+        self._execute(request, tracker)
+
+    def _execute(self, request: ExecutionRequest, tracker: CellTracker, km: Any = None) -> None:
+        """Execute with papermill in a new kernel, or in ``km``'s kernel when given (its
+        output then goes to wherever that kernel was started to write)."""
+        log = request.kernel_log.open("ab") if request.kernel_log and km is None else None
         try:
             papermill.execute_notebook(
                 request.notebook, None, kernel_name=request.kernel_name,
                 engine_name=ENGINE_NAME, progress_bar=request.progress, log_output=False,
                 execution_timeout=request.cell_timeout, nbops_tracker=tracker,
-                env=request.env, kernel_cwd=str(request.cwd), kernel_log=log,
+                env=request.env, kernel_cwd=str(request.cwd), kernel_log=log, km=km,
             )
         except CellTimeoutError as exc:
             raise CellTimeout(str(exc)) from exc

@@ -9,6 +9,7 @@ written (validated) after every change of state.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NbopsError
-from ..execution.registry import DEFAULT_EXECUTOR
+from ..execution.base import Executor
+from ..execution.registry import get_executor
 from ..records.pipelines import PipelineStore
 from ..records.schema import PIPELINE_SCHEMA
 from ..records.store import RunStore, new_run_id, resolve_runs_dir, utcnow
@@ -26,11 +28,13 @@ from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
 from ..tracking.uri import resolve_uri
-from ..util.envvars import thread_budget
+from ..util.envvars import thread_budget, thread_env
 from .cache import cache_key, find_cached, stage_parameters
 from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler
 from .spec import Pipeline, load
 from .task import StageTask
+
+PIPELINE_EXECUTOR = "pool"  # warm kernels: stages still run in processes of their own
 
 
 @dataclass
@@ -44,7 +48,7 @@ class PipelineOptions:
     progress: bool = False
     report: Callable[[str], None] | None = None
     on_drift: str | None = None  # "retrain": a stage output action=retrain re-runs training
-    executor: str = DEFAULT_EXECUTOR
+    executor: str = PIPELINE_EXECUTOR
     scheduler: str = DEFAULT_SCHEDULER
 
 
@@ -91,15 +95,26 @@ class PipelineRun:
         self._save()
         stop = threading.Event()
         scheduler = get_scheduler(self.opts.scheduler, self.opts.jobs)
+        executor = get_executor(self.opts.executor)
         try:
             with stop_on_signals(stop):
+                if getattr(scheduler, "in_process", False):  # kernels start here: warm them
+                    self._warm(executor, scheduler.jobs)
                 self._schedule(scheduler, stop)
                 if self.opts.on_drift == "retrain" and self._retrain_requested():
                     self._schedule(scheduler, stop)
         finally:
             scheduler.shutdown(cancel=stop.is_set())
+            executor.close()
         self._finish(self._parent, stop)
         return self.record
+
+    def _warm(self, executor: Executor, jobs: int) -> None:
+        """Let the executor start kernels for the stages ahead (the pool preloads their
+        imports) while the first stages are looked up and run."""
+        notebooks = [self.pipe.stages[n].template.notebook for n in self.pipe.order]
+        env = {**os.environ, **thread_env(thread_budget(jobs))}
+        executor.prepare(notebooks, env=env, parallel=jobs, expected=len(notebooks))
 
     def _schedule(self, scheduler: Scheduler, stop: threading.Event) -> None:
         running: dict[Future[RunRecord], str] = {}

@@ -36,6 +36,8 @@ class Scheduler(Protocol):
 class ThreadScheduler:
     """Stage tasks in a thread pool of this process (kernels are separate processes)."""
 
+    in_process = True  # kernels start in this process: an executor may warm them ahead
+
     def __init__(self, jobs: int = 1) -> None:
         self.jobs = max(1, jobs)
         self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="nbops-stage")

@@ -1,0 +1,427 @@
+"""Warm kernels: a pool of kernels started ahead of need with the templates' imports loaded.
+
+Two executors use it (``--executor pool``, the pipelines' default, and ``--executor reuse``,
+``--reuse-kernel``):
+
+- ``pool``: every run gets a kernel process of its own, as with ``papermill``; the kernel
+  was started in the background while earlier work ran, with the modules the templates
+  import (``import``/``from`` statements at the top level of their code cells, plus
+  ``nbops.preload`` in the template's metadata) already in ``sys.modules``. Nothing is bound
+  in the notebook's namespace, so a notebook that forgets an import still fails. After the
+  run the kernel is shut down (in the background): no state reaches another run.
+- ``reuse``: one kernel per parallel job runs run after run. Before each run its namespace
+  is cleared (``%reset -f``), its execution counter reset, open figures closed, and its
+  environment and working folder set to the run's. What still carries over is documented
+  in the README: imported modules and their module-level state, ``sys.path``, random
+  generator states of libraries, thread settings, logging and warning filters.
+
+Invariants: a kernel is handed to one run at a time; a kernel that died, timed out or was
+stopped is never handed out again; :func:`close_pools` (called at the end of a pipeline or
+sweep, and at exit) leaves no kernel process behind. Kernels learn their run's environment
+and working folder when they are handed out, before any cell runs; the thread budget is
+part of the pool's identity because numerical libraries read it when they are imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import json
+import shutil
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+
+from ..errors import CellFailed, KernelDied
+from ..util.envvars import RUN_DIR, THREAD_VARS, TRACKING_URI
+from ..util.process import kill_process_tree
+from .base import CellTracker, ExecutionRequest
+from .outcome import ExecutionResult
+from .papermill import KERNEL_START_LOCK, PapermillExecutor
+
+PRELOAD_KEY = "preload"  # template metadata: nbops.preload = [module, ...]
+START_TIMEOUT = 60.0
+PRELOAD_TIMEOUT = 300.0
+_RUN_VARS = (RUN_DIR, TRACKING_URI)  # never part of a pool kernel's launch environment
+
+
+def imports_of(notebook: Any) -> list[str]:
+    """The modules a notebook imports at the top level of its code cells, plus those its
+    metadata declares under ``nbops.preload``; in order, without duplicates."""
+    names: list[str] = [str(n) for n in notebook.metadata.get("nbops", {}).get(PRELOAD_KEY, [])]
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            names.extend(_imports_in(cell.source))
+    return list(dict.fromkeys(n for n in names if n and n != "__future__"))
+
+
+def _imports_in(source: str) -> list[str]:
+    # IPython magics and shell lines are not Python: blank them before parsing
+    lines = ["" if line.lstrip().startswith(("%", "!")) else line
+             for line in source.splitlines()]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return []
+    found: list[str] = []
+    for node in _top_level(tree.body):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append(node.module)
+    return found
+
+
+def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:
+    """Statements at the top level, including inside ``try``/``if`` blocks."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.Try):
+            yield from _top_level(node.body)
+        elif isinstance(node, ast.If):
+            yield from _top_level(node.body)
+            yield from _top_level(node.orelse)
+
+
+def _preload_code(modules: Sequence[str]) -> str:
+    return (
+        "def _nbops_preload():\n"
+        "    import importlib, warnings\n"
+        "    with warnings.catch_warnings():\n"
+        "        warnings.simplefilter('ignore')\n"
+        f"        for name in {json.dumps(list(modules))}:\n"
+        "            try:\n"
+        "                importlib.import_module(name)\n"
+        "            except Exception:\n"
+        "                pass\n"
+        "_nbops_preload()\n"
+        "globals().pop('_nbops_preload', None)\n")
+
+
+def _setup_code(env: dict[str, str], cwd: Path, reset: bool) -> str:
+    """Code run (silently) in a kernel before a run's first cell: exactly the run's
+    environment and working folder; for a reused kernel also an empty namespace and
+    counter."""
+    reset_lines = (
+        "    ip = get_ipython()\n"
+        "    ip.run_line_magic('reset', '-f')\n"
+        "    ip.execution_count = 1\n"
+        "    if 'matplotlib.pyplot' in sys.modules:\n"
+        "        sys.modules['matplotlib.pyplot'].close('all')\n") if reset else ""
+    return (
+        "def _nbops_setup():\n"
+        "    import os, sys\n"
+        f"{reset_lines}"
+        "    os.environ.clear()\n"
+        f"    os.environ.update({json.dumps(env)})\n"
+        f"    os.chdir({json.dumps(str(cwd))})\n"
+        "    api = sys.modules.get('nbops.kernel_api')\n"
+        "    if api is not None:\n"
+        "        api._new_run()\n"
+        "_nbops_setup()\n"
+        "globals().pop('_nbops_setup', None)\n")
+
+
+async def _execute_silently(km: AsyncKernelManager, code: str, timeout: float,
+                            expressions: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``code`` without output or history; the values of ``expressions`` (text)."""
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=START_TIMEOUT)
+        reply = await client.execute_interactive(
+            code, silent=True, store_history=False, timeout=timeout,
+            user_expressions=expressions or {}, output_hook=lambda msg: None)
+        content = reply["content"]
+        if content.get("status") != "ok":
+            raise KernelDied(f"kernel set-up failed: {content.get('ename')}: "
+                             f"{content.get('evalue')}")
+        found: dict[str, Any] = content.get("user_expressions", {})
+        return found
+    finally:
+        client.stop_channels()
+
+
+def _boot_env(km: AsyncKernelManager) -> dict[str, str]:
+    """The kernel's environment once it runs (the launch environment plus what the kernel
+    set for itself, e.g. MPLBACKEND)."""
+    found = run_sync(_execute_silently)(km, "pass", START_TIMEOUT,
+                                        {"env": "dict(__import__('os').environ)"})
+    text = found["env"]["data"]["text/plain"]
+    env: dict[str, str] = ast.literal_eval(text)
+    return env
+
+
+@dataclass
+class WarmKernel:
+    """A started kernel, its log file, and what it was started with."""
+
+    km: AsyncKernelManager
+    log: Path
+    own_env: dict[str, str]  # what the kernel set for itself at start (MPLBACKEND, ...)
+    preloaded: tuple[str, ...]
+    uses: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self.km.provisioner, "process", None)
+        pid = getattr(process, "pid", None)
+        return int(pid) if pid is not None else None
+
+    def alive(self) -> bool:
+        return bool(self.km.has_kernel) and bool(run_sync(self.km.is_alive)())
+
+    def prepare_run(self, env: dict[str, str], cwd: Path, reset: bool) -> None:
+        """Give the kernel the run's environment and working folder (and a clean namespace
+        when it is reused)."""
+        code = _setup_code({**self.own_env, **env}, cwd, reset)
+        run_sync(_execute_silently)(self.km, code, START_TIMEOUT)
+        self.uses += 1
+
+    def shutdown(self) -> None:
+        try:
+            if self.km.has_kernel:
+                run_sync(self.km.shutdown_kernel)(now=True)
+        except Exception:  # noqa: BLE001 - the process is gone either way
+            kill_process_tree(self.pid)
+        shutil.rmtree(self.log.parent, ignore_errors=True)
+
+
+def start_kernel(kernel_name: str, env: dict[str, str], preload: Sequence[str]) -> WarmKernel:
+    """Start a kernel in a scratch folder, wait until it answers, import ``preload``."""
+    folder = Path(tempfile.mkdtemp(prefix="nbops-kernel-"))
+    log = folder / "kernel.log"
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    with log.open("ab") as handle, FileLock(
+            str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
+        # the lock: jupyter_client picks ports before the kernel binds them (see papermill.py)
+        run_sync(km.start_kernel)(env=dict(env), cwd=str(folder), stdout=handle, stderr=handle)
+        kernel = WarmKernel(km, log, {}, tuple(preload))
+        try:
+            booted = _boot_env(km)
+            kernel.own_env = {k: v for k, v in booted.items() if k not in env}
+        except BaseException:
+            kernel.shutdown()
+            raise
+    try:
+        if preload:
+            run_sync(_execute_silently)(km, _preload_code(preload), PRELOAD_TIMEOUT)
+    except BaseException:
+        kernel.shutdown()
+        raise
+    return kernel
+
+
+class KernelPool:
+    """Kernels of one kind (kernel name, thread budget, reuse or not), started ahead."""
+
+    def __init__(self, kernel_name: str, env: dict[str, str], reuse: bool) -> None:
+        self.kernel_name = kernel_name
+        self.env = {k: v for k, v in env.items() if k not in _RUN_VARS}
+        self.reuse = reuse
+        self.size = 1
+        self.expected: int | None = None  # runs still to come, when known
+        self.modules: list[str] = []
+        self._lock = threading.Lock()
+        self._starting: deque[Future[WarmKernel]] = deque()
+        self._idle: list[WarmKernel] = []
+        self._busy: set[int] = set()
+        self._all: list[WarmKernel] = []
+        self._closed = False
+        self._threads = ThreadPoolExecutor(4, thread_name_prefix="nbops-pool")
+
+    def want(self, modules: Iterable[str]) -> None:
+        """Kernels started from now on preload these modules too."""
+        with self._lock:
+            self.modules = list(dict.fromkeys([*self.modules, *modules]))
+
+    def plan(self, size: int, expected: int | None) -> None:
+        """Keep ``size`` kernels ready for ``expected`` more runs (None: unknown); start
+        them now."""
+        with self._lock:
+            self.size, self.expected = max(1, size), expected
+        self._fill()
+
+    def acquire(self) -> WarmKernel:
+        """A ready kernel (waiting for one being started), or one started now."""
+        with self._lock:
+            if self._closed:
+                raise KernelDied("the kernel pool was closed")
+            if self.expected is not None:
+                self.expected = max(0, self.expected - 1)
+            kernel = self._idle.pop() if self._idle else None
+            pending = self._starting.popleft() if kernel is None and self._starting else None
+        if kernel is None:
+            kernel = (pending.result() if pending is not None
+                      else self._start())
+        with self._lock:
+            self._busy.add(id(kernel))
+        self._fill()
+        if not kernel.alive():
+            self._discard(kernel)
+            return self.acquire()
+        return kernel
+
+    def release(self, kernel: WarmKernel, healthy: bool) -> None:
+        """Back to the pool (reuse, still healthy) or shut down in the background."""
+        with self._lock:
+            self._busy.discard(id(kernel))
+            keep = self.reuse and healthy and not self._closed
+            if keep:
+                self._idle.append(kernel)
+        if keep and kernel.alive():
+            return
+        if keep:
+            with self._lock:
+                self._idle.remove(kernel)
+        self._discard(kernel)
+
+    def _discard(self, kernel: WarmKernel) -> None:
+        with self._lock:
+            if kernel in self._all:
+                self._all.remove(kernel)
+            self._busy.discard(id(kernel))
+        self._threads.submit(kernel.shutdown)
+
+    def _start(self) -> WarmKernel:
+        with self._lock:
+            modules = list(self.modules)
+        kernel = start_kernel(self.kernel_name, self.env, modules)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._all.append(kernel)
+        if closed:
+            kernel.shutdown()
+            raise KernelDied("the kernel pool was closed")
+        return kernel
+
+    def _fill(self) -> None:
+        """Start kernels until ``size`` are ready or being started (fewer when fewer runs
+        are expected; a reused kernel counts while it lives)."""
+        with self._lock:
+            if self._closed:
+                return
+            ready = len(self._starting) + len(self._idle)
+            if self.reuse:
+                ready += len(self._busy)
+            wanted = self.size if self.expected is None else min(self.size, self.expected)
+            missing = max(0, wanted - ready)
+            for _ in range(missing):
+                self._starting.append(self._threads.submit(self._start))
+
+    def close(self) -> None:
+        """Shut every kernel down, those being started included; wait for it."""
+        with self._lock:
+            self._closed = True
+            starting, self._starting = list(self._starting), deque()
+            kernels, self._all, self._idle = list(self._all), [], []
+        for kernel in kernels:
+            kernel.shutdown()
+        for future in starting:
+            try:
+                future.result()  # started after close: _start shut it down itself
+            except BaseException:  # noqa: BLE001, S110 - closing: nothing to report
+                pass
+        self._threads.shutdown(wait=True)
+
+
+_POOLS: dict[tuple[Any, ...], KernelPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def pool_for(kernel_name: str, env: dict[str, str], reuse: bool) -> KernelPool:
+    """The process's pool for this kernel, thread budget and mode (made on first use)."""
+    key = (kernel_name, reuse, tuple(env.get(var) for var in THREAD_VARS))
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = KernelPool(kernel_name, env, reuse)
+        return pool
+
+
+def close_pools() -> None:
+    """Shut down every pool of this process (no kernel is left behind)."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close()
+
+
+atexit.register(close_pools)
+
+
+class PoolExecutor(PapermillExecutor):
+    """Runs each notebook in a warm kernel from a :class:`KernelPool`."""
+
+    def __init__(self, reuse: bool = False) -> None:
+        self.reuse = reuse
+
+    def prepare(self, notebooks: Sequence[Any], *, env: dict[str, str], parallel: int,
+                expected: int | None) -> None:
+        """Start ``parallel`` kernels now with the imports of ``notebooks`` preloaded."""
+        kinds = {str(nb.metadata.get("kernelspec", {}).get("name") or "python3")
+                 for nb in notebooks}
+        for kernel_name in kinds:
+            pool = pool_for(kernel_name, env, self.reuse)
+            pool.want(m for nb in notebooks for m in imports_of(nb))
+            pool.plan(parallel, expected)
+
+    def close(self) -> None:
+        close_pools()
+
+    def _run(self, request: ExecutionRequest, tracker: CellTracker) -> None:
+        pool = pool_for(request.kernel_name, request.env, self.reuse)
+        pool.want(imports_of(request.notebook))
+        kernel = self._ready_kernel(pool, request)
+        healthy = False
+        offset = kernel.log.stat().st_size if kernel.log.exists() else 0
+        try:
+            self._execute(request, tracker, km=kernel.km)
+            healthy = True
+        except CellFailed:  # the notebook failed, the kernel is fine
+            healthy = True
+            raise
+        finally:
+            _copy_log(kernel.log, offset, request.kernel_log)
+            pool.release(kernel, healthy and not tracker.stop.is_set())
+
+    @staticmethod
+    def _ready_kernel(pool: KernelPool, request: ExecutionRequest) -> WarmKernel:
+        """A pool kernel set up for this run; one that fails its set-up (died meanwhile)
+        is replaced once by a new kernel."""
+        for attempt in (1, 2):
+            kernel = pool.acquire()
+            try:
+                kernel.prepare_run(request.env, request.cwd, reset=kernel.uses > 0)
+                return kernel
+            except Exception:
+                pool.release(kernel, healthy=False)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _annotate_notebook(self, result: ExecutionResult) -> None:
+        super()._annotate_notebook(result)
+        result.notebook.metadata.setdefault("nbops", {})["executor"] = (
+            "reuse" if self.reuse else "pool")
+
+
+def _copy_log(source: Path, offset: int, target: Path | None) -> None:
+    """Append what the kernel wrote during the run to the run's kernel log."""
+    if target is None or not source.exists():
+        return
+    with source.open("rb") as src, target.open("ab") as dst:
+        src.seek(offset)
+        shutil.copyfileobj(src, dst)
+
