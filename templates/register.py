@@ -34,7 +34,6 @@ train_run: str = ""  # lineage: nbops run id of the train stage
 evaluate_run: str = ""  # lineage: nbops run id of the evaluate stage
 
 # %%
-import json
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +62,7 @@ if verdict != "pass":
 if not model_path or not test_path:
     raise ValueError("model_path and test_path are required (outputs of train/evaluate and prepare)")
 train_run_dir = Path(model_path).parent.parent
-train_record = json.loads((train_run_dir / "run.json").read_text())
-source_run = train_record["mlflow"]["run_id"]
+source_run = nbops.tracked_run_id(train_run_dir)  # waits for a mirror still under way
 test = load_table(test_path)
 X, y = test.drop(columns=[target]), test[target]
 lower_is_better = primary_metric in ("rmse", "mae")

@@ -1,10 +1,12 @@
 """Shared fixtures: tiny notebooks, a shared run store, CLI helpers, kernel accounting."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,3 +130,17 @@ def jupyter_server(module: str, home: Path, root_dir: Path) -> Iterator[dict[str
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=30)
+
+
+def wait_mirrored(run_dir: Path, timeout: float = 60) -> dict[str, Any]:
+    """The record once its background mirror (``nbops run``'s child process) has written it
+    mirrored; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record: dict[str, Any] = json.loads((run_dir / "run.json").read_text())
+        if record["mlflow"] and record["mlflow"]["synced"]:
+            return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_dir.name} was not mirrored within {timeout} s: "
+                                 f"{record['mlflow']}, warnings {record['warnings']}")
+        time.sleep(0.2)

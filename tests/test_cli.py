@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NBOPS, NOTEBOOKS, ROOT, cli, kernel_alive, kernels_of
+from conftest import NBOPS, NOTEBOOKS, ROOT, cli, kernel_alive, kernels_of, wait_mirrored
 
 pytestmark = pytest.mark.slow
 EVIL = "x'); import os; os.system('touch PWNED'); ('"
@@ -91,9 +91,9 @@ def test_templates_listing() -> None:
     assert "sample  (stage: sample)" in text and "max_iter: int = 200" in text
 
 
-def _start(tmp_path: Path, runs: Path) -> tuple[subprocess.Popen[str], Path]:
+def _start(tmp_path: Path, runs: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
     proc = subprocess.Popen([*NBOPS, "run", str(NOTEBOOKS / "sleeps.ipynb"), "--runs-dir",
-                             str(runs)], cwd=tmp_path, stdout=subprocess.PIPE,
+                             str(runs), *extra], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the sleeping cell runs
@@ -119,13 +119,32 @@ def test_signal_kills_run_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     assert record["status"] == "killed" and "in cell" in record["error"]["message"]
     assert (run_dir / "notebook.ipynb").exists()
     assert not kernel_alive(record["runner"]["kernel_pid"]) and not kernels_of(run_dir)
+    wait_mirrored(run_dir)  # by the background mirror, after the runner returned
     mlflow = cli("runs", "show", record["id"], "--json", "--runs-dir", str(runs))
     assert json.loads(mlflow.stdout)["mlflow"]["synced"] is True
 
 
-def test_sigkill_then_reconcile(tmp_path: Path) -> None:
+def test_sigkill_then_the_background_mirror_repairs_the_record(tmp_path: Path) -> None:
+    """No reader needed: the mirror child sees its runner gone and reconciles the run."""
     runs = tmp_path / "runs"
     proc, run_dir = _start(tmp_path, runs)
+    proc.kill()
+    proc.wait(timeout=30)
+    record = wait_mirrored(run_dir)
+    assert record["status"] == "killed" and record["error"]["ename"] == "RunnerDied"
+    from nbops.tracking.mlflow import MlflowTracker as Tracker
+
+    tracker = Tracker(record["mlflow"]["tracking_uri"], runs)
+    assert tracker.run_status(record["mlflow"]["run_id"]) == "KILLED"
+    deadline = time.time() + 10
+    while kernels_of(run_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not kernels_of(run_dir)
+
+
+def test_sigkill_then_reconcile(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    proc, run_dir = _start(tmp_path, runs, "--wait-mirror")  # no mirror child: a reader repairs
     proc.kill()
     proc.wait(timeout=30)
     record = json.loads((run_dir / "run.json").read_text())

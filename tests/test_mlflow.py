@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import NBOPS, NOTEBOOKS, cli, free_port, wait_for_http
+from conftest import NBOPS, NOTEBOOKS, cli, free_port, wait_for_http, wait_mirrored
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,8 @@ def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
         results = list(pool.map(one, range(12)))
     assert [r.returncode for r in results] == [0] * 12, [
         (r.stdout[-1500:], r.stderr[-500:]) for r in results if r.returncode]
-    records = [json.loads(r.stdout) for r in results]
+    # mirrored by the twelve background mirror children, which race on the new store too
+    records = [wait_mirrored(runs / json.loads(r.stdout)["id"]) for r in results]
     assert sorted(r["outputs"]["y"] for r in records) == [2 * i for i in range(12)]
     assert len(list(runs.glob("*/run.json"))) == 12
     from nbops.tracking.mlflow import MlflowTracker as Tracker
@@ -224,7 +225,7 @@ def test_a_server_down_at_the_end_leaves_the_run_succeeded_and_runs_sync_repairs
     try:
         proc = subprocess.Popen([*NBOPS, "run", str(NOTEBOOKS / "sleeps.ipynb"), "-p",
                                  "seconds", "4", "--json", "--runs-dir", str(runs),
-                                 "--tracking-uri", uri], cwd=tmp_path,
+                                 "--tracking-uri", uri, "--wait-mirror"], cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while time.time() < deadline and not any(
@@ -258,7 +259,7 @@ def test_runs_go_to_a_shared_server(mlflow_server: Any, tmp_path: Path) -> None:
     done = cli("run", str(NOTEBOOKS / "record.ipynb"), "--json", "--runs-dir", str(runs),
                "--tracking-uri", uri, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    record = json.loads(done.stdout)
+    record = wait_mirrored(runs / json.loads(done.stdout)["id"])
     assert record["mlflow"]["tracking_uri"] == uri and record["mlflow"]["synced"] is True
     mlrun = client(uri).get_run(record["mlflow"]["run_id"])
     assert mlrun.info.status == "FINISHED" and mlrun.data.metrics["score"] == 0.5
@@ -266,5 +267,5 @@ def test_runs_go_to_a_shared_server(mlflow_server: Any, tmp_path: Path) -> None:
     assert any(p.name == "MLmodel" for p in artifacts.rglob("MLmodel"))
     env_done = cli("run", str(NOTEBOOKS / "raises.ipynb"), "--json", "--runs-dir", str(runs),
                    cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
-    failed = json.loads(env_done.stdout)
+    failed = wait_mirrored(runs / json.loads(env_done.stdout)["id"])
     assert client(uri).get_run(failed["mlflow"]["run_id"]).info.status == "FAILED"

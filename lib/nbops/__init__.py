@@ -41,13 +41,13 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .pipeline.run import run_pipeline
     from .records.queries import list_records as list_runs
-    from .records.queries import load_model, load_run
+    from .records.queries import load_model, load_run, tracked_run_id
     from .runner import run
 
 __all__ = [
     "current_run_id", "end_run", "list_runs", "load_model", "load_run", "log_artifact",
     "log_figure", "log_metric", "log_model", "log_params", "output", "run", "run_pipeline",
-    "tracking_uri",
+    "tracked_run_id", "tracking_uri",
 ]
 
 
@@ -60,7 +60,7 @@ def __getattr__(name: str) -> Any:
         from .pipeline.run import run_pipeline as _run_pipeline
 
         return _run_pipeline
-    if name in ("load_run", "load_model", "list_runs"):
+    if name in ("load_run", "load_model", "list_runs", "tracked_run_id"):
         from .records import queries
 
         return getattr(queries, "list_records" if name == "list_runs" else name)

@@ -23,6 +23,7 @@ from .contract.template import Template
 from .contract.template import resolve as resolve_template
 from .execution.base import ExecutionRequest, Executor
 from .execution.registry import DEFAULT_EXECUTOR, get_executor
+from .records.background import spawn as spawn_mirror
 from .records.lifecycle import finalize, internal_error, new_record
 from .records.mirror import mirror
 from .records.store import KERNEL_LOG, NOTEBOOK_FILE, RunStore, resolve_runs_dir
@@ -34,10 +35,12 @@ from .util.envvars import kernel_env
 from .util.files import encode_json
 from .util.process import process_start_time
 
-MirrorMode = Literal["inline", "driver"]
-"""``inline``: the runner mirrors the finished record to the tracking store itself;
-``driver``: it does not, and whoever submitted the run mirrors it (one writer per store,
-e.g. a Dask driver collecting records from its workers)."""
+MirrorMode = Literal["inline", "background", "driver"]
+"""``inline``: the runner mirrors the finished record to the tracking store itself before
+returning; ``background``: a child process started with the run mirrors it after the
+runner returns (``nbops run``: MLflow is off the critical path); ``driver``: the runner does
+not, and whoever submitted the run mirrors it (a pipeline's or Dask driver's mirror queue:
+one writer per store)."""
 
 
 @dataclass
@@ -92,17 +95,22 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
                         "synced": False}
     run_dir = store.create(record)
+    background = spawn_mirror(run_dir, uri) if opts.mirror == "background" else None
     request.output_path, request.kernel_log = run_dir / NOTEBOOK_FILE, run_dir / KERNEL_LOG
     request.env = kernel_env(run_dir, uri, opts.threads)
     request.on_kernel_start = lambda pid: _note_kernel(store, record, pid)
     try:
-        with stop_on_signals(opts.stop) as stop:
-            result = executor.execute(request, stop)
-    except BaseException as exc:  # a bug of ours must not leave the record 'running'
-        finalize(store, record, "failed", internal_error(exc))
-        raise
-    record["runner"]["kernel_pid"] = result.kernel_pid
-    finalize(store, record, result.status, result.error, declared_outputs=tpl.outputs)
+        try:
+            with stop_on_signals(opts.stop) as stop:
+                result = executor.execute(request, stop)
+        except BaseException as exc:  # a bug of ours must not leave the record 'running'
+            finalize(store, record, "failed", internal_error(exc))
+            raise
+        record["runner"]["kernel_pid"] = result.kernel_pid
+        finalize(store, record, result.status, result.error, declared_outputs=tpl.outputs)
+    finally:
+        if background is not None:
+            background.release()  # the record is final: the child mirrors it
     if tracker is not None:
         mirror(tracker, store, record)
     return record

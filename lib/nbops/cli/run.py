@@ -23,17 +23,22 @@ from .common import JSON, RUNS_DIR, TRACKING_URI, executor_options, run_summary
 @click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Per-cell timeout in seconds.")
 @TRACKING_URI
+@click.option("--wait-mirror", is_flag=True,
+              help="Mirror to MLflow before returning (default: a background process "
+                   "mirrors the finished run within seconds; the output then has no MLflow "
+                   "run id yet).")
 @executor_options("papermill")
 @JSON
 def run_cmd(template: str, cli_params: tuple[tuple[str, str], ...], params_file: Path | None,
             runs_dir: Path | None, timeout: float | None, cell_timeout: float | None,
-            tracking_uri: str | None, executor: str, as_json: bool) -> None:
+            tracking_uri: str | None, wait_mirror: bool, executor: str, as_json: bool) -> None:
     """Run TEMPLATE (a template name or a path to an .ipynb) and record the run."""
     from ..records.store import resolve_runs_dir
     from ..runner import RunOptions, run
 
     options = RunOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, timeout=timeout,
                          cell_timeout=cell_timeout, executor=executor,
+                         mirror="inline" if wait_mirror else "background",
                          progress=sys.stderr.isatty() and not as_json)
     record = run(template, cli_params=cli_params, params_file=params_file, options=options)
     folder = resolve_runs_dir(runs_dir) / record["id"]

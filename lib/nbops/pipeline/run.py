@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import NbopsError
 from ..execution.base import Executor
 from ..execution.registry import get_executor
+from ..records.background import mirror_queue
 from ..records.pipelines import PipelineStore
 from ..records.schema import PIPELINE_SCHEMA
 from ..records.store import RunStore, new_run_id, resolve_runs_dir, utcnow
@@ -66,6 +67,8 @@ class PipelineRun:
         self.done: dict[str, RunRecord] = {}
         self.cached: set[str] = set()
         self.forced: set[str] = set()
+        self.mirrors: dict[str, Future[RunRecord]] = {}  # stage -> its record's mirror
+        self.pending_mirrors: list[Future[RunRecord]] = []
         self.started = time.time()
         self.tracker: Tracker | None = None
         self._parent: str | None = None
@@ -144,6 +147,9 @@ class PipelineRun:
         stage = self.pipe.stages[name]
         entry = self.record["stages"][name]
         upstream = {d: self.done[d] for d in stage.upstream}
+        for dependency in stage.upstream:  # a stage may read its inputs' tracked runs
+            if dependency in self.mirrors:
+                self.mirrors[dependency].result()
         try:
             resolved = stage_parameters(stage, upstream, self.store.root)
         except NbopsError as exc:
@@ -172,7 +178,7 @@ class PipelineRun:
             cwd=self.pipe.path.parent, runs_dir=self.runs_dir, tracking_uri=self.opts.tracking_uri,
             pipeline={"run_id": self.id, "stage": name, "cache_key": key}, tags=tags,
             executor=self.opts.executor, progress=self.opts.progress and self.opts.jobs == 1,
-            threads=thread_budget(scheduler.jobs))
+            threads=thread_budget(scheduler.jobs), mirror="driver")
         return scheduler.submit(task, stop)
 
     def _retrain_requested(self) -> bool:
@@ -216,6 +222,8 @@ class PipelineRun:
             self._save()
             return "failed"
         entry.update({"status": result["status"], "run_id": result["id"], "cached": False})
+        self.mirrors[name] = mirror_queue().submit(self.store.path(result["id"]))
+        self.pending_mirrors.append(self.mirrors[name])
         if result["status"] == "succeeded":
             self.done[name] = result
         else:
@@ -259,6 +267,8 @@ class PipelineRun:
             status = "failed"
         self.record.update({"status": status, "ended_at": utcnow(),
                             "duration_s": round(time.time() - self.started, 3)})
+        for future in self.pending_mirrors:  # the children end before their parent run
+            future.result()
         self.record["summary"] = {label: self.done[src]["outputs"].get(out)
                                   for label, (src, out) in self.pipe.summary.items()
                                   if src in self.done}

@@ -3,12 +3,18 @@
 The tracked run is created once the outcome is known (with the real start time), so a run
 record and its tracked run never disagree about the status. A tracking failure is stored in
 the record as a warning (``mlflow.synced`` stays false) and never fails the run.
+
+Exactly once: :func:`sync` mirrors under the runs folder's mirror lock and re-reads the
+record first, so a background mirror, ``nbops runs sync`` and a reader that needs the
+tracked run id (:func:`sync` again) never mirror one record twice.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+from filelock import FileLock
 
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.uri import resolve_uri
@@ -36,19 +42,37 @@ def _note_failure(record: RunRecord, exc: Exception) -> None:
           "(nbops runs sync retries)", file=sys.stderr)
 
 
-def sync(run_dir: str | Path) -> RunRecord:
-    """Mirror a finished record (interactive runs, runs whose runner died, a server that was
-    down); returns the record as written."""
+MIRROR_LOCK = ".mirror.lock"  # in the runs folder: one writer to its tracking store
+
+
+def mirror_lock(runs_dir: Path) -> FileLock:
+    return FileLock(str(runs_dir / MIRROR_LOCK), timeout=600)
+
+
+def sync(run_dir: str | Path, tracker: Tracker | None = None) -> RunRecord:
+    """Mirror a finished record not mirrored yet (interactive runs, background mirrors,
+    runs whose runner died, a server that was down); returns the record as written. A
+    record still running or already mirrored is returned as it is."""
     run_dir = Path(run_dir)
     store = RunStore(run_dir.parent)
-    record = store.read(run_dir.name)
+    with mirror_lock(store.root):
+        record = store.read(run_dir.name)
+        info = record["mlflow"]
+        if record["status"] == "running" or (info is not None and info["synced"]):
+            return record
+        return _sync(store, record, tracker)
+
+
+def _sync(store: RunStore, record: RunRecord, tracker: Tracker | None) -> RunRecord:
     info = record["mlflow"]
+    run_dir = store.path(record["id"])
     uri = (info["tracking_uri"] if info else "") or resolve_uri(None, run_dir.parent)
     record["mlflow"] = {"tracking_uri": uri,
                         "experiment_id": info["experiment_id"] if info else None,
                         "run_id": info["run_id"] if info else None, "synced": False}
     try:
-        tracker = open_tracker(uri, run_dir.parent)
+        if tracker is None or tracker.uri != uri:
+            tracker = open_tracker(uri, run_dir.parent)
     except Exception as exc:  # e.g. the server is still down: stays unsynced, says so
         _note_failure(record, exc)
         store.write(record)

@@ -91,6 +91,16 @@ def sync_runs(run_ids: list[str] | None = None, runs_dir: str | Path | None = No
     return done
 
 
+def tracked_run_id(run: str | Path, runs_dir: str | Path | None = None) -> str | None:
+    """The tracked (MLflow) run id of a finished run, given its id or folder; a mirror
+    still pending (a background mirror, a crashed one) is waited for or done now."""
+    folder = Path(run)
+    if not (folder / "run.json").is_file():
+        folder = RunStore.at(runs_dir).path(str(run))
+    info = sync(folder)["mlflow"]
+    return info["run_id"] if info else None
+
+
 @dataclass
 class Run:
     """A finished run, for notebooks and scripts: ``nbops.load_run(run_id)``."""
