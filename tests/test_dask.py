@@ -226,16 +226,23 @@ def test_a_stop_event_kills_that_run_only_and_a_local_cluster_closes(tmp_path: P
 
 
 @pytest.mark.slow
-def test_sigterm_on_the_driver_stops_stages_and_leaves_no_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["sigterm-driver", "ctrl-c-group"])
+def test_a_signal_on_the_driver_stops_stages_and_leaves_no_process(
+        tmp_path: Path, how: str) -> None:
+    """SIGTERM to the driver alone, or SIGINT to its whole process group (Ctrl-C in a
+    terminal reaches the local workers too)."""
     _pipeline(tmp_path, {"a": {"template": SLEEPS, "parameters": {"seconds": 600}}})
     driver = subprocess.Popen(
         [*NBOPS, "pipeline", "run", "pipeline.yaml", "--dask", "local:2", "--json",
-         "--runs-dir", "runs", "--tracking-uri", "none"],
+         "--runs-dir", "runs", "--tracking-uri", "none"], start_new_session=True,
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         record = _sleeping(tmp_path / "runs")
         family = psutil.Process(driver.pid).children(recursive=True)
-        driver.send_signal(signal.SIGTERM)
+        if how == "sigterm-driver":
+            driver.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(driver.pid, signal.SIGINT)
         out, err = driver.communicate(timeout=90)
     finally:
         driver.kill()
@@ -245,6 +252,16 @@ def test_sigterm_on_the_driver_stops_stages_and_leaves_no_process(tmp_path: Path
     assert len(family) >= 2  # the worker processes (and their kernel)
     gone, alive = psutil.wait_procs(family, timeout=30)
     assert not [p for p in alive if kernel_alive(p.pid)], alive
+
+
+def test_without_distributed_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbops.errors import MissingDependencyError
+    from nbops.pipeline.scheduler import open_scheduler
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # an import of it fails
+    monkeypatch.delitem(sys.modules, "nbops.pipeline.dask", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'nbops\[dask\]'"):
+        open_scheduler(None, "local:1")
 
 
 @pytest.mark.slow
