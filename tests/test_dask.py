@@ -97,13 +97,16 @@ def _runs(runs: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(runs.glob("*/run.json"))]
 
 
-def _sleeping(runs: Path, timeout: float = 120) -> dict[str, Any]:
-    """The first record whose notebook reached its sleep (kernel pid known)."""
+def _sleeping(runs: Path, timeout: float = 120, stage: str | None = None) -> dict[str, Any]:
+    """The first record (of the pipeline ``stage``, if given) whose notebook reached its
+    sleep (kernel pid known)."""
     from nbops.records.store import read_events
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         for record in _runs(runs):
+            if stage and (record["pipeline"] or {}).get("stage") != stage:
+                continue
             if record["runner"]["kernel_pid"] and any(
                     e.get("name") == "before_sleep" for e in read_events(runs / record["id"])):
                 return record
@@ -196,6 +199,37 @@ def test_a_retryable_stage_runs_again_after_its_worker_died(
 
 
 @pytest.mark.slow
+def test_jobs_caps_the_tasks_in_flight_and_cancel_drops_the_waiting_ones(
+        cluster: Any, tmp_path: Path) -> None:
+    from nbops.pipeline.scheduler import open_scheduler
+    from nbops.pipeline.task import StageTask
+
+    cluster.wait_for_workers(2, timeout=60)
+
+    def task(name: str, seconds: float) -> StageTask:
+        return StageTask(stage=name, template_path=Path(SLEEPS), parameters={"seconds": seconds},
+                         cwd=tmp_path, runs_dir=tmp_path / "runs", tracking_uri="none",
+                         pipeline={"run_id": "p-jobs", "stage": name, "cache_key": name})
+
+    scheduler = open_scheduler(1, _address(cluster))  # 2 workers, but 1 task at a time
+    try:
+        assert scheduler.jobs == 1
+        first, second = (scheduler.submit(task(n, 2), threading.Event()) for n in ("a", "b"))
+        a, b = first.result(timeout=120), second.result(timeout=120)
+        assert a["status"] == b["status"] == "succeeded"
+        assert b["started_at_epoch"] >= a["started_at_epoch"] + a["duration_s"] - 0.5
+        running = scheduler.submit(task("c", 600), threading.Event())
+        waiting = scheduler.submit(task("d", 600), threading.Event())
+        _sleeping(tmp_path / "runs", stage="c")
+    finally:
+        scheduler.shutdown(cancel=True)
+    assert waiting.cancelled()
+    assert running.result(timeout=1)["status"] == "killed"
+    assert [r["stage"] for r in _runs(tmp_path / "runs")].count("sleeps") == 3  # d never ran
+    assert len(cluster.scheduler_info()["workers"]) == 2  # a remote cluster stays up
+
+
+@pytest.mark.slow
 def test_a_stop_event_kills_that_run_only_and_a_local_cluster_closes(tmp_path: Path) -> None:
     from nbops.pipeline.dask import DaskScheduler
     from nbops.pipeline.scheduler import open_scheduler
@@ -247,7 +281,8 @@ def test_a_signal_on_the_driver_stops_stages_and_leaves_no_process(
     finally:
         driver.kill()
     assert json.loads(out)["status"] == "killed", err
-    assert _runs(tmp_path / "runs")[0]["status"] == "killed"
+    final = _runs(tmp_path / "runs")[0]
+    assert final["status"] == "killed", final["error"]
     assert not kernel_alive(record["runner"]["kernel_pid"])
     assert len(family) >= 2  # the worker processes (and their kernel)
     gone, alive = psutil.wait_procs(family, timeout=30)

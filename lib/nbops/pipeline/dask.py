@@ -14,7 +14,8 @@ Invariants:
   Only a ``retryable`` task is submitted again, by the driver, at most ``RETRIES`` times,
   each attempt a run record of its own.
 - No run is left ``running`` by a dead worker: the driver finalizes it ``failed`` with
-  "worker lost" and kills its orphaned kernel when that runs on this host.
+  "worker lost" (``killed`` when its stop event was set: Ctrl-C in a terminal also reaches
+  a local cluster's workers) and kills its orphaned kernel when that runs on this host.
 - Before a task is submitted, every worker has shown that it sees the task's working
   folder and template and sees (and can write) the runs folder the driver sees.
 - A set ``stop`` event reaches the worker through a ``distributed.Event`` per task, polled
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict
@@ -87,7 +90,7 @@ def open_dask(target: DaskTarget, jobs: int | None) -> DaskScheduler:
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             cluster = distributed.LocalCluster(
                 n_workers=target["workers"], threads_per_worker=1, processes=True,
-                dashboard_address=":0")
+                dashboard_address=":0", preload=[__name__])  # runs dask_setup there
     where = cluster if cluster is not None else target["address"]
     try:
         client = distributed.Client(where, timeout=CONNECT_TIMEOUT, set_as_default=False)
@@ -113,7 +116,8 @@ class DaskScheduler:
     def __init__(self, client: distributed.Client, jobs: int,
                  cluster: distributed.LocalCluster | None = None) -> None:
         self.client, self.cluster, self.jobs = client, cluster, max(1, jobs)
-        self._handles: dict[str, _Handle] = {}
+        self._handles: dict[str, _Handle] = {}  # submitted to Dask, by claim token
+        self._waiting: deque[_Handle] = deque()  # beyond ``jobs`` in flight: not yet sent
         self._lock = threading.Lock()
         self._checked: set[tuple[str, bool]] = set()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nbops-dask-driver")
@@ -130,7 +134,9 @@ class DaskScheduler:
         task = replace(task, mirror="driver", threads=None, progress=False)
         self.check_paths([task.cwd, task.template_path], [task.runs_dir])
         handle = _Handle(task, stop, Future())
-        self._launch(handle)
+        with self._lock:
+            self._waiting.append(handle)
+        self._pump()
         return handle.future
 
     def check_paths(self, readable: Iterable[Path], writable: Iterable[Path]) -> None:
@@ -164,7 +170,12 @@ class DaskScheduler:
         so none is dropped unseen)."""
         self._stopping = self._stopping or cancel
         with self._lock:
-            futures = [h.future for h in self._handles.values()]
+            dropped = list(self._waiting) if cancel else []
+            for handle in dropped:
+                self._waiting.remove(handle)
+            futures = [h.future for h in (*self._handles.values(), *self._waiting)]
+        for handle in dropped:  # never sent to Dask: nothing ran
+            handle.future.cancel()
         wait(futures, timeout=SHUTDOWN_WAIT if cancel else None)
         deadline = time.monotonic() + SHUTDOWN_WAIT
         while self._handles and time.monotonic() < deadline:  # retries: new submissions
@@ -174,6 +185,15 @@ class DaskScheduler:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+    def _pump(self) -> None:
+        """Send waiting tasks to Dask while fewer than ``jobs`` are in flight."""
+        while True:
+            with self._lock:
+                if not self._waiting or len(self._handles) >= self.jobs:
+                    return
+                handle = self._waiting.popleft()
+            self._launch(handle)
 
     def _launch(self, handle: _Handle) -> None:
         handle.token = uuid.uuid4().hex
@@ -199,27 +219,41 @@ class DaskScheduler:
                     pass
 
     def _settle(self, handle: _Handle, dfuture: distributed.Future[RunRecord]) -> None:
-        """Runs on the driver's one writer thread: mirror, or handle a lost worker."""
+        """Runs on the driver's one writer thread: mirror, or handle a lost worker; the
+        task's slot is free before its Future resolves."""
+        token = handle.token  # a retry gives the handle a new one
+        record: RunRecord | None = None
+        error: BaseException | None = None
         try:
-            record = self._outcome(handle, dfuture)
-            if record is not None:
-                _resolve(handle.future, sync(handle.task.runs_dir / record["id"]))
+            found = self._outcome(handle, dfuture)
+            if found is not None:
+                record = sync(handle.task.runs_dir / found["id"])
         except BaseException as exc:
-            if not handle.future.done():
-                handle.future.set_exception(exc)
+            error = exc
         finally:
-            _claim_path(handle.task.runs_dir, handle.token).unlink(missing_ok=True)
+            _claim_path(handle.task.runs_dir, token).unlink(missing_ok=True)
             with self._lock:
-                self._handles.pop(handle.token, None)
+                self._handles.pop(token, None)
+        if error is not None and not handle.future.done():
+            handle.future.set_exception(error)
+        elif record is not None:
+            _resolve(handle.future, record)
+        if not self._closed.is_set():
+            self._pump()
 
     def _outcome(self, handle: _Handle,
                  dfuture: distributed.Future[RunRecord]) -> RunRecord | None:
-        """The attempt's record; None when the task was submitted again."""
+        """The attempt's record; None when the task was submitted again.
+
+        Raises:
+            WorkerLostError: the worker died before the run began.
+            Exception: what ``run_task`` raised on the worker (as the thread scheduler).
+        """
         try:
             record: RunRecord = dfuture.result()
             return record
-        except Exception as exc:
-            failure = exc
+        except (distributed.KilledWorker, WorkerLostError, CancelledError) as exc:
+            failure: Exception = exc
         retry = (handle.task.retryable and handle.attempt <= RETRIES
                  and not handle.stop.is_set() and not self._stopping)
         claim = _read_claim(_claim_path(handle.task.runs_dir, handle.token))
@@ -230,18 +264,18 @@ class DaskScheduler:
                  if claim else "its worker")
         message = (f"worker lost: {where} died while the stage ran "
                    f"({type(failure).__name__}: {failure}){note}")
+        stopped = handle.stop.is_set() or self._stopping  # e.g. Ctrl-C reached the workers
+        if stopped:
+            message = f"stopped, and {where} ended meanwhile ({type(failure).__name__})"
         if lost is not None and lost["status"] == "running":
-            abandon(RunStore(handle.task.runs_dir), lost, "failed",
-                    {"ename": "WorkerLost", "evalue": str(failure), "cell_index": None,
-                     "message": message})
+            abandon(RunStore(handle.task.runs_dir), lost, "killed" if stopped else "failed",
+                    {"ename": "Stopped" if stopped else "WorkerLost", "evalue": str(failure),
+                     "cell_index": None, "message": message})
         if retry:
             if lost is not None:
                 sync(handle.task.runs_dir / lost["id"])
-            _claim_path(handle.task.runs_dir, handle.token).unlink(missing_ok=True)
-            with self._lock:
-                self._handles.pop(handle.token, None)
             handle.attempt += 1
-            self._launch(handle)
+            self._launch(handle)  # the old token is released by _settle
             return None
         if lost is None:
             raise WorkerLostError(message.replace("while the stage ran", "before the run "
@@ -325,6 +359,17 @@ def _path_problems(answers: dict[str, Any]) -> list[str]:
         else:
             problems.extend(f"worker {worker}: {p}" for p in answer)
     return problems
+
+
+def dask_setup(worker: distributed.Worker) -> None:
+    """Preloaded in each worker process of a ``local:N`` cluster: Ctrl-C in the terminal
+    reaches the whole process group, but it is the driver's to handle (it stops the runs
+    through their stop events, then closes the cluster); a worker dying of it would turn
+    stopped runs into lost ones."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave the default
+        pass
 
 
 def _work(task: StageTask, token: str) -> RunRecord:
