@@ -9,8 +9,8 @@ Invariants:
   the worker died before the run began), exactly like the thread scheduler's.
 - At most one run per submission: tasks go to Dask with ``retries=0``. A local cluster's
   scheduler has ``allowed-failures: 0``; for any scheduler, a claim file per submission
-  (``<runs>/.dask-claims/<token>.json``, created exclusively) makes an attempt that Dask
-  reschedules after its worker died end as "worker lost" without running the notebook.
+  (:mod:`~nbops.pipeline.dask_worker`) makes an attempt that Dask reschedules after its
+  worker died end as "worker lost" without running the notebook.
   Only a ``retryable`` task is submitted again, by the driver, at most ``RETRIES`` times,
   each attempt a run record of its own.
 - No run is left ``running`` by a dead worker: the driver finalizes it ``failed`` with
@@ -26,8 +26,6 @@ Invariants:
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import threading
 import time
@@ -37,7 +35,7 @@ from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import dask
 import distributed
@@ -47,23 +45,14 @@ from ..records.mirror import sync
 from ..records.reconcile import abandon
 from ..records.store import RUN_FILE, RunStore
 from ..records.types import RunRecord
+from . import dask_worker
 from .address import DaskTarget
-from .task import StageTask, run_task
+from .dask_worker import Claim, claim_path, event_name, probe_paths, read_claim, work
+from .task import StageTask
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler (and to see its first worker)
 RETRIES = 2  # extra attempts of a retryable stage whose worker was lost
-CLAIMS = ".dask-claims"  # folder of claim files, inside the runs folder
 SHUTDOWN_WAIT = 60.0  # seconds shutdown waits for stopped runs to end and be mirrored
-POLL = 0.5  # seconds between a worker's looks at its task's stop event
-
-
-class Claim(TypedDict):
-    """Who runs a submission: written by the worker before the notebook starts."""
-
-    host: str
-    pid: int
-    worker: str
-    started: float
 
 
 @dataclass
@@ -90,7 +79,7 @@ def open_dask(target: DaskTarget, jobs: int | None) -> DaskScheduler:
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             cluster = distributed.LocalCluster(
                 n_workers=target["workers"], threads_per_worker=1, processes=True,
-                dashboard_address=":0", preload=[__name__])  # runs dask_setup there
+                dashboard_address=":0", preload=[dask_worker.__name__])  # its dask_setup
     where = cluster if cluster is not None else target["address"]
     try:
         client = distributed.Client(where, timeout=CONNECT_TIMEOUT, set_as_default=False)
@@ -149,7 +138,7 @@ class DaskScheduler:
             return
         probes = {path: _driver_probe(Path(path)) for path, write in todo if write}
         try:
-            answers = self.client.run(_probe_paths, todo, probes, on_error="return")
+            answers = self.client.run(probe_paths, todo, probes, on_error="return")
         finally:
             for probe in probes.values():
                 probe.unlink(missing_ok=True)
@@ -200,7 +189,7 @@ class DaskScheduler:
         handle.stop_sent = False
         with self._lock:
             self._handles[handle.token] = handle
-        dfuture = self.client.submit(_work, handle.task, handle.token, retries=0, pure=False,
+        dfuture = self.client.submit(work, handle.task, handle.token, retries=0, pure=False,
                                      key=f"nbops-{handle.task.stage}-{handle.token}")
         handle.dfuture = dfuture
         dfuture.add_done_callback(lambda done: self._writer.submit(self._settle, handle, done))
@@ -213,7 +202,7 @@ class DaskScheduler:
                        if (self._stopping or h.stop.is_set()) and not h.stop_sent]
             for handle in due:
                 try:
-                    distributed.Event(_event_name(handle.token), client=self.client).set()
+                    distributed.Event(event_name(handle.token), client=self.client).set()
                     handle.stop_sent = True
                 except Exception:  # the scheduler is gone: the settle path reports it
                     pass
@@ -231,7 +220,7 @@ class DaskScheduler:
         except BaseException as exc:
             error = exc
         finally:
-            _claim_path(handle.task.runs_dir, token).unlink(missing_ok=True)
+            claim_path(handle.task.runs_dir, token).unlink(missing_ok=True)
             with self._lock:
                 self._handles.pop(token, None)
         if error is not None and not handle.future.done():
@@ -256,7 +245,7 @@ class DaskScheduler:
             failure: Exception = exc
         retry = (handle.task.retryable and handle.attempt <= RETRIES
                  and not handle.stop.is_set() and not self._stopping)
-        claim = _read_claim(_claim_path(handle.task.runs_dir, handle.token))
+        claim = read_claim(claim_path(handle.task.runs_dir, handle.token))
         lost = _find_run(handle.task, claim) if claim else None
         note = (f"; retrying (attempt {handle.attempt + 1} of {RETRIES + 1})" if retry else
                 "; not run again (mark the stage retryable: true to allow retries)")
@@ -290,22 +279,6 @@ def _resolve(future: Future[RunRecord], record: RunRecord) -> None:
         pass
 
 
-def _event_name(token: str) -> str:
-    return f"nbops-stop-{token}"
-
-
-def _claim_path(runs_dir: Path, token: str) -> Path:
-    return runs_dir / CLAIMS / f"{token}.json"
-
-
-def _read_claim(path: Path) -> Claim | None:
-    try:
-        data: Claim = json.loads(path.read_text())
-        return data
-    except (OSError, ValueError):
-        return None
-
-
 def _find_run(task: StageTask, claim: Claim) -> RunRecord | None:
     """The record the claimed attempt created: same runner process and pipeline ref."""
     store = RunStore(task.runs_dir)
@@ -332,25 +305,6 @@ def _driver_probe(folder: Path) -> Path:
     return probe
 
 
-def _probe_paths(wanted: list[tuple[str, bool]], probes: dict[str, Path]) -> list[str]:
-    """On a worker: the paths it does not see (or cannot write), as messages."""
-    problems = []
-    for path, write in wanted:
-        if not os.path.exists(path):
-            problems.append(f"{path} does not exist there")
-        elif write and not probes[path].exists():
-            problems.append(f"{path} is another folder there (the driver's files are not in "
-                            "it)")
-        elif write:
-            mine = Path(path) / f".nbops-probe-{uuid.uuid4().hex}"
-            try:
-                mine.write_text("")
-                mine.unlink()
-            except OSError as exc:
-                problems.append(f"{path} is not writable there ({exc.strerror})")
-    return problems
-
-
 def _path_problems(answers: dict[str, Any]) -> list[str]:
     problems = []
     for worker, answer in sorted(answers.items()):
@@ -359,53 +313,3 @@ def _path_problems(answers: dict[str, Any]) -> list[str]:
         else:
             problems.extend(f"worker {worker}: {p}" for p in answer)
     return problems
-
-
-def dask_setup(worker: distributed.Worker) -> None:
-    """Preloaded in each worker process of a ``local:N`` cluster: Ctrl-C in the terminal
-    reaches the whole process group, but it is the driver's to handle (it stops the runs
-    through their stop events, then closes the cluster); a worker dying of it would turn
-    stopped runs into lost ones."""
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: leave the default
-        pass
-
-
-def _work(task: StageTask, token: str) -> RunRecord:
-    """On a worker: claim the submission, run it, honour its stop event.
-
-    Raises:
-        WorkerLostError: the submission was claimed before (Dask rescheduled it after the
-            worker that ran it died): the notebook is not run again.
-    """
-    path = _claim_path(task.runs_dir, token)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    worker = distributed.get_worker()
-    claim: Claim = {"host": socket.gethostname(), "pid": os.getpid(),
-                    "worker": str(worker.address), "started": time.time()}
-    try:
-        with open(path, "x", encoding="utf-8") as out:
-            json.dump(claim, out)
-    except FileExistsError:
-        raise WorkerLostError(f"stage '{task.stage}' was started before by a worker that "
-                              "died; Dask rescheduled it, nbops does not run it again") from None
-    stop, done = threading.Event(), threading.Event()
-    remote = distributed.Event(_event_name(token), client=distributed.get_client())
-    poller = threading.Thread(target=_poll_stop, args=(remote, stop, done), daemon=True)
-    poller.start()
-    try:
-        return run_task(task, stop)
-    finally:
-        done.set()
-
-
-def _poll_stop(remote: distributed.Event, stop: threading.Event,
-               done: threading.Event) -> None:
-    while not done.is_set():
-        try:
-            if remote.wait(timeout=POLL):
-                stop.set()
-                return
-        except Exception:  # scheduler briefly unreachable: the run goes on
-            time.sleep(POLL)
