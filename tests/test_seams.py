@@ -44,8 +44,8 @@ def test_stage_task_runs_in_another_process(tmp_path: Path) -> None:
 
 
 def test_unknown_scheduler_names_the_known_ones() -> None:
-    with pytest.raises(UnknownNameError, match="Known schedulers: threads"):
-        get_scheduler("dask", 2)
+    with pytest.raises(UnknownNameError, match="Known schedulers: dask, threads"):
+        get_scheduler("ray", 2)
 
 
 def test_plugins_load_lazily_by_entry_point_and_a_broken_one_warns(

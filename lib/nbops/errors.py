@@ -115,6 +115,11 @@ class MissingDependencyError(UsageError):
         )
 
 
+class WorkerLostError(NbopsError):
+    """A distributed worker died while (or before) it ran a stage: the run, if it started,
+    is recorded ``failed`` with "worker lost"; the notebook is not run again by itself."""
+
+
 class ExecutionInterrupt(Exception):
     """Raised by an execution engine to report how execution ended abnormally.
 

@@ -27,21 +27,28 @@ def pipeline_group() -> None:
 @click.option("-p", "--param", "overrides", type=(str, str), multiple=True,
               metavar="STAGE.NAME VALUE", help="Override a stage parameter (repeatable).")
 @click.option("--force", is_flag=True, help="Run every stage, ignoring the cache.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Independent stages to run at once.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Independent stages to run at once [default: 1; with --dask: one per "
+                   "worker thread of the cluster].")
 @click.option("--on-drift", type=click.Choice(["retrain"]), default=None,
               help="When a stage outputs action=retrain, run the train stages and everything "
                    "after them again (once).")
 @click.option("--scheduler", default="threads", show_default=True,
-              help="Who runs stages (built in: threads; plugins: entry points "
-                   "'nbops.schedulers').")
+              help="Who runs stages (built in: threads, dask = --dask local:JOBS; plugins: "
+                   "entry points 'nbops.schedulers').")
+@click.option("--dask", "dask", metavar="ADDRESS|local:N", default=None,
+              callback=lambda ctx, param, value: _check_dask(value),
+              help="Run stages on Dask workers: a scheduler's address (tcp://host:8786) or "
+                   "local:N (a cluster of N worker processes here, closed at the end). The "
+                   "workers must see the runs and project folders at the same paths.")
 @executor_options("pool")
 @RUNS_DIR
 @TRACKING_URI
 @JSON
 def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], force: bool,
-                 jobs: int, on_drift: str | None, scheduler: str, executor: str,
-                 runs_dir: Path | None, tracking_uri: str | None, as_json: bool) -> None:
+                 jobs: int | None, on_drift: str | None, scheduler: str, dask: str | None,
+                 executor: str, runs_dir: Path | None, tracking_uri: str | None,
+                 as_json: bool) -> None:
     """Run the pipeline in FILE (default: ./pipeline.yaml); a second run resumes."""
     from ..execution.registry import EXECUTORS
     from ..pipeline.run import PipelineOptions, run_pipeline
@@ -55,13 +62,25 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
     options = PipelineOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, jobs=jobs,
                               force=force, progress=sys.stderr.isatty() and not as_json,
                               report=report, on_drift=on_drift, executor=executor,
-                              scheduler=scheduler)
+                              scheduler=scheduler, dask=dask)
     record = run_pipeline(pipe, options)
     if as_json:
         click.echo(dumps(record))
     else:
         _print_result(record, runs_dir)
     sys.exit(0 if record["status"] == "succeeded" else 1)
+
+
+def _check_dask(value: str | None) -> str | None:
+    from ..errors import UsageError
+    from ..pipeline.address import parse_dask
+
+    if value is not None:
+        try:
+            parse_dask(value)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _print_result(record: PipelineRecord, runs_dir: Path | None) -> None:

@@ -31,7 +31,7 @@ from ..tracking.check import check_uri
 from ..tracking.uri import resolve_uri
 from ..util.envvars import thread_budget, thread_env
 from .cache import cache_key, find_cached, stage_parameters
-from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler
+from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler, open_scheduler
 from .spec import Pipeline, load
 from .task import StageTask
 
@@ -44,13 +44,14 @@ class PipelineOptions:
 
     runs_dir: Path | None = None
     tracking_uri: str | None = None
-    jobs: int = 1
+    jobs: int | None = None  # stages at once; None: 1, or with ``dask`` one per worker thread
     force: bool = False
     progress: bool = False
     report: Callable[[str], None] | None = None
     on_drift: str | None = None  # "retrain": a stage output action=retrain re-runs training
     executor: str = PIPELINE_EXECUTOR
     scheduler: str = DEFAULT_SCHEDULER
+    dask: str | None = None  # --dask ADDRESS|local:N (wins over ``scheduler``)
 
 
 class PipelineRun:
@@ -95,9 +96,9 @@ class PipelineRun:
     def execute(self) -> PipelineRecord:
         """Run every stage in dependency order; stop at the first failure."""
         check_uri(self.uri, self.runs_dir)
+        scheduler = self._open_scheduler()
         self._save()
         stop = threading.Event()
-        scheduler = get_scheduler(self.opts.scheduler, self.opts.jobs)
         executor = get_executor(self.opts.executor)
         try:
             with stop_on_signals(stop):
@@ -118,6 +119,18 @@ class PipelineRun:
         notebooks = [self.pipe.stages[n].template.notebook for n in self.pipe.order]
         env = {**os.environ, **thread_env(thread_budget(jobs))}
         executor.prepare(notebooks, env=env, parallel=jobs, expected=len(notebooks))
+
+    def _open_scheduler(self) -> Scheduler:
+        """The scheduler, once it has checked that its workers see our folders."""
+        scheduler = (open_scheduler(self.opts.jobs, self.opts.dask) if self.opts.dask else
+                     get_scheduler(self.opts.scheduler, self.opts.jobs or 1))
+        templates = [s.template.path for s in self.pipe.stages.values()]
+        try:
+            scheduler.check_paths([self.pipe.path.parent, *templates], [self.runs_dir])
+        except BaseException:
+            scheduler.shutdown(cancel=True)
+            raise
+        return scheduler
 
     def _schedule(self, scheduler: Scheduler, stop: threading.Event) -> None:
         running: dict[Future[RunRecord], str] = {}
@@ -177,8 +190,8 @@ class PipelineRun:
             stage=name, template_path=stage.template.path, parameters=resolved,
             cwd=self.pipe.path.parent, runs_dir=self.runs_dir, tracking_uri=self.opts.tracking_uri,
             pipeline={"run_id": self.id, "stage": name, "cache_key": key}, tags=tags,
-            executor=self.opts.executor, progress=self.opts.progress and self.opts.jobs == 1,
-            threads=thread_budget(scheduler.jobs), mirror="driver")
+            executor=self.opts.executor, progress=self.opts.progress and scheduler.jobs == 1,
+            threads=thread_budget(scheduler.jobs), retryable=stage.retryable, mirror="driver")
         return scheduler.submit(task, stop)
 
     def _retrain_requested(self) -> bool:

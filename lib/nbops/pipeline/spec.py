@@ -12,6 +12,7 @@ Syntax::
         parameters:
           train_path: ${prepare.outputs.train_path}   # an output of an upstream stage
         after: [prepare]             # optional: extra ordering without passing data
+        retryable: true              # optional: may run again if its Dask worker dies
 
 A parameter whose value is exactly ``${STAGE.outputs.NAME}`` receives that output of
 ``STAGE`` (which must be declared in the template's ``nbops.outputs``) and makes the stage
@@ -49,6 +50,7 @@ class Stage:
     parameters: dict[str, Any]
     refs: dict[str, tuple[str, str]]
     after: list[str] = field(default_factory=list)
+    retryable: bool = False  # no side effects: may run again after a lost worker (--dask)
 
     @property
     def upstream(self) -> list[str]:
@@ -141,10 +143,13 @@ def _stage(path: Path, name: str, body: Any, problems: list[str]) -> Stage | Non
     if not isinstance(body, dict) or not isinstance(body.get("template"), str):
         problems.append(f"stage '{name}' needs 'template: NAME_OR_PATH'")
         return None
-    unknown = set(body) - {"template", "parameters", "after"}
+    unknown = set(body) - {"template", "parameters", "after", "retryable"}
     if unknown:
         problems.append(f"stage '{name}' has unknown keys {sorted(map(str, unknown))}; "
-                        "allowed: template, parameters, after")
+                        "allowed: template, parameters, after, retryable")
+    retryable = body.get("retryable", False)
+    if not isinstance(retryable, bool):
+        problems.append(f"stage '{name}': 'retryable' must be true or false, got {retryable!r}")
     ref = body["template"]
     local = path.parent / ref
     try:
@@ -172,7 +177,7 @@ def _stage(path: Path, name: str, body: Any, problems: list[str]) -> Stage | Non
                 literal[str(key)] = checked[str(key)]
         except UsageError as exc:
             problems.append(f"{where}: {exc}")
-    return Stage(name, template, literal, refs, [str(a) for a in after])
+    return Stage(name, template, literal, refs, [str(a) for a in after], retryable is True)
 
 
 def _apply_overrides(stages: dict[str, Stage], overrides: Iterable[tuple[str, str]],

@@ -36,6 +36,7 @@ class StageTask:
     progress: bool = False
     threads: int | None = None  # thread budget of the kernel (see util.envvars.thread_budget)
     mirror: MirrorMode = "inline"
+    retryable: bool = False  # may run again after its worker was lost (pipeline.yaml)
 
 
 def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:

@@ -13,7 +13,7 @@ from ..util.process import kill_process_tree, process_alive
 from .lifecycle import finalize
 from .mirror import sync
 from .store import RunStore
-from .types import RunRecord
+from .types import RunError, RunRecord, Status
 
 
 def reconcile(store: RunStore, record: RunRecord) -> RunRecord:
@@ -23,8 +23,16 @@ def reconcile(store: RunStore, record: RunRecord) -> RunRecord:
         return record  # finished, or on another machine whose processes we cannot see
     if process_alive(int(runner.get("pid", 0) or 0), runner.get("proc_start")):
         return record
-    kill_process_tree(runner.get("kernel_pid"), runner.get("kernel_start"))
     message = f"runner process {runner.get('pid')} ended without finishing the run (killed)"
-    finalize(store, record, "killed", {"ename": "RunnerDied", "evalue": "", "cell_index": None,
-                                       "message": message})
+    abandon(store, record, "killed", {"ename": "RunnerDied", "evalue": "", "cell_index": None,
+                                      "message": message})
     return sync(store.path(record["id"]))
+
+
+def abandon(store: RunStore, record: RunRecord, status: Status, error: RunError) -> None:
+    """End a ``running`` record whose runner is gone: kill its kernel's process tree when
+    the kernel runs on this host (elsewhere we cannot see it), then finalize the record."""
+    runner = record["runner"]
+    if runner.get("host") in (None, "", socket.gethostname()):
+        kill_process_tree(runner.get("kernel_pid"), runner.get("kernel_start"))
+    finalize(store, record, status, error)
