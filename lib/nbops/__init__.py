@@ -9,6 +9,7 @@ is imported on first use.
 Package map (dependencies point down only; no cycles, function-local imports included):
 
 - ``cli``: the command line (parses, delegates, formats);
+- ``sweep``: sweeps and hyperparameter search (grid, random, Optuna) over a template;
 - ``pipeline``: pipeline.yaml, cache, stage tasks, schedulers;
 - ``runner``: one template end to end (contract → record → execution → tracking);
 - ``execution``: executors (papermill engine), outcome derivation;

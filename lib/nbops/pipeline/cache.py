@@ -35,7 +35,14 @@ def fingerprint(record: RunRecord) -> dict[str, Any]:
 
 
 def cache_key(stage: Stage, resolved: dict[str, Any], upstream: dict[str, RunRecord]) -> str:
-    payload = {"template": stage.template.sha256, "parameters": portable(resolved),
+    return run_key(stage.template.sha256, resolved, upstream)
+
+
+def run_key(template_sha256: str, resolved: dict[str, Any],
+            upstream: dict[str, RunRecord]) -> str:
+    """sha256 of the template's content, the resolved parameters and the upstream
+    fingerprints: what a stage or a sweep trial is cached under."""
+    payload = {"template": template_sha256, "parameters": portable(resolved),
                "upstream": {name: fingerprint(rec) for name, rec in sorted(upstream.items())}}
     return hashlib.sha256(dumps(payload, indent=None).encode()).hexdigest()
 
@@ -58,18 +65,26 @@ def stage_parameters(stage: Stage, done: dict[str, RunRecord],
 
 
 def find_cached(store: RunStore, key: str) -> RunRecord | None:
-    """The newest succeeded, intact run with this cache key."""
+    """The newest succeeded, intact run with this cache key (a pipeline stage's or a sweep
+    trial's: both keys hash the same things)."""
     for run_id in reversed(store.ids()):
         try:
             summary = store.read(run_id, full=False)
-            info = summary["pipeline"]
-            if info is None or info.get("cache_key") != key or summary["status"] != "succeeded":
+            if _key_of(summary) != key or summary["status"] != "succeeded":
                 continue
             record = store.read(run_id)
         except NbopsError:
             continue
         if not verify(store.path(run_id), record):
             return record
+    return None
+
+
+def _key_of(record: RunRecord) -> str | None:
+    """The cache key a record was run under: as a pipeline stage or as a sweep trial."""
+    for ref in (record["pipeline"], record.get("sweep")):
+        if ref is not None and ref.get("cache_key"):
+            return str(ref["cache_key"])
     return None
 
 
