@@ -408,3 +408,64 @@ def test_optuna_prunes_a_trial_whose_stepped_metric_is_bad(tmp_path: Path) -> No
     best = next(t for t in done if t["number"] == record["best"]["number"])
     assert best["parameters"]["kind"] == "good"
     assert "pruned at step" in result.stderr
+
+
+# -- a sweep stage in a pipeline ---------------------------------------------------------
+
+def _pipeline(tmp_path: Path, train: dict[str, Any], echo_ref: str) -> Path:
+    import yaml
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"name": "swept", "stages": {
+        "train": {"template": str(FAKE), **train},
+        "echo": {"template": str(NOTEBOOKS / "echo.ipynb"), "parameters": {"s": echo_ref}},
+    }}))
+    return path
+
+
+@pytest.mark.slow
+def test_a_pipeline_sweep_stage_passes_its_best_trial_downstream(tmp_path: Path) -> None:
+    train = {"parameters": {"steps": 1, "x": 9.0},
+             "sweep": {"grid": {"x": [1, 2, 3.5]}, "maximize": "score"}}
+    path = _pipeline(tmp_path, train, "${train.best.outputs.model_path}")
+    runs = tmp_path / "runs"
+    done = cli("pipeline", "run", str(path), "--runs-dir", str(runs), "--jobs", "2",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(next((runs / "pipelines").glob("*.json")).read_text())
+    stage = record["stages"]["train"]
+    sweep = SweepStore(runs).read(stage["sweep_id"])
+    assert sweep["pipeline"] == {"run_id": record["id"], "stage": "train"}
+    assert sorted(t["parameters"]["x"] for t in sweep["trials"]) == [1.0, 2.0, 3.5]
+    assert stage["run_id"] == sweep["best"]["run_id"]  # the stage's record: the winner's
+    best = json.loads((runs / stage["run_id"] / "run.json").read_text())
+    assert best["parameters"]["x"] == 2.0 and best["parameters"]["steps"] == 1
+    assert best["pipeline"]["run_id"] == record["id"]
+    echo = json.loads((runs / record["stages"]["echo"]["run_id"] / "run.json").read_text())
+    assert echo["outputs"]["echo"]["s"] == "model-good-2.0"
+    assert f"best of sweep {stage['sweep_id']}" in done.stdout
+    db = sqlite3.connect(runs / "mlflow.db")  # the sweep's parent is the pipeline's child
+    parent = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?",
+                             (sweep["mlflow"]["run_id"],)))
+    assert parent["mlflow.parentRunId"] == record["mlflow"]["run_id"]
+    again = cli("pipeline", "run", str(path), "--runs-dir", str(runs), cwd=tmp_path)
+    assert again.returncode == 0 and again.stderr.count("cached from run") == 4  # 3 + echo
+
+
+@pytest.mark.parametrize(("train", "ref", "expected"), [
+    ({"sweep": {"grid": {"x": [1, 2]}}}, "${train.outputs.model_path}", "maximize: METRIC"),
+    ({"sweep": {"grid": {"x": ["a"]}, "maximize": "score"}}, "${train.outputs.model_path}",
+     "parameter 'x'"),
+    ({"sweep": {"grid": {"x": [1]}, "maximize": "score", "optuna": 2, "random": 2}},
+     "${train.outputs.model_path}", "--random N and --optuna N"),
+    ({"sweep": [1]}, "${train.outputs.model_path}", "'sweep' must be a mapping"),
+    ({"parameters": {"steps": 1}}, "${train.best.outputs.model_path}", "no 'sweep:' block"),
+])
+def test_bad_sweep_blocks_exit_2_before_anything_runs(tmp_path: Path, train: dict[str, Any],
+                                                      ref: str, expected: str) -> None:
+    path = _pipeline(tmp_path, train, ref)
+    runs = tmp_path / "runs"
+    done = cli("pipeline", "run", str(path), "--runs-dir", str(runs), cwd=tmp_path)
+    assert done.returncode == 2 and expected in done.stderr, done.stderr
+    assert "stage 'train'" in done.stderr or "stage 'echo'" in done.stderr
+    assert not (runs / "pipelines").exists() and not (runs / "sweeps").exists()

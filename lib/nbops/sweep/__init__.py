@@ -6,7 +6,7 @@
 - ``strategies``: grid, seeded random, Optuna ask-and-tell; ``select``: the best trial;
 - ``watch``: step metrics of running trials (for pruning);
 - ``driver``: the sweep run (cache, scheduler, pruning, sweep record, MLflow parent);
-- ``plot``: the picture.
+- ``stage``: a pipeline stage with a ``sweep:`` block; ``plot``: the picture.
 
 Layering: above ``pipeline`` (uses its scheduler, stage tasks and cache), below ``cli``.
 Imports nothing at package level.
