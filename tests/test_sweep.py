@@ -120,6 +120,9 @@ def test_sweep_options_are_checked_before_anything_runs(tpl: Any) -> None:
     def spec(**kw: Any) -> Any:
         return from_options(tpl, SweepArgs(**kw), kw.pop("cli", ()))
 
+    with pytest.raises(ConfigError, match="over the limit of 10,000"):
+        spec(grid=["x=" + ",".join(["1"] * 10_001)])
+    assert spec(grid=["steps=1,1,2"]).trials == 2  # duplicates count once
     with pytest.raises(UsageError, match="--max-trials 300"):
         spec(grid=["x=" + ",".join(str(i) for i in range(100)), "steps=1,2,3"])
     assert spec(grid=["x=1,2"], max_trials=2).trials == 2
@@ -469,3 +472,35 @@ def test_bad_sweep_blocks_exit_2_before_anything_runs(tmp_path: Path, train: dic
     assert done.returncode == 2 and expected in done.stderr, done.stderr
     assert "stage 'train'" in done.stderr or "stage 'echo'" in done.stderr
     assert not (runs / "pipelines").exists() and not (runs / "sweeps").exists()
+
+
+def test_pipeline_show_says_a_sweep_stage_sweeps(tmp_path: Path) -> None:
+    path = _pipeline(tmp_path, {"sweep": {"grid": {"x": [1, 2]}, "maximize": "score"}},
+                     "${train.best.outputs.model_path}")
+    shown = cli("pipeline", "show", str(path), "--runs-dir", str(tmp_path / "runs"),
+                cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "train [fake_sweep]: will sweep" in shown.stdout
+    assert "echo [echo] <- train: will run" in shown.stdout
+
+
+def test_the_step_watcher_follows_every_trial_of_its_sweep(tmp_path: Path) -> None:
+    from nbops.sweep.watch import StepWatcher
+
+    (tmp_path / "old").mkdir()
+    watcher = StepWatcher(tmp_path, "s1", "score")
+    for name, sweep, trial in (("a", "s1", 0), ("b", "s1", 1), ("c", "other", 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(
+            {"sweep": {"sweep_id": sweep, "trial": trial, "cache_key": "k"}}))
+        events = [{"kind": "metric", "name": "score", "value": float(trial + s), "step": s}
+                  for s in range(2)] + [{"kind": "metric", "name": "loss", "value": 1.0,
+                                         "step": 0}]
+        (tmp_path / name / "events.jsonl").write_text(
+            "".join(json.dumps(e) + "\n" for e in events) + '{"kind": "met')  # torn line
+    assert watcher.new_points(0) == [(0, 0.0), (1, 1.0)]
+    assert watcher.new_points(1) == [(0, 1.0), (1, 2.0)]  # found while looking for 0
+    assert watcher.new_points(0) == [] and watcher.new_points(2) == []
+    with open(tmp_path / "a" / "events.jsonl", "a") as handle:  # the torn line completes
+        handle.write('ric", "name": "score", "value": 5.0, "step": 2}\n')
+    assert watcher.new_points(0) == [(2, 5.0)]

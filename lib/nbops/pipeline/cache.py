@@ -64,10 +64,28 @@ def stage_parameters(stage: Stage, done: dict[str, RunRecord],
     return resolved
 
 
-def find_cached(store: RunStore, key: str) -> RunRecord | None:
-    """The newest succeeded, intact run with this cache key (a pipeline stage's or a sweep
-    trial's: both keys hash the same things)."""
+def cache_index(store: RunStore) -> dict[str, list[str]]:
+    """Succeeded runs by cache key, newest first: one pass over the store for a caller that
+    looks up many keys (a sweep's trials)."""
+    index: dict[str, list[str]] = {}
     for run_id in reversed(store.ids()):
+        try:
+            summary = store.read(run_id, full=False)
+        except NbopsError:
+            continue
+        key = _key_of(summary)
+        if key is not None and summary["status"] == "succeeded":
+            index.setdefault(key, []).append(run_id)
+    return index
+
+
+def find_cached(store: RunStore, key: str,
+                index: dict[str, list[str]] | None = None) -> RunRecord | None:
+    """The newest succeeded, intact run with this cache key (a pipeline stage's or a sweep
+    trial's: both keys hash the same things); ``index`` from :func:`cache_index` spares
+    reading every record again."""
+    candidates = index.get(key, []) if index is not None else reversed(store.ids())
+    for run_id in candidates:
         try:
             summary = store.read(run_id, full=False)
             if _key_of(summary) != key or summary["status"] != "succeeded":
@@ -97,6 +115,9 @@ def cache_states(pipe: Pipeline, runs_dir: Path | None = None) -> dict[str, str]
         stage = pipe.stages[name]
         if any(d not in done for d in stage.upstream):
             states[name] = "will run (an upstream stage will run)"
+            continue
+        if stage.sweep is not None:
+            states[name] = "will sweep (each trial is cached on its own: nbops sweep ls)"
             continue
         upstream = {d: done[d] for d in stage.upstream}
         try:

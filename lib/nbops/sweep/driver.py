@@ -32,7 +32,7 @@ from ..contract import params
 from ..contract.template import Template
 from ..errors import MetricNotFound, NbopsError, UsageError
 from ..execution.registry import DEFAULT_EXECUTOR
-from ..pipeline.cache import find_cached, run_key
+from ..pipeline.cache import cache_index, find_cached, run_key
 from ..pipeline.scheduler import Scheduler, open_scheduler
 from ..pipeline.task import StageTask
 from ..records.lifecycle import input_hashes
@@ -91,6 +91,7 @@ class SweepRun:
         self._fatal: str | None = None
         self._pruned: dict[int, int] = {}  # trial -> the step it was pruned at
         self._stops: dict[int, threading.Event] = {}
+        self._index: dict[str, list[str]] | None = None  # cached runs by key
         self.record: SweepRecord = {
             "schema": SWEEP_SCHEMA, "id": self.id,
             "template": {"name": template.name, "path": str(template.path),
@@ -214,7 +215,9 @@ class SweepRun:
 
     def _cached(self, key: str, resolved: dict[str, Any]) -> RunRecord | None:
         """A cached run of this trial whose input files are still the same."""
-        record = find_cached(self.store, key)
+        if self._index is None:  # one pass over the store for all trials
+            self._index = cache_index(self.store)
+        record = find_cached(self.store, key, self._index)
         if record is None:
             return None
         now = sorted((i["parameter"], i["sha256"]) for i in input_hashes(resolved, self.cwd))

@@ -24,8 +24,10 @@ from ..contract.limits import load_yaml
 from ..contract.template import Template
 from ..contract.types import TypeSpec
 from ..errors import ConfigError, InputTooLarge, ParameterError
+from ..util.files import dumps
 
 MAX_SPACE_BYTES = 64 * 1024  # a space file is a few lines; anything bigger is a mistake
+MAX_CHOICES = 10_000  # values of one parameter (checked before any is parsed)
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,16 @@ def parse_choice(template: Template, name: str, raw_values: list[Any],
     if not raw_values:
         raise ParameterError(f"{source}: parameter '{name}' has an empty list of values; "
                              "give at least one", name=name)
-    typed: list[Any] = []
+    if len(raw_values) > MAX_CHOICES:
+        raise InputTooLarge(f"{source}: parameter '{name}' has {len(raw_values):,} values, "
+                            f"over the limit of {MAX_CHOICES:,}; sample a range instead "
+                            f"(--random N --range {name}=LOW:HIGH)")
+    typed: dict[str, Any] = {}  # by the JSON of the typed value: a repeated value counts once
     for raw in raw_values:
         value = params.parse_cli_value(raw, spec) if isinstance(raw, str) else raw
         checked, _ = params.resolve(template, overrides={name: value})
-        if checked[name] not in typed:
-            typed.append(checked[name])
-    return Choice(name, tuple(typed))
+        typed.setdefault(dumps(checked[name], indent=None), checked[name])
+    return Choice(name, tuple(typed.values()))
 
 
 def parse_grid_option(template: Template, option: str) -> Choice:

@@ -37,7 +37,9 @@ class StepWatcher:
         except OSError:
             return []
 
-    def _discover(self, wanted: set[int]) -> None:
+    def _discover(self) -> None:
+        """Follow every new run folder of a trial of this sweep (looking for one trial must
+        not hide the folder of another)."""
         for name in self._folders():
             if name in self._known:
                 continue
@@ -48,14 +50,14 @@ class StepWatcher:
             self._known.add(name)
             if isinstance(ref, dict) and ref.get("sweep_id") == self.sweep_id:
                 number = ref.get("trial")
-                if isinstance(number, int) and number in wanted:
+                if isinstance(number, int) and number not in self._follow:
                     self._follow[number] = _Follow(self.runs_dir / name)
 
     def new_points(self, number: int) -> list[tuple[int, float]]:
         """(step, value) points of the metric logged by trial ``number`` since the last
         call (empty while its run folder is not found yet)."""
         if number not in self._follow:
-            self._discover({number})
+            self._discover()
         follow = self._follow.get(number)
         if follow is None:
             return []
