@@ -504,3 +504,30 @@ def test_the_step_watcher_follows_every_trial_of_its_sweep(tmp_path: Path) -> No
     with open(tmp_path / "a" / "events.jsonl", "a") as handle:  # the torn line completes
         handle.write('ric", "name": "score", "value": 5.0, "step": 2}\n')
     assert watcher.new_points(0) == [(2, 5.0)]
+
+
+@pytest.mark.slow
+def test_a_changed_input_file_runs_the_trials_again(tmp_path: Path) -> None:
+    """The cache key covers the parameters; the input files a trial read are re-hashed."""
+    import subprocess
+    import sys
+
+    runs, data = tmp_path / "runs", tmp_path / "data.txt"
+    data.write_text("1 2 3")
+
+    def sweep() -> Any:
+        return subprocess.run(
+            [sys.executable, "-m", "nbops", "sweep", str(NOTEBOOKS / "consume.ipynb"),
+             "--grid", "factor=1,2", "-p", "path", "data.txt", "-p", "total", "6",
+             "--maximize", "scaled", "--tracking-uri", "none", "--runs-dir", str(runs)],
+            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+
+    first = sweep()
+    assert first.returncode == 0, first.stderr
+    assert SweepStore(runs).read("latest")["best"]["value"] == 12.0  # an output as metric
+    assert [t["status"] for t in SweepStore(runs).read("latest")["trials"]] == ["succeeded"] * 2
+    assert sweep().stderr.count("cached from run") == 2
+    data.write_text("3 2 1")  # same parameters, same sum, other content
+    third = sweep()
+    assert third.returncode == 0 and "cached" not in third.stderr
+    assert [t["status"] for t in SweepStore(runs).read("latest")["trials"]] == ["succeeded"] * 2
