@@ -78,5 +78,5 @@ def test_the_check_sees_function_local_imports() -> None:
     found = _imports(PACKAGE / "kernel_api.py")
     assert "nbops.records.interactive" in found  # imported inside a function
     assert not any("records.types" in t for t in found)  # only under TYPE_CHECKING
-    assert "nbops.pipeline.run" in _imports(PACKAGE / "__init__.py")  # in __getattr__
+    assert "nbops.sweep.stage" in _imports(PACKAGE / "__init__.py")  # in __getattr__
     assert "nbops.records.store" in _imports(PACKAGE / "records" / "lifecycle.py")

@@ -531,3 +531,15 @@ def test_a_changed_input_file_runs_the_trials_again(tmp_path: Path) -> None:
     third = sweep()
     assert third.returncode == 0 and "cached" not in third.stderr
     assert [t["status"] for t in SweepStore(runs).read("latest")["trials"]] == ["succeeded"] * 2
+
+
+def test_the_python_api_runs_pipelines_with_sweep_stages() -> None:
+    import nbops
+    from nbops.pipeline.run import PipelineOptions
+    from nbops.sweep.stage import PipelineSweeper, run_pipeline_with_sweeps
+
+    assert nbops.run_pipeline is run_pipeline_with_sweeps
+    options = PipelineOptions()
+    with pytest.raises(ConfigError, match="does not exist"):
+        nbops.run_pipeline(Path("/nonexistent/pipeline.yaml"), options)
+    assert isinstance(options.sweeper, PipelineSweeper)

@@ -35,7 +35,7 @@ def sweep_group() -> None:
     """Sweep a template's parameters: grid, random search or Optuna.
 
     \b
-      nbops sweep train --grid C=0.1,1,10 --grid model=logreg,random_forest \
+      nbops sweep train --grid C=0.1,1,10 --grid model=logreg,random_forest
           --maximize train_accuracy
       nbops sweep train --random 8 --range C=0.01:10:log --seed 1 --maximize train_accuracy
       nbops sweep train --optuna 20 --range C=0.01:10:log --maximize train_accuracy
