@@ -543,3 +543,14 @@ def test_the_python_api_runs_pipelines_with_sweep_stages() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         nbops.run_pipeline(Path("/nonexistent/pipeline.yaml"), options)
     assert isinstance(options.sweeper, PipelineSweeper)
+
+
+@pytest.mark.slow
+def test_a_point_drawn_twice_runs_once(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = _sweep(runs, "--random", "3", "--grid", "x=2", "-p", "steps", "1",
+                    "--maximize", "score", "--tracking-uri", "none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = SweepStore(runs).read("latest")["trials"]
+    assert [t["status"] for t in trials] == ["succeeded", "cached", "cached"]
+    assert len({t["run_id"] for t in trials}) == 1 and len(_run_folders(runs)) == 1

@@ -224,6 +224,13 @@ class SweepRun:
         then = sorted((i["parameter"], i["sha256"]) for i in record["inputs"])
         return record if now == then else None
 
+    def _remember(self, record: RunRecord) -> None:
+        """A trial that just succeeded serves a repeat of it later in this sweep (random
+        search over choices can draw the same point twice)."""
+        ref = record.get("sweep")
+        if self._index is not None and ref is not None:
+            self._index.setdefault(ref["cache_key"], []).insert(0, record["id"])
+
     def _value(self, number: int, record: RunRecord) -> float | None:
         """The metric to optimise from a succeeded run (logged metric first, then a numeric
         output); a missing one stops the sweep with a usage error."""
@@ -291,6 +298,7 @@ class SweepRun:
             self._say(f"{self._position(number)}: pruned, run {result['id']} "
                       f"{result['status']}{took}")
         elif result["status"] == "succeeded":
+            self._remember(result)
             value = self._value(number, result)
             self._told(entry, strategy, "complete" if value is not None else "fail", value,
                        {**base, "status": "succeeded", "value": value})
