@@ -199,6 +199,13 @@ def test_sweep_records_are_validated_on_write_and_read(tmp_path: Path) -> None:
         store.read("s2")
     with pytest.raises(RunNotFoundError, match="Did you mean 's[12]'"):
         store.read("s3")
+    other = SweepStore(tmp_path / "other")
+    same_second = [f"20260101T000000-sweep-t-{suffix}" for suffix in ("ffffff", "000000")]
+    for sweep_id, started in zip(same_second, ("2026-01-01T00:00:00.100",
+                                               "2026-01-01T00:00:00.900"), strict=True):
+        other.write(dict(record, id=sweep_id, started_at=started))
+    other.write(dict(record, id="20251231T235959-sweep-t-ffffff", started_at="2025"))
+    assert other.latest_id() == same_second[1]  # started later, sorts first by id
 
 
 # -- the command line: bad input ---------------------------------------------------------

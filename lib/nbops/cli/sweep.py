@@ -177,6 +177,7 @@ def sweep_ls(runs_dir: Path | None, as_json: bool) -> None:
             found.append(store.read(sweep_id))
         except RecordError as exc:
             click.echo(f"nbops: warning: skipped {exc}", err=True)
+    found.sort(key=lambda rec: rec["started_at"])  # ids are ordered to the second only
     if as_json:
         click.echo(dumps(found))
         return

@@ -6,6 +6,7 @@ reader never sees half a record. ``latest`` names the newest sweep.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import cast
 
@@ -38,11 +39,7 @@ class SweepStore:
             RecordError: unreadable or invalid record.
         """
         if sweep_id == "latest":
-            ids = self.ids()
-            if not ids:
-                raise RunNotFoundError(f"no sweeps in {self.root}; start one with "
-                                       "'nbops sweep TEMPLATE --grid NAME=V1,V2'")
-            sweep_id = ids[-1]
+            sweep_id = self.latest_id()
         if "/" in sweep_id or sweep_id in ("", ".", ".."):
             raise RunNotFoundError(f"invalid sweep id {sweep_id!r}")
         try:
@@ -52,6 +49,30 @@ class SweepStore:
                                    f"{did_you_mean(sweep_id, self.ids())} List them with "
                                    "'nbops sweep ls'.") from None
         return cast(SweepRecord, data)
+
+    def latest_id(self) -> str:
+        """The sweep started last. Ids start with their start time to the second; sweeps
+        started within the same second are told apart by their records' ``started_at``.
+
+        Raises:
+            RunNotFoundError: no sweeps yet.
+        """
+        ids = self.ids()
+        if not ids:
+            raise RunNotFoundError(f"no sweeps in {self.root}; start one with "
+                                   "'nbops sweep TEMPLATE --grid NAME=V1,V2'")
+        second = ids[-1].split("-", 1)[0]
+        same = [i for i in ids if i.split("-", 1)[0] == second]
+        if len(same) == 1:
+            return same[0]
+        return max(same, key=lambda i: (self._started(i), i))
+
+    def _started(self, sweep_id: str) -> str:
+        try:
+            value = json.loads(self.path(sweep_id).read_text(encoding="utf-8"))["started_at"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+        return str(value)
 
     def ids(self) -> list[str]:
         """Sweep ids, oldest first (ids start with their UTC start time)."""
