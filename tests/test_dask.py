@@ -343,3 +343,59 @@ def test_an_unreachable_scheduler_is_a_usage_error_within_the_connect_timeout(
     assert "Traceback" not in result.stderr
     assert time.time() - started < 40
     assert not (tmp_path / "runs" / "pipelines").exists()
+
+
+# -- sweeps on the cluster -------------------------------------------------------------------
+
+FAKE_SWEEP = str(NOTEBOOKS / "fake_sweep.ipynb")
+
+
+def _sweep_record(runs: Path) -> dict[str, Any]:
+    return json.loads(next((runs / "sweeps").glob("*.json")).read_text())
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_its_trials_on_both_workers(cluster: Any, tmp_path: Path) -> None:
+    result = cli("sweep", "run", FAKE_SWEEP, "--grid", "x=1,2,3,4", "-p", "steps", "1",
+                 "--maximize", "score", "--dask", _address(cluster), "--runs-dir", "runs",
+                 cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    sweep = _sweep_record(tmp_path / "runs")
+    assert [t["status"] for t in sweep["trials"]] == ["succeeded"] * 4
+    assert sweep["best"] is not None and sweep["best"]["value"] == 0.0  # x = 2
+    runs = _runs(tmp_path / "runs")
+    assert len(runs) == 4 and len({r["runner"]["pid"] for r in runs}) == 2  # both workers
+    assert all(r["mlflow"]["synced"] for r in runs)  # by the driver, the one writer
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_fails_that_trial_and_the_sweep_goes_on(
+        cluster: Any, tmp_path: Path) -> None:
+    from nbops.records.store import read_events
+
+    runs = tmp_path / "runs"
+    driver = subprocess.Popen(
+        [*NBOPS, "sweep", "run", FAKE_SWEEP, "--grid", "x=1,3", "-p", "kind", "bad", "-p",
+         "steps", "1", "-p", "delay", "20", "--maximize", "score", "--dask", _address(cluster),
+         "--runs-dir", "runs", "--tracking-uri", "none"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        victim = None
+        while victim is None and time.time() < deadline:
+            victim = next((r for r in _runs(runs) if r["runner"]["kernel_pid"] and any(
+                e.get("name") == "score" for e in read_events(runs / r["id"]))), None)
+            time.sleep(0.3)
+        assert victim is not None, "no trial reached its first step"
+        os.kill(victim["runner"]["pid"], signal.SIGKILL)  # the worker running that trial
+        out, err = driver.communicate(timeout=180)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, err  # one trial succeeded: the sweep succeeded
+    trials = {t["run_id"]: t for t in _sweep_record(runs)["trials"]}
+    lost = trials[victim["id"]]
+    assert lost["status"] == "failed" and "worker lost" in (lost["error"] or "")
+    others = [t for t in trials.values() if t["run_id"] != victim["id"]]
+    assert [t["status"] for t in others] == ["succeeded"]
+    assert len(_runs(runs)) == 2, "the lost trial's notebook ran again"
+    cluster.wait_for_workers(2, timeout=60)

@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "nbops"
 LAYERS = [  # top first; the README's map lists the same order
     ["__main__", "__init__"],  # the entry point and the public facade (lazy attributes)
     ["cli"],
+    ["sweep"],
     ["serving"],
     ["promotion"],
     ["pipeline"],
@@ -77,5 +78,5 @@ def test_the_check_sees_function_local_imports() -> None:
     found = _imports(PACKAGE / "kernel_api.py")
     assert "nbops.records.interactive" in found  # imported inside a function
     assert not any("records.types" in t for t in found)  # only under TYPE_CHECKING
-    assert "nbops.pipeline.run" in _imports(PACKAGE / "__init__.py")  # in __getattr__
+    assert "nbops.sweep.stage" in _imports(PACKAGE / "__init__.py")  # in __getattr__
     assert "nbops.records.store" in _imports(PACKAGE / "records" / "lifecycle.py")

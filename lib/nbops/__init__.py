@@ -9,6 +9,7 @@ is imported on first use.
 Package map (dependencies point down only; no cycles, function-local imports included):
 
 - ``cli``: the command line (parses, delegates, formats);
+- ``sweep``: sweeps and hyperparameter search (grid, random, Optuna) over a template;
 - ``pipeline``: pipeline.yaml, cache, stage tasks, schedulers;
 - ``runner``: one template end to end (contract → record → execution → tracking);
 - ``execution``: executors (papermill engine), outcome derivation;
@@ -39,10 +40,10 @@ from .kernel_api import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .pipeline.run import run_pipeline
     from .records.queries import list_records as list_runs
     from .records.queries import load_model, load_run, tracked_run_id
     from .runner import run
+    from .sweep.stage import run_pipeline_with_sweeps as run_pipeline
 
 __all__ = [
     "current_run_id", "end_run", "list_runs", "load_model", "load_run", "log_artifact",
@@ -56,10 +57,10 @@ def __getattr__(name: str) -> Any:
         from .runner import run as _run
 
         return _run
-    if name == "run_pipeline":
-        from .pipeline.run import run_pipeline as _run_pipeline
+    if name == "run_pipeline":  # the pipeline run that can also run ``sweep:`` stages
+        from .sweep.stage import run_pipeline_with_sweeps
 
-        return _run_pipeline
+        return run_pipeline_with_sweeps
     if name in ("load_run", "load_model", "list_runs", "tracked_run_id"):
         from .records import queries
 

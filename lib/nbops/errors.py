@@ -62,6 +62,11 @@ class PipelineError(UsageError):
     """The pipeline file is inconsistent (exit 2, nothing run)."""
 
 
+class MetricNotFound(UsageError):
+    """The metric a sweep optimises is neither logged nor output by the template (found
+    after a trial ran: the message names what it did log)."""
+
+
 class TypeMismatch(ValueError):
     """A value cannot be converted to a declared type (wrapped in ParameterError for users)."""
 

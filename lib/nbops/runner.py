@@ -27,7 +27,7 @@ from .records.background import spawn as spawn_mirror
 from .records.lifecycle import finalize, internal_error, new_record
 from .records.mirror import mirror
 from .records.store import KERNEL_LOG, NOTEBOOK_FILE, RunStore, resolve_runs_dir
-from .records.types import PipelineRef, RunRecord, TemplateRef
+from .records.types import PipelineRef, RunRecord, SweepRef, TemplateRef
 from .tracking.base import BackgroundTracker
 from .tracking.check import check_uri
 from .tracking.uri import resolve_uri
@@ -57,6 +57,7 @@ class RunOptions:
     stop: threading.Event | None = None
     tags: dict[str, str] = field(default_factory=dict)  # extra tracking tags (parent run, ...)
     pipeline: PipelineRef | None = None  # set when the run is a pipeline stage
+    sweep: SweepRef | None = None  # set when the run is a trial of a sweep
     threads: int | None = None  # numerical thread pools in the kernel (OMP_NUM_THREADS, ...)
     mirror: MirrorMode = "inline"
 
@@ -92,6 +93,8 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
                if opts.mirror == "inline" else None)
     record = new_record(tpl.stage, cwd, template=_template_ref(tpl), parameters=resolved)
     record["tags"], record["pipeline"] = dict(opts.tags), opts.pipeline
+    if opts.sweep is not None:
+        record["sweep"] = opts.sweep
     record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
                         "synced": False}
     run_dir = store.create(record)

@@ -20,6 +20,7 @@ from .pipeline import pipeline_group
 from .run import run_cmd, templates_cmd
 from .runs import runs_group
 from .serve import serve_cmd
+from .sweep import sweep_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +30,7 @@ def cli() -> None:
 
 
 for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group, serve_cmd,
-                models_group, init_cmd):
+                models_group, init_cmd, sweep_group):
     cli.add_command(command)
 
 

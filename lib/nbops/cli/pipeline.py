@@ -54,6 +54,7 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
     from ..pipeline.run import PipelineOptions, run_pipeline
     from ..pipeline.scheduler import SCHEDULERS
     from ..pipeline.spec import load
+    from ..sweep.stage import PipelineSweeper
 
     pipe = load(file, overrides)
     EXECUTORS.get(executor)  # unknown names are usage errors before anything runs
@@ -62,7 +63,7 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
     options = PipelineOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, jobs=jobs,
                               force=force, progress=sys.stderr.isatty() and not as_json,
                               report=report, on_drift=on_drift, executor=executor,
-                              scheduler=scheduler, dask=dask)
+                              scheduler=scheduler, dask=dask, sweeper=PipelineSweeper())
     record = run_pipeline(pipe, options)
     if as_json:
         click.echo(dumps(record))
@@ -89,6 +90,8 @@ def _print_result(record: PipelineRecord, runs_dir: Path | None) -> None:
     click.echo(f"pipeline {record['id']}  {record['status']}  ({record['duration_s'] or 0:.1f} s)")
     for name, stage in record["stages"].items():
         cached = " (cached)" if stage["cached"] else ""
+        if "sweep_id" in stage:
+            cached += f" (best of sweep {stage['sweep_id']})"
         click.echo(f"  {name:<14} {stage['status']:<9}{cached} {stage['run_id'] or ''}")
     if record["error"]:
         click.echo(record["error"])

@@ -237,6 +237,7 @@ class KernelPool:
         self._busy: set[int] = set()
         self._all: list[WarmKernel] = []
         self._closed = False
+        self.holders = 0  # drivers (pipelines, sweeps) that prepared it and still need it
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="nbops-pool")
 
     def want(self, modules: Iterable[str]) -> None:
@@ -349,6 +350,27 @@ def pool_for(kernel_name: str, env: dict[str, str], reuse: bool) -> KernelPool:
         return pool
 
 
+def hold(kernel_name: str, env: dict[str, str], reuse: bool) -> KernelPool:
+    """The pool for these settings, held by one more driver until :func:`let_go`."""
+    pool = pool_for(kernel_name, env, reuse)
+    with _POOLS_LOCK:
+        pool.holders += 1
+    return pool
+
+
+def let_go(pool: KernelPool) -> None:
+    """One driver is done with ``pool``; the last one shuts it down (a sweep inside a
+    pipeline never closes the pipeline's kernels)."""
+    with _POOLS_LOCK:
+        pool.holders -= 1
+        if pool.holders > 0:
+            return
+        for key, known in list(_POOLS.items()):
+            if known is pool:
+                del _POOLS[key]
+    pool.close()
+
+
 def close_pools() -> None:
     """Shut down every pool of this process (no kernel is left behind)."""
     with _POOLS_LOCK:
@@ -366,19 +388,25 @@ class PoolExecutor(PapermillExecutor):
 
     def __init__(self, reuse: bool = False) -> None:
         self.reuse = reuse
+        self._held: list[KernelPool] = []
 
     def prepare(self, notebooks: Sequence[Any], *, env: dict[str, str], parallel: int,
                 expected: int | None) -> None:
-        """Start ``parallel`` kernels now with the imports of ``notebooks`` preloaded."""
+        """Start ``parallel`` kernels now with the imports of ``notebooks`` preloaded; the
+        pools stay until :meth:`close`."""
         kinds = {str(nb.metadata.get("kernelspec", {}).get("name") or "python3")
                  for nb in notebooks}
-        for kernel_name in kinds:
-            pool = pool_for(kernel_name, env, self.reuse)
+        for kernel_name in sorted(kinds):
+            pool = hold(kernel_name, env, self.reuse)
+            self._held.append(pool)
             pool.want(m for nb in notebooks for m in imports_of(nb))
             pool.plan(parallel, expected)
 
     def close(self) -> None:
-        close_pools()
+        """Let go of the pools :meth:`prepare` held (the last holder shuts them down)."""
+        held, self._held = self._held, []
+        for pool in held:
+            let_go(pool)
 
     def _run(self, request: ExecutionRequest, tracker: CellTracker) -> None:
         pool = pool_for(request.kernel_name, request.env, self.reuse)

@@ -35,7 +35,14 @@ def fingerprint(record: RunRecord) -> dict[str, Any]:
 
 
 def cache_key(stage: Stage, resolved: dict[str, Any], upstream: dict[str, RunRecord]) -> str:
-    payload = {"template": stage.template.sha256, "parameters": portable(resolved),
+    return run_key(stage.template.sha256, resolved, upstream)
+
+
+def run_key(template_sha256: str, resolved: dict[str, Any],
+            upstream: dict[str, RunRecord]) -> str:
+    """sha256 of the template's content, the resolved parameters and the upstream
+    fingerprints: what a stage or a sweep trial is cached under."""
+    payload = {"template": template_sha256, "parameters": portable(resolved),
                "upstream": {name: fingerprint(rec) for name, rec in sorted(upstream.items())}}
     return hashlib.sha256(dumps(payload, indent=None).encode()).hexdigest()
 
@@ -57,19 +64,45 @@ def stage_parameters(stage: Stage, done: dict[str, RunRecord],
     return resolved
 
 
-def find_cached(store: RunStore, key: str) -> RunRecord | None:
-    """The newest succeeded, intact run with this cache key."""
+def cache_index(store: RunStore) -> dict[str, list[str]]:
+    """Succeeded runs by cache key, newest first: one pass over the store for a caller that
+    looks up many keys (a sweep's trials)."""
+    index: dict[str, list[str]] = {}
     for run_id in reversed(store.ids()):
         try:
             summary = store.read(run_id, full=False)
-            info = summary["pipeline"]
-            if info is None or info.get("cache_key") != key or summary["status"] != "succeeded":
+        except NbopsError:
+            continue
+        key = _key_of(summary)
+        if key is not None and summary["status"] == "succeeded":
+            index.setdefault(key, []).append(run_id)
+    return index
+
+
+def find_cached(store: RunStore, key: str,
+                index: dict[str, list[str]] | None = None) -> RunRecord | None:
+    """The newest succeeded, intact run with this cache key (a pipeline stage's or a sweep
+    trial's: both keys hash the same things); ``index`` from :func:`cache_index` spares
+    reading every record again."""
+    candidates = index.get(key, []) if index is not None else reversed(store.ids())
+    for run_id in candidates:
+        try:
+            summary = store.read(run_id, full=False)
+            if _key_of(summary) != key or summary["status"] != "succeeded":
                 continue
             record = store.read(run_id)
         except NbopsError:
             continue
         if not verify(store.path(run_id), record):
             return record
+    return None
+
+
+def _key_of(record: RunRecord) -> str | None:
+    """The cache key a record was run under: as a pipeline stage or as a sweep trial."""
+    for ref in (record["pipeline"], record.get("sweep")):
+        if ref is not None and ref.get("cache_key"):
+            return str(ref["cache_key"])
     return None
 
 
@@ -82,6 +115,9 @@ def cache_states(pipe: Pipeline, runs_dir: Path | None = None) -> dict[str, str]
         stage = pipe.stages[name]
         if any(d not in done for d in stage.upstream):
             states[name] = "will run (an upstream stage will run)"
+            continue
+        if stage.sweep is not None:
+            states[name] = "will sweep (each trial is cached on its own: nbops sweep ls)"
             continue
         upstream = {d: done[d] for d in stage.upstream}
         try:

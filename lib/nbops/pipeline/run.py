@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import NbopsError
+from ..errors import NbopsError, PipelineError
 from ..execution.base import Executor
 from ..execution.registry import get_executor
 from ..records.background import mirror_queue
@@ -31,6 +32,7 @@ from ..tracking.check import check_uri
 from ..tracking.uri import resolve_uri
 from ..util.envvars import thread_budget, thread_env
 from .cache import cache_key, find_cached, stage_parameters
+from .hooks import StageSweeper, SweepStageContext
 from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler, open_scheduler
 from .spec import Pipeline, load
 from .task import StageTask
@@ -52,6 +54,7 @@ class PipelineOptions:
     executor: str = PIPELINE_EXECUTOR
     scheduler: str = DEFAULT_SCHEDULER
     dask: str | None = None  # --dask ADDRESS|local:N (wins over ``scheduler``)
+    sweeper: StageSweeper | None = None  # runs stages with a ``sweep:`` block (nbops.sweep)
 
 
 class PipelineRun:
@@ -96,6 +99,7 @@ class PipelineRun:
     def execute(self) -> PipelineRecord:
         """Run every stage in dependency order; stop at the first failure."""
         check_uri(self.uri, self.runs_dir)
+        self._check_sweeps()
         scheduler = self._open_scheduler()
         self._save()
         stop = threading.Event()
@@ -170,6 +174,8 @@ class PipelineRun:
             self._say(f"[{self._position(name)}] {name}: failed before running: {exc}")
             self._save()
             return None
+        if stage.sweep is not None:
+            return self._start_sweep(name, resolved, upstream, scheduler, stop)
         key = cache_key(stage, resolved, upstream)
         cached = (None if self.opts.force or name in self.forced or not stage.template.cache
                   else find_cached(self.store, key))
@@ -193,6 +199,37 @@ class PipelineRun:
             executor=self.opts.executor, progress=self.opts.progress and scheduler.jobs == 1,
             threads=thread_budget(scheduler.jobs), retryable=stage.retryable, mirror="driver")
         return scheduler.submit(task, stop)
+
+    def _check_sweeps(self) -> None:
+        """Every ``sweep:`` block is checked before anything is written or run."""
+        for name in self.pipe.order:
+            stage = self.pipe.stages[name]
+            if stage.sweep is None:
+                continue
+            if self.opts.sweeper is None:
+                raise PipelineError(f"stage '{name}' has a 'sweep:' block, and this pipeline "
+                                    "run has no sweeper: run it with 'nbops pipeline run' or "
+                                    "nbops.sweep.stage.run_pipeline_with_sweeps()")
+            self.opts.sweeper.check(stage)
+
+    def _start_sweep(self, name: str, resolved: dict[str, Any],
+                     upstream: dict[str, RunRecord], scheduler: Scheduler,
+                     stop: threading.Event) -> Future[RunRecord]:
+        """Hand a ``sweep:`` stage to the sweeper; its future is the best trial's record."""
+        assert self.opts.sweeper is not None  # checked before the run started
+        entry = self.record["stages"][name]
+        entry["status"] = "running"
+        context = SweepStageContext(
+            stage=self.pipe.stages[name], parameters=resolved, upstream=upstream,
+            pipeline_run=self.id, cwd=self.pipe.path.parent, runs_dir=self.runs_dir,
+            tracking_uri=self.opts.tracking_uri, jobs=scheduler.jobs,
+            executor=self.opts.executor, force=self.opts.force or name in self.forced,
+            parent_run=self._parent_run(), report=self.opts.report)
+        sweep_id, future = self.opts.sweeper.submit(context, stop)
+        entry["sweep_id"] = sweep_id
+        self._say(f"[{self._position(name)}] {name}: sweep {sweep_id}")
+        self._save()
+        return future
 
     def _retrain_requested(self) -> bool:
         """If a stage said ``action: retrain``, force the train stages and everything after."""

@@ -16,7 +16,10 @@ Syntax::
 
 A parameter whose value is exactly ``${STAGE.outputs.NAME}`` receives that output of
 ``STAGE`` (which must be declared in the template's ``nbops.outputs``) and makes the stage
-depend on it. Everything is checked before the first kernel starts: unknown stages,
+depend on it. A stage with a ``sweep:`` block (see ``nbops.sweep``) runs a sweep, and its
+record is its best trial's: ``${STAGE.best.outputs.NAME}`` says so explicitly (and is
+refused on a stage without a sweep), ``${STAGE.outputs.NAME}`` means the same. Everything
+is checked before the first kernel starts: unknown stages,
 templates, parameters and outputs, bad values, and cycles; every problem is reported at
 once, each with its stage and parameter.
 """
@@ -37,7 +40,8 @@ from ..contract.template import Template
 from ..contract.template import resolve as resolve_template
 from ..errors import ConfigError, PipelineError, UsageError, did_you_mean
 
-REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)\.outputs\.([A-Za-z_][\w.\-]*)\s*\}$")
+REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)\.(?:best\.)?outputs\.([A-Za-z_][\w.\-]*)\s*\}$")
+BEST = re.compile(r"^\$\{\s*[A-Za-z_][\w-]*\.best\.")  # the best trial of a sweep stage
 DEFAULT_FILE = "pipeline.yaml"
 
 
@@ -51,6 +55,8 @@ class Stage:
     refs: dict[str, tuple[str, str]]
     after: list[str] = field(default_factory=list)
     retryable: bool = False  # no side effects: may run again after a lost worker (--dask)
+    sweep: dict[str, Any] | None = None  # the raw ``sweep:`` block (checked by the sweeper)
+    best: set[str] = field(default_factory=set)  # parameters given ${stage.best.outputs.x}
 
     @property
     def upstream(self) -> list[str]:
@@ -143,13 +149,18 @@ def _stage(path: Path, name: str, body: Any, problems: list[str]) -> Stage | Non
     if not isinstance(body, dict) or not isinstance(body.get("template"), str):
         problems.append(f"stage '{name}' needs 'template: NAME_OR_PATH'")
         return None
-    unknown = set(body) - {"template", "parameters", "after", "retryable"}
+    unknown = set(body) - {"template", "parameters", "after", "retryable", "sweep"}
     if unknown:
         problems.append(f"stage '{name}' has unknown keys {sorted(map(str, unknown))}; "
-                        "allowed: template, parameters, after, retryable")
+                        "allowed: template, parameters, after, retryable, sweep")
     retryable = body.get("retryable", False)
     if not isinstance(retryable, bool):
         problems.append(f"stage '{name}': 'retryable' must be true or false, got {retryable!r}")
+    sweep = body.get("sweep")
+    if sweep is not None and not isinstance(sweep, dict):
+        problems.append(f"stage '{name}': 'sweep' must be a mapping, e.g. "
+                        "{grid: {C: [0.1, 1]}, maximize: accuracy}")
+        sweep = None
     ref = body["template"]
     local = path.parent / ref
     try:
@@ -164,7 +175,7 @@ def _stage(path: Path, name: str, body: Any, problems: list[str]) -> Stage | Non
         problems.append(f"stage '{name}': 'parameters' must be a mapping and 'after' a list "
                         "of stage names")
         return None
-    literal, refs = {}, {}
+    literal, refs, best = {}, {}, set()
     for key, value in raw.items():
         match = REF.match(value) if isinstance(value, str) else None
         where = f"stage '{name}', parameter '{key}'"
@@ -172,12 +183,15 @@ def _stage(path: Path, name: str, body: Any, problems: list[str]) -> Stage | Non
             if match:  # names of referenced parameters are checked like literal ones
                 params.declared(template, str(key))
                 refs[str(key)] = (match.group(1), match.group(2))
+                if BEST.match(value):
+                    best.add(str(key))
             else:
                 checked, _ = params.resolve(template, overrides={str(key): value})
                 literal[str(key)] = checked[str(key)]
         except UsageError as exc:
             problems.append(f"{where}: {exc}")
-    return Stage(name, template, literal, refs, [str(a) for a in after], retryable is True)
+    return Stage(name, template, literal, refs, [str(a) for a in after], retryable is True,
+                 sweep, best)
 
 
 def _apply_overrides(stages: dict[str, Stage], overrides: Iterable[tuple[str, str]],
@@ -217,6 +231,10 @@ def _check_references(stages: dict[str, Stage], problems: list[str],
                 continue
             if source not in stages:
                 continue  # the source stage is broken: said once, there
+            if param in stage.best and stages[source].sweep is None:
+                problems.append(f"{where} asks for the best trial of stage '{source}', which "
+                                f"has no 'sweep:' block; write ${{{source}.outputs.{out}}}")
+                continue
             outputs = stages[source].template.outputs
             if out not in outputs:
                 problems.append(

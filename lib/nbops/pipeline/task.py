@@ -14,20 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from ..execution.registry import DEFAULT_EXECUTOR
-from ..records.types import PipelineRef, RunRecord
+from ..records.types import PipelineRef, RunRecord, SweepRef
 from ..runner import MirrorMode, RunOptions, run
 
 
 @dataclass(frozen=True)
 class StageTask:
-    """One stage run, as data."""
+    """One stage run (or one sweep trial), as data."""
 
     stage: str
     template_path: Path
     parameters: dict[str, Any]
     cwd: Path
     runs_dir: Path
-    pipeline: PipelineRef
+    pipeline: PipelineRef | None = None  # a stage of a pipeline run
     tracking_uri: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     executor: str = DEFAULT_EXECUTOR
@@ -37,13 +37,14 @@ class StageTask:
     threads: int | None = None  # thread budget of the kernel (see util.envvars.thread_budget)
     mirror: MirrorMode = "inline"
     retryable: bool = False  # may run again after its worker was lost (pipeline.yaml)
+    sweep: SweepRef | None = None  # a trial of a sweep (see nbops.sweep)
 
 
 def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:
     """Run the stage and return its final record (``stop`` is honoured where it exists)."""
     options = RunOptions(runs_dir=task.runs_dir, tracking_uri=task.tracking_uri, cwd=task.cwd,
                          stop=stop, tags=dict(task.tags), progress=task.progress,
-                         pipeline=task.pipeline, executor=task.executor,
+                         pipeline=task.pipeline, sweep=task.sweep, executor=task.executor,
                          timeout=task.timeout, cell_timeout=task.cell_timeout,
                          threads=task.threads, mirror=task.mirror)
     return run(task.template_path, task.parameters, options=options)

@@ -7,7 +7,8 @@
 - ``mirror``: mirroring a finished record to the tracker, repairing a missed mirror;
 - ``reconcile``: records whose runner died become ``killed``;
 - ``queries``: get, list, load runs and their models; ``interactive``: runs by hand;
-- ``pipelines``: pipeline records (``runs/pipelines/<id>.json``).
+- ``pipelines``: pipeline records (``runs/pipelines/<id>.json``); ``sweeps``: sweep records
+  (``runs/sweeps/<id>.json``).
 
 Invariant: every file is written through a temp file, fsync and rename; a record on disk is
 always schema-valid. Knows nothing of execution engines. Imports nothing at package level.

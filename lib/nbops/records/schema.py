@@ -1,8 +1,8 @@
 """Validation of persisted documents against their versioned JSON schemas.
 
 Every document nbops writes under ``runs/`` names its schema (``nbops.run/1``,
-``nbops.pipeline/1``); it is validated on every write and every read. A document of a newer
-version than this nbops knows is refused with a message to upgrade.
+``nbops.pipeline/1``, ``nbops.sweep/1``); it is validated on every write and every read. A
+document of a newer version than this nbops knows is refused with a message to upgrade.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from ..util.files import decode_json, encode_json
 
 RUN_SCHEMA = "nbops.run/1"
 PIPELINE_SCHEMA = "nbops.pipeline/1"
-_FILES = {RUN_SCHEMA: "run.v1.json", PIPELINE_SCHEMA: "pipeline.v1.json"}
+SWEEP_SCHEMA = "nbops.sweep/1"
+_FILES = {RUN_SCHEMA: "run.v1.json", PIPELINE_SCHEMA: "pipeline.v1.json",
+          SWEEP_SCHEMA: "sweep.v1.json"}
 
 
 @cache

@@ -1,6 +1,7 @@
-"""The shapes of what nbops persists: run records and pipeline records.
+"""The shapes of what nbops persists: run records, pipeline records and sweep records.
 
-These TypedDicts mirror ``schemas/run.v1.json`` and ``schemas/pipeline.v1.json``; the
+These TypedDicts mirror ``schemas/run.v1.json``, ``schemas/pipeline.v1.json`` and
+``schemas/sweep.v1.json``; the
 schemas are what is enforced (on every write and read), the types are what code relies on.
 """
 
@@ -75,6 +76,14 @@ class PipelineRef(TypedDict):
     cache_key: str
 
 
+class SweepRef(TypedDict):
+    """A run that is one trial of a sweep: the sweep, the trial's number, its cache key."""
+
+    sweep_id: str
+    trial: int
+    cache_key: str
+
+
 class GitState(TypedDict):
     commit: str | None
     dirty: bool | None
@@ -115,6 +124,7 @@ class RunRecord(TypedDict):
     runner: RunnerInfo
     tags: dict[str, str]
     pipeline: PipelineRef | None
+    sweep: NotRequired[SweepRef | None]  # only in records of sweep trials
 
 
 class StageState(TypedDict, total=False):
@@ -122,6 +132,7 @@ class StageState(TypedDict, total=False):
     run_id: str | None
     cached: bool
     error: str | None
+    sweep_id: str  # a stage with a ``sweep:`` block: the sweep that chose its run
 
 
 class Retrained(TypedDict):
@@ -154,3 +165,56 @@ class PipelineRecord(TypedDict, total=False):
     stages: dict[str, StageState]
     summary: dict[str, Any]
     retrained: Retrained
+
+
+TrialStatus = Literal["pending", "running", "succeeded", "cached", "failed", "killed",
+                      "pruned"]
+Strategy = Literal["grid", "random", "optuna"]
+Direction = Literal["maximize", "minimize"]
+
+
+class TrialEntry(TypedDict):
+    """One trial of a sweep: its parameters, its run, how it ended, its metric value."""
+
+    number: int
+    parameters: dict[str, Any]
+    status: TrialStatus
+    run_id: str | None
+    value: float | None  # the optimised metric (None: not reached, or no metric chosen)
+    metrics: dict[str, float]
+    error: str | None
+    optuna_state: NotRequired[str]  # what Optuna was told (COMPLETE, PRUNED, FAIL)
+
+
+class BestTrial(TypedDict):
+    number: int
+    run_id: str
+    value: float | None
+
+
+class SweepPipelineRef(TypedDict):
+    run_id: str
+    stage: str
+
+
+class SweepRecord(TypedDict):
+    """``runs/sweeps/<id>.json`` (schema ``nbops.sweep/1``)."""
+
+    schema: str
+    id: str
+    template: TemplateRef
+    strategy: Strategy
+    metric: str | None
+    direction: Direction | None
+    seed: int | None
+    fixed: dict[str, Any]
+    space: dict[str, Any]
+    status: Status
+    started_at: str
+    ended_at: str | None
+    duration_s: float | None
+    error: str | None
+    mlflow: PipelineTracking | None
+    pipeline: SweepPipelineRef | None
+    trials: list[TrialEntry]
+    best: BestTrial | None

@@ -30,12 +30,15 @@ class Tracker(Protocol):
     def finish(self, record: RunRecord, run_dir: Path) -> None:
         """Log everything the record lists and set the final status."""
 
-    def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
-        """The parent run of a pipeline run (None when the backend has no such notion)."""
+    def start_parent(self, pipeline_run_id: str, name: str, kind: str = "pipeline",
+                     tags: dict[str, str] | None = None) -> str | None:
+        """The parent run of a pipeline run or a sweep (``kind``), with extra ``tags``
+        (None when the backend has no such notion)."""
 
     def finish_parent(self, run_id: str, status: Status,
-                      summary: dict[str, Any] | None = None) -> None:
-        """End a pipeline's parent run with the pipeline's status and summary."""
+                      summary: dict[str, Any] | None = None,
+                      metrics: dict[str, float] | None = None) -> None:
+        """End a parent run with its status, summary (tags) and metrics."""
 
 
 class NoopTracker:
@@ -51,11 +54,13 @@ class NoopTracker:
     def finish(self, record: RunRecord, run_dir: Path) -> None:
         return None
 
-    def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
+    def start_parent(self, pipeline_run_id: str, name: str, kind: str = "pipeline",
+                     tags: dict[str, str] | None = None) -> str | None:
         return None
 
     def finish_parent(self, run_id: str, status: Status,
-                      summary: dict[str, Any] | None = None) -> None:
+                      summary: dict[str, Any] | None = None,
+                      metrics: dict[str, float] | None = None) -> None:
         return None
 
 
@@ -114,9 +119,11 @@ class BackgroundTracker:
     def finish(self, record: RunRecord, run_dir: Path) -> None:
         self._get().finish(record, run_dir)
 
-    def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
-        return self._get().start_parent(pipeline_run_id, name)
+    def start_parent(self, pipeline_run_id: str, name: str, kind: str = "pipeline",
+                     tags: dict[str, str] | None = None) -> str | None:
+        return self._get().start_parent(pipeline_run_id, name, kind, tags)
 
     def finish_parent(self, run_id: str, status: Status,
-                      summary: dict[str, Any] | None = None) -> None:
-        self._get().finish_parent(run_id, status, summary)
+                      summary: dict[str, Any] | None = None,
+                      metrics: dict[str, float] | None = None) -> None:
+        self._get().finish_parent(run_id, status, summary, metrics)

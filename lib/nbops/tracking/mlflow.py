@@ -153,18 +153,27 @@ class MlflowTracker:
         if inputs:
             self.client.log_inputs(run_id, datasets=inputs)
 
-    def start_parent(self, pipeline_run_id: str, name: str) -> str | None:
-        """The parent MLflow run of a pipeline run; stage runs become its children."""
-        tags = {"nbops.pipeline_run": pipeline_run_id, "nbops.pipeline": name,
-                "mlflow.runName": f"pipeline {name} {pipeline_run_id}"}
+    def start_parent(self, pipeline_run_id: str, name: str, kind: str = "pipeline",
+                     tags: dict[str, str] | None = None) -> str | None:
+        """The parent MLflow run of a pipeline run or a sweep (``kind``); stage runs and
+        trials become its children (``mlflow.parentRunId``)."""
+        tags = {f"nbops.{kind}_run": pipeline_run_id, f"nbops.{kind}": name,
+                "mlflow.runName": f"{kind} {name} {pipeline_run_id}", **(tags or {})}
         with self._lock:
             run = self.client.create_run(self.experiment_id, tags=tags)
         return str(run.info.run_id)
 
     def finish_parent(self, run_id: str, status: Status,
-                      summary: dict[str, Any] | None = None) -> None:
+                      summary: dict[str, Any] | None = None,
+                      metrics: dict[str, float] | None = None) -> None:
+        from mlflow.entities import Metric
+
         with self._lock:
             self.client.set_tag(run_id, "nbops.status", status)
+            if metrics:
+                stamp = int(time.time() * 1000)
+                self.client.log_batch(run_id, metrics=[
+                    Metric(name, float(value), stamp, 0) for name, value in metrics.items()])
             if summary:
                 lines = "\n".join(f"| {label} | {_param_text(value)[:200]} |"
                                    for label, value in summary.items())

@@ -1,0 +1,126 @@
+"""How the next trial is chosen: grid, random, or Optuna (ask and tell).
+
+A strategy hands out trials (``ask``), hears intermediate values of running trials
+(``report``, which answers whether to prune) and final outcomes (``tell``). Grid and random
+trials are fixed in advance (random from a seeded generator: the same seed gives the same
+parameters). Optuna runs in memory in this process, the only writer of its study; its
+sampler is seeded with ``--seed``. Optuna's MLflow callback is never used (it drives
+MLflow's global active run): trials are mirrored by nbops like any run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from .space import Choice, expand_grid, sample
+from .spec import SweepSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+Outcome = Literal["complete", "pruned", "fail"]
+
+
+class Strategy(Protocol):
+    """Chooses trials; ``ask`` returns None when there are no more."""
+
+    def ask(self) -> tuple[int, dict[str, Any]] | None:
+        """The next trial's number and swept parameters."""
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        """An intermediate value of a running trial; True: prune it now."""
+
+    def tell(self, number: int, outcome: Outcome, value: float | None) -> str | None:
+        """How a trial ended; returns the state the strategy recorded (Optuna's)."""
+
+
+class FixedStrategy:
+    """A list of trials decided in advance (grid, random)."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        self._points = points
+        self._next = 0
+
+    def ask(self) -> tuple[int, dict[str, Any]] | None:
+        if self._next >= len(self._points):
+            return None
+        self._next += 1
+        return self._next - 1, dict(self._points[self._next - 1])
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        return False
+
+    def tell(self, number: int, outcome: Outcome, value: float | None) -> str | None:
+        return None
+
+
+def random_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """``spec.trials`` points drawn with ``random.Random(seed)`` (reproducible)."""
+    rng = random.Random(spec.seed)
+    return [sample(spec.space, rng) for _ in range(spec.trials)]
+
+
+class OptunaStrategy:
+    """Optuna's ask-and-tell interface on an in-memory study of this process."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        assert spec.direction is not None
+        self.spec = spec
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+                  if spec.prune else optuna.pruners.NopPruner())
+        self.study = optuna.create_study(
+            direction=spec.direction, sampler=optuna.samplers.TPESampler(seed=spec.seed),
+            pruner=pruner)
+        self._trials: dict[int, optuna.trial.Trial] = {}
+        self._steps: dict[int, int] = {}
+        self._asked = 0
+
+    def ask(self) -> tuple[int, dict[str, Any]] | None:
+        if self._asked >= self.spec.trials:
+            return None
+        trial = self.study.ask()
+        self._asked += 1
+        point: dict[str, Any] = {}
+        for name, dim in self.spec.space.items():
+            if isinstance(dim, Choice):
+                point[name] = trial.suggest_categorical(name, list(dim.values))
+            elif dim.integer:
+                point[name] = trial.suggest_int(name, int(dim.low), int(dim.high), log=dim.log)
+            else:
+                point[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+        self._trials[trial.number] = trial
+        return trial.number, point
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        trial = self._trials[number]
+        if step <= self._steps.get(number, -1) or not math.isfinite(value):
+            return False  # Optuna takes each step once
+        self._steps[number] = step
+        trial.report(value, step)
+        return bool(trial.should_prune())
+
+    def tell(self, number: int, outcome: Outcome, value: float | None) -> str | None:
+        from optuna.trial import TrialState
+
+        trial = self._trials[number]
+        if outcome == "complete" and value is not None and math.isfinite(value):
+            frozen = self.study.tell(trial, value)
+        elif outcome == "pruned":
+            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            frozen = self.study.tell(trial, state=TrialState.FAIL)
+        return str(frozen.state.name)
+
+
+def make_strategy(spec: SweepSpec) -> Strategy:
+    """The strategy ``spec`` asks for."""
+    if spec.strategy == "optuna":
+        return OptunaStrategy(spec)
+    if spec.strategy == "random":
+        return FixedStrategy(random_points(spec))
+    return FixedStrategy(expand_grid(spec.space))
