@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import nbformat
 import papermill
 from filelock import FileLock
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import run_hook
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError
@@ -64,17 +68,45 @@ class _Client(PapermillNotebookClient):  # type: ignore[misc]
         if self.owns_km:
             with FileLock(str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
                 kc = super().start_new_kernel_client()
-        else:  # a kernel started ahead (execution.pool): its ports are bound already
-            kc = super().start_new_kernel_client()
+        else:  # a kernel started ahead (execution.pool): running, its ports bound
+            kc = run_sync(self._connect_to_running_kernel)()
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         self.tracker.kernel_started(getattr(process, "pid", None))
         return kc
+
+    async def _connect_to_running_kernel(self) -> Any:
+        """nbclient's client start without ``wait_for_ready``, whose IOPub check costs 0.2 s
+        or more per connection: the kernel is known to run; only IOPub's subscription has
+        to be in place before the first cell (else its first outputs could be lost)."""
+        self.kc = self.km.client()
+        await ensure_async(self.kc.start_channels())
+        await iopub_connected(self.kc, self.startup_timeout)
+        self.kc.allow_stdin = False
+        await run_hook(self.on_notebook_start, notebook=self.nb)
+        return self.kc
 
     def execute_cell(self, cell: Any, cell_index: int, *args: Any, **kwargs: Any) -> Any:
         result = super().execute_cell(cell, cell_index, *args, **kwargs)
         if cell.cell_type == "code":  # reached only when the cell ran to its end
             self.tracker.cell_finished(cell_index)
         return result
+
+
+async def iopub_connected(client: Any, timeout: float) -> None:
+    """Return once ``client``'s IOPub channel receives messages: ask for kernel info until
+    a status message about that request arrives (a few milliseconds once subscribed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg_id = client.kernel_info()
+        try:
+            while True:
+                msg = await ensure_async(client.iopub_channel.get_msg(timeout=0.02))
+                if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                    return
+        except Empty:
+            if time.monotonic() > deadline:
+                raise KernelDied(f"the kernel did not answer on IOPub within {timeout:g} s"
+                                 ) from None
 
 
 class NbopsEngine(Engine):  # type: ignore[misc]

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from ..errors import NbopsError, PipelineError
 from ..execution.base import Executor
 from ..execution.registry import get_executor
 from ..records.background import mirror_queue
+from ..records.mirror import mirror_lock
 from ..records.pipelines import PipelineStore
 from ..records.schema import PIPELINE_SCHEMA
 from ..records.store import RunStore, new_run_id, resolve_runs_dir, utcnow
@@ -75,8 +76,11 @@ class PipelineRun:
         self.pending_mirrors: list[Future[RunRecord]] = []
         self.started = time.time()
         self.tracker: Tracker | None = None
-        self._parent: str | None = None
-        self._parent_tried = False
+        self._parent: Future[str | None] | None = None  # made when a stage first runs
+        self._local = False  # stages run in this process (their mirrors are ours to do)
+        # one thread for tracking work off the critical path: the parent run, then the
+        # stages' mirrors in the order they finished
+        self._tracking = ThreadPoolExecutor(1, thread_name_prefix="nbops-pipeline-tracking")
         stages: dict[str, StageState] = {n: {"status": "pending", "run_id": None, "cached": False}
                                          for n in pipe.order}
         self.record: PipelineRecord = {
@@ -106,7 +110,8 @@ class PipelineRun:
         executor = get_executor(self.opts.executor)
         try:
             with stop_on_signals(stop):
-                if getattr(scheduler, "in_process", False):  # kernels start here: warm them
+                self._local = bool(getattr(scheduler, "in_process", False))
+                if self._local:  # kernels start here: warm them
                     self._warm(executor, scheduler.jobs)
                 self._schedule(scheduler, stop)
                 if self.opts.on_drift == "retrain" and self._retrain_requested():
@@ -114,7 +119,8 @@ class PipelineRun:
         finally:
             scheduler.shutdown(cancel=stop.is_set())
             executor.close()
-        self._finish(self._parent, stop)
+        self._finish(self._parent.result() if self._parent else None, stop)
+        self._tracking.shutdown(wait=True)
         return self.record
 
     def _warm(self, executor: Executor, jobs: int) -> None:
@@ -189,8 +195,9 @@ class PipelineRun:
         entry["status"] = "running"
         self._say(f"[{self._position(name)}] {name}: running {stage.template.name}")
         tags = {"nbops.pipeline_run": self.id, "nbops.pipeline_stage": name}
-        parent = self._parent_run()  # made when a stage first runs: no empty parent runs
-        if parent:
+        if self._local:  # the parent is made meanwhile; our mirror of the stage links it
+            self._parent_soon()
+        elif parent := self._parent_run():  # a remote worker's record carries it from start
             tags["mlflow.parentRunId"] = parent
         task = StageTask(
             stage=name, template_path=stage.template.path, parameters=resolved,
@@ -272,7 +279,8 @@ class PipelineRun:
             self._save()
             return "failed"
         entry.update({"status": result["status"], "run_id": result["id"], "cached": False})
-        self.mirrors[name] = mirror_queue().submit(self.store.path(result["id"]))
+        self.mirrors[name] = self._tracking.submit(self._mirror_stage,
+                                                   self.store.path(result["id"]))
         self.pending_mirrors.append(self.mirrors[name])
         if result["status"] == "succeeded":
             self.done[name] = result
@@ -286,12 +294,26 @@ class PipelineRun:
     def _position(self, name: str) -> str:
         return f"{self.pipe.order.index(name) + 1}/{len(self.pipe.order)}"
 
-    def _parent_run(self) -> str | None:
-        """The pipeline's MLflow parent run, made the first time a stage really runs."""
-        if not self._parent_tried:
-            self._parent_tried = True
-            self._parent = self._start_parent()
+    def _parent_soon(self) -> Future[str | None]:
+        """The pipeline's MLflow parent run, started the first time a stage really runs
+        (no empty parent runs), in the tracking thread (MLflow's import takes seconds)."""
+        if self._parent is None:
+            self._parent = self._tracking.submit(self._start_parent)
         return self._parent
+
+    def _parent_run(self) -> str | None:
+        return self._parent_soon().result()
+
+    def _mirror_stage(self, run_dir: Path) -> RunRecord:
+        """Mirror a finished stage run (tracking thread), as a child of the parent run."""
+        parent = self._parent.result() if self._parent else None  # done: same thread
+        if parent:
+            with mirror_lock(self.runs_dir):
+                record = self.store.read(run_dir.name)
+                if not (record["mlflow"] and record["mlflow"]["synced"]):
+                    record["tags"].setdefault("mlflow.parentRunId", parent)
+                    self.store.write(record)
+        return mirror_queue().submit(run_dir).result()
 
     def _start_parent(self) -> str | None:
         try:
