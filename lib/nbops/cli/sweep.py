@@ -64,8 +64,9 @@ def sweep_group() -> None:
 @click.option("--no-prune", is_flag=True, help="Optuna: never prune a trial.")
 @click.option("-p", "--param", "cli_params", type=(str, str), multiple=True,
               metavar="NAME VALUE", help="Fix a parameter for every trial (repeatable).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Trials at once (each kernel gets max(1, cores // N) threads).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Trials to run at once [1; with --dask: one per worker thread]; each "
+                   "kernel gets max(1, cores // N) threads.")
 @click.option("--dask", default=None, metavar="ADDRESS|local:N",
               help="Run trials on a Dask cluster (or a local one of N workers).")
 @click.option("--max-trials", type=click.IntRange(min=1), default=256, show_default=True,
@@ -80,7 +81,7 @@ def sweep_group() -> None:
 def sweep_run(template: str, grid: tuple[str, ...], ranges: tuple[str, ...],
               space_file: Path | None, random_n: int | None, optuna_n: int | None,
               maximize: str | None, minimize: str | None, seed: int | None, no_prune: bool,
-              cli_params: tuple[tuple[str, str], ...], jobs: int, dask: str | None,
+              cli_params: tuple[tuple[str, str], ...], jobs: int | None, dask: str | None,
               max_trials: int, force: bool, timeout: float | None, executor: str,
               runs_dir: Path | None, tracking_uri: str | None, as_json: bool) -> None:
     """Run TEMPLATE once per point of a search space and pick the best trial."""

@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import threading
@@ -46,7 +47,7 @@ from ..records.types import RunRecord, Status, SweepPipelineRef, SweepRecord, Tr
 from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
-from ..tracking.uri import resolve_uri
+from ..tracking.uri import NO_TRACKING, resolve_uri
 from ..util.envvars import thread_budget, thread_env
 from .select import best_trial
 from .space import describe
@@ -55,13 +56,21 @@ from .strategies import Outcome, Strategy, make_strategy
 from .watch import StepWatcher
 
 
+def _import_mlflow() -> None:
+    """Import MLflow ahead of the parent run (nothing is written)."""
+    try:
+        importlib.import_module("mlflow")
+    except Exception:  # noqa: BLE001 - the parent run reports tracking trouble itself
+        return
+
+
 @dataclass
 class SweepOptions:
     """Where and how to run a sweep's trials."""
 
     runs_dir: Path | None = None
     tracking_uri: str | None = None
-    jobs: int = 1
+    jobs: int | None = None  # trials at once: 1, or with dask one per worker thread
     dask: str | None = None  # ADDRESS or local:N (see pipeline.scheduler.open_scheduler)
     executor: str = "pool"  # warm kernels, a process per trial
     cwd: Path | None = None
@@ -122,6 +131,8 @@ class SweepRun:
         """
         check_uri(self.uri, self.runs_dir)
         strategy = make_strategy(self.spec)
+        if self.uri != NO_TRACKING:  # MLflow's import (seconds) while a cluster starts
+            threading.Thread(target=_import_mlflow, name="nbops-import", daemon=True).start()
         scheduler = open_scheduler(self.opts.jobs, self.opts.dask)
         executor = get_executor(self.opts.executor)
         event = stop or threading.Event()
