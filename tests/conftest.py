@@ -62,13 +62,23 @@ def kernel_alive(pid: int | None) -> bool:
 
 
 def kernels_of(run_dir: Path) -> list[psutil.Process]:
-    """Live kernel processes started for this run folder (by their environment)."""
+    """Live kernel processes started for this run folder or runs folder: by their launch
+    environment (a kernel started for the run), or by the kernel pid a record under it
+    names (a warm pool kernel learns its run folder only after it started)."""
+    recorded = set()
+    for run_json in [run_dir / "run.json", *run_dir.glob("*/run.json")]:
+        try:
+            recorded.add(json.loads(run_json.read_text())["runner"].get("kernel_pid"))
+        except (OSError, ValueError, KeyError):
+            continue
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             if "ipykernel_launcher" in " ".join(proc.info["cmdline"] or []):
-                if proc.environ().get("NBOPS_RUN_DIR", "").startswith(str(run_dir)):
-                    found.append(proc)
+                if proc.pid in recorded or \
+                        proc.environ().get("NBOPS_RUN_DIR", "").startswith(str(run_dir)):
+                    if proc.status() != psutil.STATUS_ZOMBIE:
+                        found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
