@@ -7,29 +7,22 @@ reader never sees half a record. ``latest`` names the newest sweep.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import cast
 
-from ..errors import RunNotFoundError, did_you_mean
-from ..util.files import atomic_write_json
-from .schema import SWEEP_SCHEMA, load_document, validate
+from ..errors import RunNotFoundError
+from .documents import DocumentStore
+from .schema import SWEEP_SCHEMA
 from .types import SweepRecord
 
 FOLDER = "sweeps"
 
 
-class SweepStore:
+class SweepStore(DocumentStore[SweepRecord]):
     """The sweep records of a runs folder."""
 
-    def __init__(self, runs_dir: Path) -> None:
-        self.root = runs_dir / FOLDER
-
-    def path(self, sweep_id: str) -> Path:
-        return self.root / f"{sweep_id}.json"
-
-    def write(self, record: SweepRecord) -> None:
-        validate(record, SWEEP_SCHEMA)
-        atomic_write_json(self.path(record["id"]), record)
+    folder = FOLDER
+    schema = SWEEP_SCHEMA
+    noun = "sweep"
+    list_command = "nbops sweep ls"
 
     def read(self, sweep_id: str) -> SweepRecord:
         """The validated sweep record (``latest``: the newest one).
@@ -38,17 +31,7 @@ class SweepStore:
             RunNotFoundError: no such sweep (with the closest id).
             RecordError: unreadable or invalid record.
         """
-        if sweep_id == "latest":
-            sweep_id = self.latest_id()
-        if "/" in sweep_id or sweep_id in ("", ".", ".."):
-            raise RunNotFoundError(f"invalid sweep id {sweep_id!r}")
-        try:
-            data = load_document(self.path(sweep_id), SWEEP_SCHEMA)
-        except FileNotFoundError:
-            raise RunNotFoundError(f"no sweep '{sweep_id}' in {self.root}."
-                                   f"{did_you_mean(sweep_id, self.ids())} List them with "
-                                   "'nbops sweep ls'.") from None
-        return cast(SweepRecord, data)
+        return super().read(self.latest_id() if sweep_id == "latest" else sweep_id)
 
     def latest_id(self) -> str:
         """The sweep started last. Ids start with their start time to the second; sweeps
@@ -73,9 +56,3 @@ class SweepStore:
         except (OSError, ValueError, KeyError, TypeError):
             return ""
         return str(value)
-
-    def ids(self) -> list[str]:
-        """Sweep ids, oldest first (ids start with their UTC start time)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.stem for p in self.root.glob("*.json") if not p.name.startswith("."))
