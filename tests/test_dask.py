@@ -93,6 +93,14 @@ def _pipeline(folder: Path, stages: dict[str, Any]) -> Path:
     return path
 
 
+def _pipeline_driver(cluster: Any, folder: Path) -> subprocess.Popen[str]:
+    """``nbops pipeline run`` of ``folder``'s pipeline.yaml on the cluster, JSON out."""
+    return subprocess.Popen(
+        [*NBOPS, "pipeline", "run", "pipeline.yaml", "--dask", _address(cluster), "--json",
+         "--runs-dir", "runs", "--tracking-uri", "none"],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _runs(runs: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(runs.glob("*/run.json"))]
 
@@ -146,10 +154,7 @@ def test_independent_stages_run_at_once_on_two_workers_and_the_driver_mirrors(
 def test_a_worker_killed_mid_stage_fails_that_stage_as_worker_lost(
         cluster: Any, tmp_path: Path) -> None:
     _pipeline(tmp_path, {"a": {"template": SLEEPS, "parameters": {"seconds": 600}}})
-    driver = subprocess.Popen(
-        [*NBOPS, "pipeline", "run", "pipeline.yaml", "--dask", _address(cluster), "--json",
-         "--runs-dir", "runs", "--tracking-uri", "none"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = _pipeline_driver(cluster, tmp_path)
     try:
         record = _sleeping(tmp_path / "runs")
         os.kill(record["runner"]["pid"], signal.SIGKILL)  # the worker process
@@ -179,10 +184,7 @@ def test_a_retryable_stage_runs_again_after_its_worker_died(
     cluster.wait_for_workers(2, timeout=60)
     _pipeline(tmp_path, {"a": {"template": SLEEPS, "parameters": {"seconds": 6},
                                "retryable": True}})
-    driver = subprocess.Popen(
-        [*NBOPS, "pipeline", "run", "pipeline.yaml", "--dask", _address(cluster), "--json",
-         "--runs-dir", "runs", "--tracking-uri", "none"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = _pipeline_driver(cluster, tmp_path)
     try:
         first = _sleeping(tmp_path / "runs")
         os.kill(first["runner"]["pid"], signal.SIGKILL)
