@@ -130,11 +130,11 @@ class Executor(ABC):
         corresponding ends; any other exception is reported as an execution failure.
         """
 
-    def prepare(self, notebooks: Sequence[Any], *, env: dict[str, str], parallel: int,
+    def prepare(self, notebooks: Sequence[Any], *, parallel: int, threads: int | None,
                 expected: int | None) -> None:
         """Hook: get ready for ``expected`` runs (None: unknown) of these notebooks,
-        ``parallel`` at a time, with kernels in environment ``env`` (a pool starts kernels
-        now). Default: nothing to prepare."""
+        ``parallel`` at a time, each kernel with a budget of ``threads`` (a pool starts
+        kernels now). Default: nothing to prepare."""
         return None
 
     def close(self) -> None:

@@ -45,7 +45,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
 from ..errors import CellFailed, KernelDied
-from ..util.envvars import RUN_DIR, THREAD_VARS, TRACKING_URI
+from ..util.envvars import RUN_DIR, THREAD_VARS, TRACKING_URI, kernel_base_env
 from ..util.process import kill_process_tree
 from .base import CellTracker, ExecutionRequest
 from .outcome import ExecutionResult
@@ -192,7 +192,6 @@ class WarmKernel:
     km: AsyncKernelManager
     log: Path
     own_env: dict[str, str]  # what the kernel set for itself at start (MPLBACKEND, ...)
-    preloaded: tuple[str, ...]
     uses: int = 0
 
     @property
@@ -229,7 +228,7 @@ def start_kernel(kernel_name: str, env: dict[str, str], preload: Sequence[str]) 
             str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
         # the lock: jupyter_client picks ports before the kernel binds them (see papermill.py)
         run_sync(km.start_kernel)(env=dict(env), cwd=str(folder), stdout=handle, stderr=handle)
-        kernel = WarmKernel(km, log, {}, tuple(preload))
+        kernel = WarmKernel(km, log, {})
         try:
             booted = _boot_env(km)
             kernel.own_env = {k: v for k, v in booted.items() if k not in env}
@@ -303,17 +302,14 @@ class KernelPool:
 
     def release(self, kernel: WarmKernel, healthy: bool) -> None:
         """Back to the pool (reuse, still healthy) or shut down in the background."""
+        keep = self.reuse and healthy and kernel.alive()
         with self._lock:
             self._busy.discard(id(kernel))
-            keep = self.reuse and healthy and not self._closed
+            keep = keep and not self._closed
             if keep:
                 self._idle.append(kernel)
-        if keep and kernel.alive():
-            return
-        if keep:
-            with self._lock:
-                self._idle.remove(kernel)
-        self._discard(kernel)
+        if not keep:
+            self._discard(kernel)
 
     def _discard(self, kernel: WarmKernel) -> None:
         with self._lock:
@@ -422,11 +418,12 @@ class PoolExecutor(PapermillExecutor):
         self.reuse = reuse
         self._held: list[KernelPool] = []
 
-    def prepare(self, notebooks: Sequence[Any], *, env: dict[str, str], parallel: int,
+    def prepare(self, notebooks: Sequence[Any], *, parallel: int, threads: int | None,
                 expected: int | None) -> None:
         """Start ``parallel`` kernels now with the imports of ``notebooks`` preloaded; the
         pools stay until :meth:`close`."""
         kinds = {_kernel_of(nb) for nb in notebooks}
+        env = kernel_base_env(threads)
         for kernel_name in sorted(kinds):
             pool = hold(kernel_name, env, self.reuse)
             self._held.append(pool)

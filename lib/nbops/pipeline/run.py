@@ -9,7 +9,6 @@ written (validated) after every change of state.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,7 +30,7 @@ from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
 from ..tracking.uri import resolve_uri
-from ..util.envvars import thread_budget, thread_env
+from ..util.envvars import thread_budget
 from .cache import cache_key, find_cached, stage_parameters
 from .hooks import StageSweeper, SweepStageContext
 from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler, open_scheduler
@@ -127,8 +126,8 @@ class PipelineRun:
         """Let the executor start kernels for the stages ahead (the pool preloads their
         imports) while the first stages are looked up and run."""
         notebooks = [self.pipe.stages[n].template.notebook for n in self.pipe.order]
-        env = {**os.environ, **thread_env(thread_budget(jobs))}
-        executor.prepare(notebooks, env=env, parallel=jobs, expected=len(notebooks))
+        executor.prepare(notebooks, parallel=jobs, threads=thread_budget(jobs),
+                         expected=len(notebooks))
 
     def _open_scheduler(self) -> Scheduler:
         """The scheduler, once it has checked that its workers see our folders."""

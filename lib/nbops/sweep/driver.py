@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
 from ..tracking.uri import NO_TRACKING, resolve_uri
-from ..util.envvars import thread_budget, thread_env
+from ..util.envvars import thread_budget
 from .select import best_trial
 from .space import describe
 from .spec import SweepSpec
@@ -157,8 +156,7 @@ class SweepRun:
     def _warm(self, executor: Executor, jobs: int) -> None:
         """Let the executor start kernels for the trials (the pool preloads the template's
         imports, one spare kernel per job)."""
-        env = {**os.environ, **thread_env(thread_budget(jobs))}
-        executor.prepare([self.template.notebook], env=env, parallel=jobs,
+        executor.prepare([self.template.notebook], parallel=jobs, threads=thread_budget(jobs),
                          expected=self.spec.trials)
 
     def _loop(self, strategy: Strategy, scheduler: Scheduler, stop: threading.Event,

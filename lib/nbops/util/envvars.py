@@ -58,13 +58,20 @@ def thread_env(threads: int | None) -> dict[str, str]:
 def kernel_env(run_dir: Path, tracking_uri: str | None = None,
                threads: int | None = None) -> dict[str, str]:
     """The environment of a process that records into ``run_dir`` (a kernel, a mirror
-    child): this environment plus the run folder, the tracking store, nbops importable and,
-    when ``threads`` is given, the thread budget of :func:`thread_env`."""
-    env = dict(os.environ)
-    env.update(thread_env(threads))
+    child): :func:`kernel_base_env` plus the run folder and the tracking store."""
+    env = kernel_base_env(threads)
     env[RUN_DIR] = str(run_dir)
     if tracking_uri:  # mlflow calls in the notebook (the registry) use the run's store
         env[TRACKING_URI] = tracking_uri
+    return env
+
+
+def kernel_base_env(threads: int | None = None) -> dict[str, str]:
+    """The environment of a kernel before it knows its run (a warm pool kernel): this
+    environment plus nbops importable and, when ``threads`` is given, the thread budget of
+    :func:`thread_env`."""
+    env = dict(os.environ)
+    env.update(thread_env(threads))
     lib = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (lib, env.get("PYTHONPATH", "")) if p)
     return env
