@@ -24,6 +24,8 @@ from ..util.files import atomic_write_text
 from ..util.process import kill_process_tree
 from .outcome import ExecutionResult, StopReason, derive_result, mark_notebook, stamp_record
 
+LEARN_DIR = ".learned"  # in the runs folder: what engines learned from earlier runs
+
 
 @dataclass
 class ExecutionRequest:
@@ -39,6 +41,7 @@ class ExecutionRequest:
     kernel_name: str = "python3"
     kernel_log: Path | None = None
     on_kernel_start: Callable[[int], None] | None = None  # told the kernel's pid at once
+    learn_dir: Path | None = None  # where an engine keeps what it learns from runs (imports)
 
 
 @dataclass
@@ -131,10 +134,11 @@ class Executor(ABC):
         """
 
     def prepare(self, notebooks: Sequence[Any], *, parallel: int, threads: int | None,
-                expected: int | None) -> None:
+                expected: int | None, learn_dir: Path | None = None) -> None:
         """Hook: get ready for ``expected`` runs (None: unknown) of these notebooks,
         ``parallel`` at a time, each kernel with a budget of ``threads`` (a pool starts
-        kernels now). Default: nothing to prepare."""
+        kernels now; ``learn_dir`` is the runs' :attr:`ExecutionRequest.learn_dir`).
+        Default: nothing to prepare."""
         return None
 
     def close(self) -> None:

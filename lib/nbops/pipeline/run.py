@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NbopsError, PipelineError
-from ..execution.base import Executor
+from ..execution.base import LEARN_DIR, Executor
 from ..execution.registry import get_executor
 from ..records.background import mirror_queue
 from ..records.mirror import mirror_lock
@@ -127,7 +127,7 @@ class PipelineRun:
         imports) while the first stages are looked up and run."""
         notebooks = [self.pipe.stages[n].template.notebook for n in self.pipe.order]
         executor.prepare(notebooks, parallel=jobs, threads=thread_budget(jobs),
-                         expected=len(notebooks))
+                         expected=len(notebooks), learn_dir=self.runs_dir / LEARN_DIR)
 
     def _open_scheduler(self) -> Scheduler:
         """The scheduler, once it has checked that its workers see our folders."""
