@@ -1,8 +1,9 @@
 """nbops: parameterized notebooks as reliable, recorded, monitored pipelines.
 
 Inside a notebook: ``nbops.log_metric``, ``log_params``, ``log_artifact``, ``log_figure``,
-``log_model``, ``output``. From Python: ``nbops.run``, ``nbops.run_pipeline``,
-``nbops.load_run``, ``nbops.list_runs`` and ``nbops.load_model``. Importing nbops is cheap:
+``log_model``, ``output``, ``secret`` (``Secret`` declares one). From Python:
+``nbops.run``, ``nbops.run_pipeline``, ``nbops.load_run``, ``nbops.list_runs`` and
+``nbops.load_model``. Importing nbops is cheap:
 the recording API uses only the standard library, and everything else (papermill, MLflow)
 is imported on first use.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .kernel_api import (
+    Secret,
     current_run_id,
     end_run,
     log_artifact,
@@ -34,6 +36,7 @@ from .kernel_api import (
     log_model,
     log_params,
     output,
+    secret,
     tracking_uri,
 )
 
@@ -46,9 +49,9 @@ if TYPE_CHECKING:
     from .sweep.stage import run_pipeline_with_sweeps as run_pipeline
 
 __all__ = [
-    "current_run_id", "end_run", "list_runs", "load_model", "load_run", "log_artifact",
+    "Secret", "current_run_id", "end_run", "list_runs", "load_model", "load_run", "log_artifact",
     "log_figure", "log_metric", "log_model", "log_params", "output", "run", "run_pipeline",
-    "tracked_run_id", "tracking_uri",
+    "secret", "tracked_run_id", "tracking_uri",
 ]
 
 

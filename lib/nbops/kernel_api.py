@@ -25,6 +25,7 @@ from .errors import TypeMismatch
 from .tracking.uri import current_uri
 from .util import envvars
 from .util.files import encode_json, sha256_file, walk_files
+from .util.secrets import Scrubber, from_environment, names_in
 
 if TYPE_CHECKING:
     from .records.types import Status
@@ -32,6 +33,44 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ ]{0,249}$")
 _lock = threading.RLock()
 _state: dict[str, Any] = {"run_dir": None, "interactive": False, "steps": {}}
+_scrub: dict[str, Scrubber] = {}  # "run": the secrets of this kernel's run and those read
+
+
+class Secret:
+    """The type of a secret in a parameters cell: ``API_TOKEN: Secret`` (no value; the
+    line above it: ``from nbops import Secret``). Read the value with :func:`secret`."""
+
+    def __init__(self) -> None:
+        raise TypeError("Secret is only an annotation: declare 'NAME: Secret' in the "
+                        "parameters cell and read the value with nbops.secret('NAME')")
+
+
+def _scrubber() -> Scrubber:
+    with _lock:
+        if "run" not in _scrub:
+            _scrub["run"] = from_environment()
+        return _scrub["run"]
+
+
+def secret(name: str) -> str:
+    """The value of the secret ``name``. Headless, only a secret the template declares
+    (``NAME: Secret`` in its parameters cell), from the kernel's environment. By hand in
+    JupyterLab: the environment variable ``NAME``, else the project's credentials file.
+    Whatever this kernel records afterwards has the value scrubbed."""
+    if os.environ.get(envvars.RUN_DIR):
+        if name not in names_in(os.environ) or not os.environ.get(name):
+            raise LookupError(f"this template does not declare the secret {name!r}: add "
+                              f"'{name}: Secret' to its parameters cell (after 'from nbops "
+                              "import Secret')")
+        return os.environ[name]
+    from .contract.secrets import lookup
+
+    value = lookup(name)
+    if value is None:
+        raise LookupError(f"no value for the secret {name!r}: set the environment variable "
+                          f"{name} or add it to the project's credentials file")
+    _scrubber().add(name, value)
+    return value
 
 
 def _leave_recorded_folder() -> None:
@@ -61,6 +100,7 @@ def _new_run() -> None:
     the previous run's folder and metric steps (called by the executor, never by users)."""
     with _lock:
         _state.update(run_dir=None, interactive=False, steps={})
+        _scrub.clear()
 
 
 def _run_dir() -> Path:
@@ -90,6 +130,9 @@ def current_run_id() -> str:
 
 
 def _check_name(name: str, what: str) -> str:
+    if isinstance(name, str) and _scrubber().text(name) != name:  # a file or key on disk
+        raise ValueError(f"the {what} name contains a secret's value: "
+                         f"{_scrubber().text(name)!r}")
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         raise ValueError(f"invalid {what} name {name!r}: use letters, digits, _ . - / and "
                          "spaces, not starting with a dot")
@@ -98,7 +141,7 @@ def _check_name(name: str, what: str) -> str:
 
 def _emit(event: dict[str, Any]) -> None:
     event["t"] = time.time()
-    line = json.dumps(encode_json(event), allow_nan=False) + "\n"
+    line = json.dumps(_scrubber().value(encode_json(event)), allow_nan=False) + "\n"
     with _lock, open(_run_dir() / "events.jsonl", "a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .contract import params
+from .contract.secrets import fingerprints
+from .contract.secrets import resolve as resolve_secrets
 from .contract.template import Template
 from .contract.template import resolve as resolve_template
 from .execution.base import LEARN_DIR, ExecutionRequest, Executor
@@ -34,6 +36,7 @@ from .tracking.uri import resolve_uri
 from .util.envvars import kernel_env
 from .util.files import encode_json
 from .util.process import process_start_time
+from .util.secrets import Scrubber, secret_env
 
 MirrorMode = Literal["inline", "background", "driver"]
 """``inline``: the runner mirrors the finished record to the tracking store itself before
@@ -74,6 +77,7 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     opts = options or RunOptions()
     tpl = resolve_template(template)
     resolved, given = params.resolve(tpl, cli=cli_params, file=params_file, overrides=parameters)
+    secret_values = resolve_secrets(tpl)  # from the environment only: never a parameter
     executor = get_executor(opts.executor) if isinstance(opts.executor, str) else opts.executor
     notebook = params.inject(tpl.notebook, given)
     notebook.metadata.setdefault("nbops", {})["parameters"] = encode_json(resolved)
@@ -87,7 +91,8 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     request = ExecutionRequest(notebook=notebook, output_path=Path(), cwd=cwd, env={},
                                cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
                                progress=opts.progress, kernel_name=tpl.kernel_name,
-                               learn_dir=runs_dir / LEARN_DIR)
+                               learn_dir=runs_dir / LEARN_DIR,
+                               scrubber=Scrubber(secret_values) if secret_values else None)
     executor.check(request)  # e.g. the template's kernel is installed; before any record
     check_uri(uri, runs_dir)  # in seconds: no kernel runs for a mirror that cannot happen
     tracker = (BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
@@ -96,12 +101,14 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     record["tags"], record["pipeline"] = dict(opts.tags), opts.pipeline
     if opts.sweep is not None:
         record["sweep"] = opts.sweep
+    if secret_values:
+        record["secrets"] = fingerprints(tpl, runs_dir, secret_values)
     record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
                         "synced": False}
     run_dir = store.create(record)
     background = spawn_mirror(run_dir, uri) if opts.mirror == "background" else None
     request.output_path, request.kernel_log = run_dir / NOTEBOOK_FILE, run_dir / KERNEL_LOG
-    request.env = kernel_env(run_dir, uri, opts.threads)
+    request.env = {**kernel_env(run_dir, uri, opts.threads), **secret_env(secret_values)}
     request.on_kernel_start = lambda pid: _note_kernel(store, record, pid)
     try:
         try:

@@ -62,3 +62,6 @@ def templates_cmd(as_json: bool) -> None:
             click.echo(f"    {tpl['description']}")
         for p in tpl["parameters"]:
             click.echo(f"    {p['name']}: {p['type']} = {p['default']!r}  {p['help']}".rstrip())
+        for secret in tpl["secrets"]:
+            click.echo(f"    {secret['name']}: Secret (from the environment or the "
+                       f"credentials file)  {secret['help']}".rstrip())

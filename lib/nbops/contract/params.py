@@ -129,6 +129,11 @@ def declared(template: Template, name: str) -> Parameter:
 
 
 def _unknown_message(template: Template, name: object) -> str:
+    if name in template.secrets:
+        return (f"{name} is a secret of template '{template.name}', not a parameter: a "
+                "parameter's value is written into the executed notebook and the record. "
+                f"Set the environment variable {name} (or put it in the credentials file) "
+                "instead.")
     if not template.has_parameters_cell:
         return (f"template '{template.name}' declares no parameters (it has no cell tagged "
                 f"'parameters'), so parameter {name!r} cannot be set. Tag a cell "

@@ -14,6 +14,7 @@ import ast
 import hashlib
 import io
 import math
+import re
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class Template:
     notebook: nbformat.NotebookNode = field(repr=False)
     description: str = ""
     cache: bool = True  # False: the result depends on mutable outside state (the registry)
+    secrets: dict[str, str] = field(default_factory=dict)  # name -> help (no values here)
 
     @property
     def kernel_name(self) -> str:
@@ -70,7 +72,8 @@ class Template:
         return {"name": self.name, "path": str(self.path), "sha256": self.sha256,
                 "stage": self.stage, "outputs": self.outputs, "description": self.description,
                 "cache": self.cache,
-                "parameters": [p.to_dict() for p in self.parameters.values()]}
+                "parameters": [p.to_dict() for p in self.parameters.values()],
+                "secrets": [{"name": n, "help": h} for n, h in self.secrets.items()]}
 
 
 def load_template(path: Path, name: str | None = None) -> Template:
@@ -91,11 +94,17 @@ def load_template(path: Path, name: str | None = None) -> Template:
                             "keep exactly one")
     meta = _nbops_metadata(path, nb.metadata.get("nbops", {}))
     params = parse_parameters_cell(cells[0].source, path) if cells else {}
+    secrets = parse_secrets(cells[0].source, path) if cells else {}
+    both = sorted(set(secrets) & set(params))
+    if both:
+        raise TemplateError(f"template {path} declares {', '.join(both)} both as a parameter "
+                            "and as a secret; keep one")
     return Template(
         name=name or path.stem, path=path.resolve(), sha256=hashlib.sha256(raw).hexdigest(),
         stage=str(meta.get("stage", path.stem)), outputs=list(meta.get("outputs", [])),
         parameters=params, has_parameters_cell=bool(cells), notebook=nb,
         description=str(meta.get("description", "")), cache=meta.get("cache", True) is True,
+        secrets=secrets,
     )
 
 
@@ -157,7 +166,7 @@ def parse_parameters_cell(source: str, path: Path | str = "<cell>") -> dict[str,
     params: dict[str, Parameter] = {}
     imported = _typing_imports(tree, path)
     for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or _secret_name(node, imported):
             continue
         name, spec, default = _declaration(node, path)
         _check_names_defined(node, imported, path)
@@ -172,8 +181,76 @@ def parse_parameters_cell(source: str, path: Path | str = "<cell>") -> dict[str,
     return params
 
 
+def parse_secrets(source: str, path: Path | str = "<cell>") -> dict[str, str]:
+    """The secrets a parameters cell declares (``API_TOKEN: Secret  # help``, with
+    ``from nbops import Secret`` above it): name -> help. A secret never has a value in the
+    template; its name is the environment variable (or credentials-file key) it comes from.
+
+    Raises:
+        TemplateError: a secret given a value, or named like a variable nbops or the kernel
+            relies on.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise TemplateError(f"parameters cell of {path} is not valid Python: {exc}") from None
+    imported = _typing_imports(tree, path)
+    comments = _trailing_comments(source)
+    found: dict[str, str] = {}
+    for node in tree.body:
+        name = _secret_name(node, imported)
+        if name is None:
+            continue
+        where = f"{path}, parameters cell line {node.lineno}"
+        if "Secret" not in imported and "annotations" not in imported:
+            raise TemplateError(f"{where}: the annotation uses 'Secret' but the cell does not "
+                                "import it; add 'from nbops import Secret' as the first line "
+                                "of the parameters cell")
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            raise TemplateError(f"{where}: secret '{name}' is given a value; a secret's value "
+                                "never appears in a template: write "
+                                f"'{name}: Secret' and set the environment variable {name} "
+                                "(or the credentials file) when you run it")
+        problem = reserved_secret_name(name)
+        if problem:
+            raise TemplateError(f"{where}: secret '{name}' {problem}; rename it")
+        found[name] = comments.get(node.end_lineno or 0, "")
+    return found
+
+
+_RESERVED_PREFIXES = ("NBOPS_", "MLFLOW_", "JPY_", "JUPYTER", "IPYTHON", "PYTHON", "LD_",
+                      "DYLD_", "LC_", "OMP_", "MKL_", "OPENBLAS_", "KMP_")
+_RESERVED = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TERM", "TMPDIR", "TEMP",
+             "TMP", "PWD", "MPLBACKEND", "MPLCONFIGDIR", "VECLIB_MAXIMUM_THREADS",
+             "NUMEXPR_NUM_THREADS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "TZ"}
+
+
+def reserved_secret_name(name: str) -> str | None:
+    """Why ``name`` cannot name a secret (it is the kernel's environment variable of that
+    name, so it would replace one nbops, Python or Jupyter relies on), or None."""
+    upper = name.upper()
+    if upper in _RESERVED or upper.startswith(_RESERVED_PREFIXES):
+        return ("is the name of an environment variable that nbops, Python or Jupyter uses "
+                "(the secret reaches the kernel as the variable of its name)")
+    if not _SECRET_NAME.fullmatch(name):
+        return "must be letters, digits and underscores, at most 128"
+    return None
+
+
+_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _secret_name(node: ast.stmt, imported: set[str]) -> str | None:
+    """The declared name when ``node`` is ``NAME: Secret`` (with or without a value)."""
+    if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and isinstance(node.annotation, ast.Name) and node.annotation.id == "Secret"):
+        return node.target.id
+    return None
+
+
 _TYPING_NAMES = {"Any", "Optional", "Union", "List", "Dict", "Literal"}
-_IMPORTED_FROM = {**{n: "typing" for n in _TYPING_NAMES}, "Path": "pathlib"}
+_IMPORTED_FROM = {**{n: "typing" for n in _TYPING_NAMES}, "Path": "pathlib",
+                  "Secret": "nbops"}
 
 
 def _typing_imports(tree: ast.Module, path: Path | str) -> set[str]:
@@ -187,10 +264,14 @@ def _typing_imports(tree: ast.Module, path: Path | str) -> set[str]:
             names |= {a.asname or a.name for a in node.names}
         elif isinstance(node, ast.Import) and all(a.name == "typing" for a in node.names):
             names |= {a.asname or a.name for a in node.names}
+        elif (isinstance(node, ast.ImportFrom) and node.module == "nbops"
+              and all(a.name == "Secret" and a.asname is None for a in node.names)):
+            names.add("Secret")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             raise TemplateError(f"{path}, parameters cell line {node.lineno}: only imports "
-                                "from typing, pathlib (and __future__) are allowed in a "
-                                "parameters cell; import other modules in a later cell")
+                                "from typing, pathlib (and __future__), and 'from nbops "
+                                "import Secret', are allowed in a parameters cell; import "
+                                "other modules in a later cell")
     return names
 
 

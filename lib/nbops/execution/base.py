@@ -11,6 +11,7 @@ Engine-specific notebook clean-up goes in the two optional hooks.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +23,7 @@ from typing import Any
 from ..errors import StopRequested
 from ..util.files import atomic_write_text
 from ..util.process import kill_process_tree
+from ..util.secrets import Scrubber
 from .outcome import ExecutionResult, StopReason, derive_result, mark_notebook, stamp_record
 
 LEARN_DIR = ".learned"  # in the runs folder: what engines learned from earlier runs
@@ -42,6 +44,7 @@ class ExecutionRequest:
     kernel_log: Path | None = None
     on_kernel_start: Callable[[int], None] | None = None  # told the kernel's pid at once
     learn_dir: Path | None = None  # where an engine keeps what it learns from runs (imports)
+    scrubber: Scrubber | None = None  # the run's secrets: scrubbed from all that is written
 
 
 @dataclass
@@ -83,7 +86,9 @@ class Executor(ABC):
     def execute(self, request: ExecutionRequest, stop: threading.Event | None = None
                 ) -> ExecutionResult:
         """Execute ``request.notebook``, never raising for what happens inside it."""
-        tracker = CellTracker(request.notebook, lambda nb: save_notebook(nb, request.output_path),
+        tracker = CellTracker(request.notebook,
+                              lambda nb: save_notebook(nb, request.output_path,
+                                                       request.scrubber),
                               on_kernel_start=request.on_kernel_start)
         outcome: dict[str, BaseException | None] = {"exc": None}
 
@@ -98,6 +103,8 @@ class Executor(ABC):
         thread.start()
         reason = self._supervise(thread, tracker, request, started, stop or threading.Event())
         self._clean_notebook(tracker.notebook)
+        if request.scrubber:  # before the error is read from it into the record
+            request.scrubber.notebook(tracker.notebook)
         result = derive_result(tracker.notebook, tracker.started, tracker.finished,
                                tracker.current, tracker.kernel_pid, outcome["exc"], reason,
                                request.cell_timeout)
@@ -162,7 +169,12 @@ class Executor(ABC):
         return None
 
 
-def save_notebook(nb: Any, path: Path) -> None:
+def save_notebook(nb: Any, path: Path, scrubber: Scrubber | None = None) -> None:
+    """Write ``nb`` atomically; with ``scrubber``, a scrubbed copy (the kernel's copy goes
+    on unchanged: later cells may still add to the outputs)."""
     import nbformat
 
+    if scrubber:
+        nb = copy.deepcopy(nb)
+        scrubber.notebook(nb)
     atomic_write_text(path, nbformat.writes(nb))

@@ -27,6 +27,7 @@ from papermill.engines import Engine, NotebookExecutionManager, papermill_engine
 from papermill.exceptions import PapermillExecutionError
 
 from ..errors import CellFailed, CellTimeout, KernelDied, TemplateError, did_you_mean
+from ..util.secrets import ScrubbingPipe
 from .base import CellTracker, ExecutionRequest, Executor
 from .outcome import ExecutionResult
 
@@ -162,7 +163,10 @@ class PapermillExecutor(Executor):
     def _execute(self, request: ExecutionRequest, tracker: CellTracker, km: Any = None) -> None:
         """Execute with papermill in a new kernel, or in ``km``'s kernel when given (its
         output then goes to wherever that kernel was started to write)."""
-        log = request.kernel_log.open("ab") if request.kernel_log and km is None else None
+        pipe = (ScrubbingPipe(request.kernel_log, request.scrubber)
+                if request.kernel_log and km is None and request.scrubber else None)
+        log = (pipe.writer if pipe is not None else
+               request.kernel_log.open("ab") if request.kernel_log and km is None else None)
         try:
             papermill.execute_notebook(
                 request.notebook, None, kernel_name=request.kernel_name,
@@ -177,7 +181,9 @@ class PapermillExecutor(Executor):
         except PapermillExecutionError as exc:
             raise CellFailed(str(exc)) from exc
         finally:
-            if log is not None:
+            if pipe is not None:
+                pipe.close()
+            elif log is not None:
                 log.close()
 
     def check(self, request: ExecutionRequest) -> None:

@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -52,6 +52,7 @@ from ..errors import CellFailed, KernelDied
 from ..util.envvars import RUN_DIR, THREAD_VARS, TRACKING_URI, kernel_base_env
 from ..util.files import atomic_write_json
 from ..util.process import kill_process_tree
+from ..util.secrets import SECRETS_VAR, Scrubber, ScrubbingPipe, names_in
 from .base import CellTracker, ExecutionRequest
 from .outcome import ExecutionResult
 from .papermill import KERNEL_START_LOCK, PapermillExecutor
@@ -253,6 +254,10 @@ class WarmKernel:
     log: Path
     own_env: dict[str, str]  # what the kernel set for itself at start (MPLBACKEND, ...)
     uses: int = 0
+    # every secret a run in this kernel had (never fewer: a line printed at the end of one
+    # run may reach the log after the next run began); its stdout and stderr pass through it
+    scrubber: Scrubber = field(default_factory=Scrubber)
+    pipe: ScrubbingPipe | None = None
 
     @property
     def pid(self) -> int | None:
@@ -263,9 +268,12 @@ class WarmKernel:
     def alive(self) -> bool:
         return bool(self.km.has_kernel) and bool(run_sync(self.km.is_alive)())
 
-    def prepare_run(self, env: dict[str, str], cwd: Path, reset: bool) -> None:
+    def prepare_run(self, env: dict[str, str], cwd: Path, reset: bool,
+                    scrubber: Scrubber | None = None) -> None:
         """Give the kernel the run's environment and working folder (and a clean namespace
-        when it is reused)."""
+        when it is reused); from now on its log is scrubbed of the run's secrets too."""
+        if scrubber:
+            self.scrubber.merge(scrubber)
         code = _setup_code({**self.own_env, **env}, cwd, reset)
         run_sync(_execute_silently)(self.km, code, START_TIMEOUT)
         self.uses += 1
@@ -276,6 +284,8 @@ class WarmKernel:
                 run_sync(self.km.shutdown_kernel)(now=True)
         except Exception:  # noqa: BLE001 - the process is gone either way
             kill_process_tree(self.pid)
+        if self.pipe is not None:
+            self.pipe.close(timeout=2.0)
         shutil.rmtree(self.log.parent, ignore_errors=True)
 
 
@@ -284,11 +294,15 @@ def start_kernel(kernel_name: str, env: dict[str, str], preload: Sequence[str]) 
     folder = Path(tempfile.mkdtemp(prefix="nbops-kernel-"))
     log = folder / "kernel.log"
     km = AsyncKernelManager(kernel_name=kernel_name)
-    with log.open("ab") as handle, FileLock(
-            str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
+    kernel = WarmKernel(km, log, {})
+    pipe = kernel.pipe = ScrubbingPipe(log, lambda: kernel.scrubber)
+    with FileLock(str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
         # the lock: jupyter_client picks ports before the kernel binds them (see papermill.py)
-        run_sync(km.start_kernel)(env=dict(env), cwd=str(folder), stdout=handle, stderr=handle)
-        kernel = WarmKernel(km, log, {})
+        try:
+            run_sync(km.start_kernel)(env=dict(env), cwd=str(folder), stdout=pipe.writer,
+                                      stderr=pipe.writer)
+        finally:
+            pipe.writer.close()  # the kernel holds its own copy: EOF when it exits
         try:
             booted = _boot_env(km)
             kernel.own_env = {k: v for k, v in booted.items() if k not in env}
@@ -309,7 +323,9 @@ class KernelPool:
 
     def __init__(self, kernel_name: str, env: dict[str, str], reuse: bool) -> None:
         self.kernel_name = kernel_name
-        self.env = {k: v for k, v in env.items() if k not in _RUN_VARS}
+        # never a run's folder, store or secrets: kernels are started before their run
+        private = {*_RUN_VARS, SECRETS_VAR, *names_in(env)}
+        self.env = {k: v for k, v in env.items() if k not in private}
         self.reuse = reuse
         self.size = 1
         self.expected: int | None = None  # runs still to come, when known
@@ -512,6 +528,8 @@ class PoolExecutor(PapermillExecutor):
             healthy = True
             raise
         finally:
+            if kernel.pipe is not None:
+                kernel.pipe.drain()
             _copy_log(kernel.log, offset, request.kernel_log)
             pool.release(kernel, healthy and not tracker.stop.is_set())
 
@@ -539,7 +557,8 @@ class PoolExecutor(PapermillExecutor):
         for attempt in (1, 2):
             kernel = pool.acquire()
             try:
-                kernel.prepare_run(request.env, request.cwd, reset=kernel.uses > 0)
+                kernel.prepare_run(request.env, request.cwd, reset=kernel.uses > 0,
+                                   scrubber=request.scrubber)
                 return kernel
             except Exception:
                 pool.release(kernel, healthy=False)

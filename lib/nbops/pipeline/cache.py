@@ -11,10 +11,12 @@ served from the cache; it runs every time, so what it reports is true now.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..contract import params
+from ..contract.secrets import fingerprints
 from ..errors import NbopsError
 from ..records.integrity import verify
 from ..records.relocate import portable, rebase
@@ -34,16 +36,22 @@ def fingerprint(record: RunRecord) -> dict[str, Any]:
     return {"outputs": portable(record["outputs"]), "artifacts": arts}
 
 
-def cache_key(stage: Stage, resolved: dict[str, Any], upstream: dict[str, RunRecord]) -> str:
-    return run_key(stage.template.sha256, resolved, upstream)
+def cache_key(stage: Stage, resolved: dict[str, Any], upstream: dict[str, RunRecord],
+              secrets: Mapping[str, str] | None = None) -> str:
+    return run_key(stage.template.sha256, resolved, upstream, secrets)
 
 
 def run_key(template_sha256: str, resolved: dict[str, Any],
-            upstream: dict[str, RunRecord]) -> str:
+            upstream: dict[str, RunRecord], secrets: Mapping[str, str] | None = None) -> str:
     """sha256 of the template's content, the resolved parameters and the upstream
-    fingerprints: what a stage or a sweep trial is cached under."""
-    payload = {"template": template_sha256, "parameters": portable(resolved),
-               "upstream": {name: fingerprint(rec) for name, rec in sorted(upstream.items())}}
+    fingerprints: what a stage or a sweep trial is cached under. ``secrets``: the keyed
+    fingerprints of its secrets (``contract.secrets.fingerprints``), never their values:
+    a run with another credential is another run."""
+    payload: dict[str, Any] = {
+        "template": template_sha256, "parameters": portable(resolved),
+        "upstream": {name: fingerprint(rec) for name, rec in sorted(upstream.items())}}
+    if secrets:  # absent otherwise: keys of templates without secrets stay as they were
+        payload["secrets"] = dict(sorted(secrets.items()))
     return hashlib.sha256(dumps(payload, indent=None).encode()).hexdigest()
 
 
@@ -121,7 +129,8 @@ def cache_states(pipe: Pipeline, runs_dir: Path | None = None) -> dict[str, str]
             continue
         upstream = {d: done[d] for d in stage.upstream}
         try:
-            key = cache_key(stage, stage_parameters(stage, upstream, store.root), upstream)
+            key = cache_key(stage, stage_parameters(stage, upstream, store.root), upstream,
+                            fingerprints(stage.template, store.root))
         except NbopsError as exc:
             states[name] = f"will run ({exc})"
             continue

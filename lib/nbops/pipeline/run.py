@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..contract.secrets import fingerprints
 from ..errors import NbopsError, PipelineError
 from ..execution.base import LEARN_DIR, Executor
 from ..execution.registry import get_executor
@@ -72,6 +73,7 @@ class PipelineRun:
         self.cached: set[str] = set()
         self.forced: set[str] = set()
         self.mirrors: dict[str, Future[RunRecord]] = {}  # stage -> its record's mirror
+        self.secrets: dict[str, dict[str, str]] = {}  # stage -> its secrets' fingerprints
         self.pending_mirrors: list[Future[RunRecord]] = []
         self.started = time.time()
         self.tracker: Tracker | None = None
@@ -103,6 +105,10 @@ class PipelineRun:
         """Run every stage in dependency order; stop at the first failure."""
         check_uri(self.uri, self.runs_dir)
         self._check_sweeps()
+        # every stage's secrets have values (a usage error before anything runs); their
+        # keyed fingerprints are part of the stages' cache keys
+        self.secrets = {n: fingerprints(s.template, self.runs_dir)
+                        for n, s in self.pipe.stages.items()}
         scheduler = self._open_scheduler()
         self._save()
         stop = threading.Event()
@@ -181,7 +187,7 @@ class PipelineRun:
             return None
         if stage.sweep is not None:
             return self._start_sweep(name, resolved, upstream, scheduler, stop)
-        key = cache_key(stage, resolved, upstream)
+        key = cache_key(stage, resolved, upstream, self.secrets.get(name))
         cached = (None if self.opts.force or name in self.forced or not stage.template.cache
                   else find_cached(self.store, key))
         if cached is not None:

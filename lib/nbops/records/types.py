@@ -125,6 +125,7 @@ class RunRecord(TypedDict):
     tags: dict[str, str]
     pipeline: PipelineRef | None
     sweep: NotRequired[SweepRef | None]  # only in records of sweep trials
+    secrets: NotRequired[dict[str, str]]  # secret name -> keyed fingerprint (never the value)
 
 
 class StageState(TypedDict, total=False):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract import params
+from ..contract.secrets import fingerprints
 from ..contract.template import Template
 from ..errors import MetricNotFound, NbopsError, UsageError
 from ..execution.base import LEARN_DIR, Executor
@@ -96,6 +97,9 @@ class SweepRun:
         self.cwd = (options.cwd or Path.cwd()).resolve()
         self.id = new_run_id(f"sweep-{template.name}")
         self.base = {**options.base, **spec.fixed}
+        # the template's secrets have values (a usage error before any trial); their keyed
+        # fingerprints are part of every trial's cache key
+        self.secrets = fingerprints(template, self.runs_dir)
         self.started = time.time()
         self.tracker: Tracker | None = None
         self.parent: str | None = None
@@ -207,7 +211,7 @@ class SweepRun:
             self._told(entry, strategy, "fail", None, {"status": "failed", "error": str(exc)})
             self._say(f"{self._position(number)} ({shown}): failed before running: {exc}")
             return None
-        key = run_key(self.template.sha256, resolved, self.opts.upstream)
+        key = run_key(self.template.sha256, resolved, self.opts.upstream, self.secrets)
         cached = (None if self.opts.force or not self.template.cache
                   else self._cached(key, resolved))
         if cached is not None:

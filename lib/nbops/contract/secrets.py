@@ -1,0 +1,155 @@
+"""Where a secret's value comes from: the environment, else the project's credentials file.
+
+A template declares secrets by name (``API_TOKEN: Secret``); a run needs a value for each.
+The value of ``NAME`` is the environment variable ``NAME`` when it is set, else the key
+``NAME`` of the credentials file: the file ``NBOPS_CREDENTIALS`` names, else the one the
+project's ``nbops.yaml`` names under ``secrets: {file: ...}`` (relative to the project
+root). The file is YAML, a mapping of names to strings, and must not be tracked by git: in a
+git work tree it has to be git-ignored, or it is refused (a credentials file that can be
+committed will be). Values are checked here, before any record or kernel exists: a missing,
+empty, non-text or too short value is a usage error naming the secret, never its value.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..util.project import MARKER, find_root
+from ..util.secrets import MIN_LENGTH, fingerprint, fingerprint_key
+from .limits import load_yaml
+from .template import Template
+
+CREDENTIALS_VAR = "NBOPS_CREDENTIALS"  # path of a credentials file (wins over nbops.yaml)
+
+
+def credentials_file(start: Path | None = None,
+                     env: Mapping[str, str] | None = None) -> Path | None:
+    """The credentials file in force, or None when neither the environment nor the
+    project's ``nbops.yaml`` names one."""
+    env = os.environ if env is None else env
+    if env.get(CREDENTIALS_VAR):
+        return Path(env[CREDENTIALS_VAR]).expanduser().resolve()
+    root = find_root(start)
+    if root is None or not (root / MARKER).is_file():
+        return None
+    config = root / MARKER
+    try:
+        data = load_yaml(config.read_text(encoding="utf-8"), str(config)) or {}
+    except Exception as exc:
+        raise ConfigError(f"cannot read {config}: {exc}") from None
+    section = data.get("secrets") if isinstance(data, dict) else None
+    if section is None:
+        return None
+    if not isinstance(section, dict) or not isinstance(section.get("file"), str):
+        raise ConfigError(f"{config}: 'secrets' must be a mapping with 'file: PATH' (the "
+                          "git-ignored credentials file, relative to the project root)")
+    return (root / str(section["file"])).resolve()
+
+
+def resolve(template: Template, *, env: Mapping[str, str] | None = None,
+            start: Path | None = None) -> dict[str, str]:
+    """The value of every secret ``template`` declares.
+
+    Raises:
+        ConfigError: a secret without a value (naming where it was looked for), a value
+            unusable as a secret, or an unreadable or git-tracked credentials file.
+    """
+    if not template.secrets:
+        return {}
+    env = os.environ if env is None else env
+    values: dict[str, str] = {}
+    missing = [n for n in template.secrets if not env.get(n)]
+    stored = _read_file(credentials_file(start, env)) if missing else {}
+    for name in template.secrets:
+        value = env.get(name) or stored.get(name)
+        if value is None:
+            raise ConfigError(_missing(template, name, credentials_file(start, env)))
+        if type(value) is not str:
+            raise ConfigError(f"secret {name} of template '{template.name}' must be text in "
+                              "the credentials file (quote it)")
+        if len(value) < MIN_LENGTH:
+            raise ConfigError(f"secret {name} of template '{template.name}' is shorter than "
+                              f"{MIN_LENGTH} characters: too short to be told apart from "
+                              "ordinary text when nbops scrubs it from outputs; use a longer "
+                              "value")
+        values[name] = value
+    return values
+
+
+def lookup(name: str, *, env: Mapping[str, str] | None = None,
+           start: Path | None = None) -> str | None:
+    """One secret's value by name (the environment, else the credentials file), or None:
+    what ``nbops.secret`` reads when a notebook runs by hand."""
+    env = os.environ if env is None else env
+    if env.get(name):
+        return env[name]
+    value = _read_file(credentials_file(start, env)).get(name)
+    return value if type(value) is str else None
+
+
+def fingerprints(template: Template, runs_dir: Path,
+                 values: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Keyed fingerprints of the template's secrets (see ``util.secrets.fingerprint``):
+    what a record and a cache key hold instead of the values. ``values`` default to
+    :func:`resolve`'s."""
+    if not template.secrets:
+        return {}
+    found = resolve(template) if values is None else values
+    key = fingerprint_key(runs_dir)
+    return {name: fingerprint(key, name, found[name]) for name in sorted(found)}
+
+
+def _missing(template: Template, name: str, file: Path | None) -> str:
+    where = (f"or add '{name}: ...' to the credentials file {file}" if file is not None else
+             f"or name a git-ignored credentials file in nbops.yaml (secrets: {{file: "
+             f".credentials.yaml}}) or in ${CREDENTIALS_VAR} and add '{name}: ...' to it")
+    return (f"template '{template.name}' needs the secret {name}, which has no value: set "
+            f"the environment variable {name} {where}. A secret is never a parameter.")
+
+
+def _read_file(path: Path | None) -> dict[str, object]:
+    if path is None:
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"the credentials file {path} does not exist; create it (and "
+                          "git-ignore it) or set the secrets as environment variables") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the credentials file {path}: {exc}") from None
+    _refuse_tracked(path)
+    try:
+        data = load_yaml(text, str(path))
+    except Exception as exc:
+        # the parser's message may quote the file's content: say where, not what
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        at = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"the credentials file {path} is not valid YAML{at}; it must map "
+                          "secret names to values") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(type(k) is str for k in data):
+        raise ConfigError(f"the credentials file {path} must map secret names to values "
+                          "(NAME: value)")
+    return data
+
+
+def _refuse_tracked(path: Path) -> None:
+    """A credentials file inside a git work tree must be git-ignored."""
+    try:
+        inside = subprocess.run(["git", "-C", str(path.parent), "rev-parse",
+                                 "--is-inside-work-tree"], capture_output=True, text=True,
+                                timeout=10)
+        if inside.returncode != 0 or inside.stdout.strip() != "true":
+            return
+        ignored = subprocess.run(["git", "-C", str(path.parent), "check-ignore", "-q",
+                                  "--no-index", str(path)], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return  # no git here: nothing can commit the file by accident
+    if ignored.returncode != 0:
+        raise ConfigError(f"the credentials file {path} is not git-ignored, so it could be "
+                          f"committed; add '{path.name}' to .gitignore (nothing was run)")
