@@ -1,9 +1,11 @@
 """The CLI as a user meets it: exit codes, messages without tracebacks, nothing half-written."""
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +78,7 @@ def test_run_text_output_and_failure_exit_1(tmp_path: Path) -> None:
     run_id = [r["id"] for r in as_json if r["status"] == "succeeded"][0]
     show = cli("runs", "show", run_id, "--runs-dir", str(runs))
     assert show.returncode == 0 and "param x = 4" in show.stdout
+    assert f"by:       {getpass.getuser()}@{socket.gethostname()} (cli)" in show.stdout
     missing = cli("runs", "show", run_id[:-1] + "z", "--runs-dir", str(runs))
     assert_usage_error(missing, "no run", "Did you mean")
 

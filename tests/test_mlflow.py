@@ -31,6 +31,10 @@ def test_mlflow_run_mirrors_record(run_api) -> None:  # type: ignore[no-untyped-
     assert mlrun.data.tags["nbops.run_id"] == record["id"]
     assert mlrun.data.tags["nbops.stage"] == "record"
     assert mlrun.data.tags["nbops.template_sha256"] == record["template"]["sha256"]
+    # who and why: the record's origin, as MLflow's user and an nbops tag
+    assert record["origin"]["trigger"] == "api" and record["origin"]["cycle"] is None
+    assert mlrun.data.tags["mlflow.user"] == record["origin"]["user"]
+    assert mlrun.data.tags["nbops.trigger"] == "api"
     history = client(info["tracking_uri"]).get_metric_history(info["run_id"], "loss")
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     paths = {a.path for a in client(info["tracking_uri"]).list_artifacts(info["run_id"])}
@@ -68,7 +72,8 @@ def test_pipeline_parent_run_carries_the_summary_and_a_cached_rerun_adds_none(
                 "path": "${produce.outputs.path}", "total": "${produce.outputs.total}"}}},
         "summary": {"total": "${produce.outputs.total}"}}))
     runs = tmp_path / "runs"
-    first = cli("pipeline", "run", str(file), "--json", "--runs-dir", str(runs), cwd=tmp_path)
+    first = cli("pipeline", "run", str(file), "--json", "--runs-dir", str(runs), cwd=tmp_path,
+                env={"NBOPS_TRIGGER": "schedule", "NBOPS_CYCLE": "cycle-7"})
     assert first.returncode == 0, first.stderr
     info = json.loads(first.stdout)["mlflow"]
     mlflow = client(info["tracking_uri"])
@@ -83,6 +88,11 @@ def test_pipeline_parent_run_carries_the_summary_and_a_cached_rerun_adds_none(
     assert len(mlflow.search_runs([experiment])) == before  # no empty parent run
     consume = json.loads(first.stdout)["stages"]["consume"]["run_id"]
     consumed = json.loads((runs / consume / "run.json").read_text())
+    # a cron line's NBOPS_TRIGGER=schedule reaches every stage's record and MLflow run
+    assert consumed["origin"]["trigger"] == "schedule"
+    assert consumed["origin"]["cycle"] == "cycle-7"
+    tags = mlflow.get_run(consumed["mlflow"]["run_id"]).data.tags
+    assert tags["nbops.trigger"] == "schedule" and tags["nbops.cycle"] == "cycle-7"
     inputs = mlflow.get_run(consumed["mlflow"]["run_id"]).inputs.dataset_inputs
     assert [(d.dataset.name, d.dataset.source) for d in inputs] == [
         (Path(i["path"]).name, i["path"]) for i in consumed["inputs"]] and inputs

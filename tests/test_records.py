@@ -87,3 +87,23 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     terminal = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0
     assert "Executing" in terminal and "cell/s" in terminal
+
+
+def test_origin_says_who_and_why_with_explicit_then_environment_then_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+    import socket
+
+    from nbops.records.lifecycle import make_origin
+
+    monkeypatch.delenv("NBOPS_TRIGGER", raising=False)
+    monkeypatch.delenv("NBOPS_CYCLE", raising=False)
+    assert make_origin("cli") == {"user": getpass.getuser(), "host": socket.gethostname(),
+                                  "trigger": "cli", "cycle": None}
+    monkeypatch.setenv("NBOPS_TRIGGER", "schedule")  # a cron line
+    assert make_origin("cli")["trigger"] == "schedule"
+    assert make_origin("cli", trigger="loop", cycle="c1")["trigger"] == "loop"
+    monkeypatch.setenv("NBOPS_TRIGGER", "cron; rm -rf /")  # not a trigger: the default
+    assert make_origin("api")["trigger"] == "api"
+    monkeypatch.setenv("NBOPS_CYCLE", "c9")
+    assert make_origin()["cycle"] == "c9"

@@ -29,7 +29,7 @@ from .records.background import spawn as spawn_mirror
 from .records.lifecycle import finalize, internal_error, new_record
 from .records.mirror import mirror
 from .records.store import KERNEL_LOG, NOTEBOOK_FILE, RunStore, resolve_runs_dir
-from .records.types import PipelineRef, RunRecord, SweepRef, TemplateRef
+from .records.types import Origin, PipelineRef, RunRecord, SweepRef, TemplateRef
 from .tracking.base import BackgroundTracker
 from .tracking.check import check_uri
 from .tracking.uri import resolve_uri
@@ -63,6 +63,7 @@ class RunOptions:
     sweep: SweepRef | None = None  # set when the run is a trial of a sweep
     threads: int | None = None  # numerical thread pools in the kernel (OMP_NUM_THREADS, ...)
     mirror: MirrorMode = "inline"
+    origin: Origin | None = None  # who and why (default: records.lifecycle.make_origin)
 
 
 def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
@@ -97,7 +98,8 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     check_uri(uri, runs_dir)  # in seconds: no kernel runs for a mirror that cannot happen
     tracker = (BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
                if opts.mirror == "inline" else None)
-    record = new_record(tpl.stage, cwd, template=_template_ref(tpl), parameters=resolved)
+    record = new_record(tpl.stage, cwd, template=_template_ref(tpl), parameters=resolved,
+                        origin=opts.origin)
     record["tags"], record["pipeline"] = dict(opts.tags), opts.pipeline
     if opts.sweep is not None:
         record["sweep"] = opts.sweep

@@ -54,6 +54,7 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
     from ..pipeline.run import PipelineOptions, run_pipeline
     from ..pipeline.scheduler import SCHEDULERS
     from ..pipeline.spec import load
+    from ..records.lifecycle import make_origin
     from ..sweep.stage import PipelineSweeper
 
     pipe = load(file, overrides)
@@ -63,7 +64,8 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
     options = PipelineOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, jobs=jobs,
                               force=force, progress=sys.stderr.isatty() and not as_json,
                               report=report, on_drift=on_drift, executor=executor,
-                              scheduler=scheduler, dask=dask, sweeper=PipelineSweeper())
+                              scheduler=scheduler, dask=dask, sweeper=PipelineSweeper(),
+                              origin=make_origin("cli"))
     record = run_pipeline(pipe, options)
     if as_json:
         click.echo(dumps(record))

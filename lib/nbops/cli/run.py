@@ -33,13 +33,15 @@ def run_cmd(template: str, cli_params: tuple[tuple[str, str], ...], params_file:
             runs_dir: Path | None, timeout: float | None, cell_timeout: float | None,
             tracking_uri: str | None, wait_mirror: bool, executor: str, as_json: bool) -> None:
     """Run TEMPLATE (a template name or a path to an .ipynb) and record the run."""
+    from ..records.lifecycle import make_origin
     from ..records.store import resolve_runs_dir
     from ..runner import RunOptions, run
 
     options = RunOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, timeout=timeout,
                          cell_timeout=cell_timeout, executor=executor,
                          mirror="inline" if wait_mirror else "background",
-                         progress=sys.stderr.isatty() and not as_json)
+                         progress=sys.stderr.isatty() and not as_json,
+                         origin=make_origin("cli"))
     record = run(template, cli_params=cli_params, params_file=params_file, options=options)
     folder = resolve_runs_dir(runs_dir) / record["id"]
     click.echo(dumps(record) if as_json else run_summary(record, folder))

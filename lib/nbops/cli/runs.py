@@ -88,6 +88,10 @@ def runs_show(run_id: str, runs_dir: Path | None, as_json: bool) -> None:
         return
     click.echo(run_summary(record, resolve_runs_dir(runs_dir) / run_id))
     click.echo(f"stage:    {record['stage']}")
+    origin = record.get("origin")
+    if origin:
+        cycle = f", loop cycle {origin['cycle']}" if origin["cycle"] else ""
+        click.echo(f"by:       {origin['user']}@{origin['host']} ({origin['trigger']}{cycle})")
     if record["template"]:
         click.echo(f"template: {record['template']['name']} ({record['template']['sha256'][:12]})")
     for name, value in record["parameters"].items():

@@ -87,6 +87,7 @@ def sweep_run(template: str, grid: tuple[str, ...], ranges: tuple[str, ...],
     """Run TEMPLATE once per point of a search space and pick the best trial."""
     from ..contract.template import resolve
     from ..execution.registry import EXECUTORS
+    from ..records.lifecycle import make_origin
     from ..sweep.driver import SweepOptions, run_sweep
     from ..sweep.spec import SweepArgs, from_options
 
@@ -98,7 +99,8 @@ def sweep_run(template: str, grid: tuple[str, ...], ranges: tuple[str, ...],
     EXECUTORS.get(executor)  # an unknown name is a usage error before anything runs
     report = None if as_json else (lambda line: click.echo(line, err=True))
     options = SweepOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, jobs=jobs, dask=dask,
-                           executor=executor, timeout=timeout, force=force, report=report)
+                           executor=executor, timeout=timeout, force=force, report=report,
+                           origin=make_origin("cli"))
     record = run_sweep(tpl, spec, options)
     if as_json:
         click.echo(dumps(record))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..records.types import RunRecord
+    from ..records.types import Origin, RunRecord
     from .spec import Stage
 
 
@@ -40,6 +40,7 @@ class SweepStageContext:
     parent_run: str | None = None  # the pipeline's MLflow parent run
     report: Callable[[str], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    origin: Origin | None = None  # who started the pipeline, and why
 
 
 class StageSweeper(Protocol):

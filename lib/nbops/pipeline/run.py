@@ -22,11 +22,12 @@ from ..errors import NbopsError, PipelineError
 from ..execution.base import LEARN_DIR, Executor
 from ..execution.registry import get_executor
 from ..records.background import mirror_queue
+from ..records.lifecycle import make_origin
 from ..records.mirror import mirror_lock
 from ..records.pipelines import PipelineStore
 from ..records.schema import PIPELINE_SCHEMA
 from ..records.store import RunStore, new_run_id, resolve_runs_dir, utcnow
-from ..records.types import PipelineRecord, RunRecord, StageState, Status
+from ..records.types import Origin, PipelineRecord, RunRecord, StageState, Status
 from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
@@ -56,6 +57,7 @@ class PipelineOptions:
     scheduler: str = DEFAULT_SCHEDULER
     dask: str | None = None  # --dask ADDRESS|local:N (wins over ``scheduler``)
     sweeper: StageSweeper | None = None  # runs stages with a ``sweep:`` block (nbops.sweep)
+    origin: Origin | None = None  # who and why (default: records.lifecycle.make_origin)
 
 
 class PipelineRun:
@@ -74,6 +76,7 @@ class PipelineRun:
         self.forced: set[str] = set()
         self.mirrors: dict[str, Future[RunRecord]] = {}  # stage -> its record's mirror
         self.secrets: dict[str, dict[str, str]] = {}  # stage -> its secrets' fingerprints
+        self.origin = options.origin or make_origin()  # every stage run carries it
         self.pending_mirrors: list[Future[RunRecord]] = []
         self.started = time.time()
         self.tracker: Tracker | None = None
@@ -209,7 +212,8 @@ class PipelineRun:
             cwd=self.pipe.path.parent, runs_dir=self.runs_dir, tracking_uri=self.opts.tracking_uri,
             pipeline={"run_id": self.id, "stage": name, "cache_key": key}, tags=tags,
             executor=self.opts.executor, progress=self.opts.progress and scheduler.jobs == 1,
-            threads=thread_budget(scheduler.jobs), retryable=stage.retryable, mirror="driver")
+            threads=thread_budget(scheduler.jobs), retryable=stage.retryable, mirror="driver",
+            origin=self.origin)
         return scheduler.submit(task, stop)
 
     def _check_sweeps(self) -> None:
@@ -236,7 +240,7 @@ class PipelineRun:
             pipeline_run=self.id, cwd=self.pipe.path.parent, runs_dir=self.runs_dir,
             tracking_uri=self.opts.tracking_uri, jobs=scheduler.jobs,
             executor=self.opts.executor, force=self.opts.force or name in self.forced,
-            parent_run=self._parent_run(), report=self.opts.report)
+            parent_run=self._parent_run(), report=self.opts.report, origin=self.origin)
         sweep_id, future = self.opts.sweeper.submit(context, stop)
         entry["sweep_id"] = sweep_id
         self._say(f"[{self._position(name)}] {name}: sweep {sweep_id}")

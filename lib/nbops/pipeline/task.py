@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..execution.registry import DEFAULT_EXECUTOR
-from ..records.types import PipelineRef, RunRecord, SweepRef
+from ..records.types import Origin, PipelineRef, RunRecord, SweepRef
 from ..runner import MirrorMode, RunOptions, run
 
 
@@ -38,6 +38,7 @@ class StageTask:
     mirror: MirrorMode = "inline"
     retryable: bool = False  # may run again after its worker was lost (pipeline.yaml)
     sweep: SweepRef | None = None  # a trial of a sweep (see nbops.sweep)
+    origin: Origin | None = None  # who started the pipeline or sweep, and why
 
 
 def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:
@@ -46,5 +47,5 @@ def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:
                          stop=stop, tags=dict(task.tags), progress=task.progress,
                          pipeline=task.pipeline, sweep=task.sweep, executor=task.executor,
                          timeout=task.timeout, cell_timeout=task.cell_timeout,
-                         threads=task.threads, mirror=task.mirror)
+                         threads=task.threads, mirror=task.mirror, origin=task.origin)
     return run(task.template_path, task.parameters, options=options)

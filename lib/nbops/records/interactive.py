@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..util.envvars import kernel_env, resolve_runs_dir
 from ..util.files import sha256_bytes
-from .lifecycle import finalize, new_record
+from .lifecycle import finalize, make_origin, new_record
 from .mirror import sync
 from .store import RunStore
 from .types import Status, TemplateRef
@@ -27,7 +27,8 @@ def start_interactive_run() -> Path:
     """Open a run record for a notebook used interactively; returns its folder."""
     store = RunStore(resolve_runs_dir())
     stage, template = this_notebook()
-    record = new_record(stage, Path.cwd(), template=template, parameters={})
+    record = new_record(stage, Path.cwd(), template=template, parameters={},
+                        origin=make_origin("interactive"))
     return store.create(record)
 
 

@@ -7,6 +7,7 @@ together with the hash of every file in the run folder.
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..util import envvars
 from ..util.environment import capture
 from ..util.files import atomic_write_bytes, sha256_file
 from ..util.process import process_start_time
@@ -27,12 +29,23 @@ from .store import (
     read_events,
     utcnow,
 )
-from .types import InputHash, MetricPoint, RunError, RunRecord, Status, TemplateRef
+from .types import (
+    TRIGGERS,
+    InputHash,
+    MetricPoint,
+    Origin,
+    RunError,
+    RunRecord,
+    Status,
+    TemplateRef,
+    Trigger,
+)
 
 
 def new_record(stage: str, cwd: Path, *, template: TemplateRef | None,
-               parameters: dict[str, Any]) -> RunRecord:
-    """A fresh ``running`` record for this process."""
+               parameters: dict[str, Any], origin: Origin | None = None) -> RunRecord:
+    """A fresh ``running`` record for this process (``origin``: who and why; by default
+    :func:`make_origin`'s)."""
     return {
         "schema": RUN_SCHEMA, "id": new_run_id(stage), "stage": stage,
         "template": template, "parameters": parameters, "status": "running",
@@ -43,8 +56,29 @@ def new_record(stage: str, cwd: Path, *, template: TemplateRef | None,
         "runner": {"pid": os.getpid(), "host": socket.gethostname(),
                    "proc_start": process_start_time(os.getpid()), "kernel_pid": None,
                    "kernel_start": None},
-        "tags": {}, "pipeline": None,
+        "tags": {}, "pipeline": None, "origin": origin or make_origin(),
     }
+
+
+def make_origin(default: Trigger = "api", *, cycle: str | None = None,
+                trigger: Trigger | None = None) -> Origin:
+    """Who runs this process's runs and why: ``trigger`` when the caller knows (a loop
+    tick), else ``$NBOPS_TRIGGER`` when it names a trigger (a cron line sets ``schedule``),
+    else ``default`` (``cli`` from the command line, ``api`` from Python); the cycle from
+    the argument or ``$NBOPS_CYCLE``."""
+    from_env = os.environ.get(envvars.TRIGGER, "")
+    chosen: Trigger = (trigger if trigger is not None
+                       else next((t for t in TRIGGERS if t == from_env), default))
+    return {"user": current_user(), "host": socket.gethostname(), "trigger": chosen,
+            "cycle": cycle or os.environ.get(envvars.CYCLE) or None}
+
+
+def current_user() -> str:
+    """The login name of this process's user ("?" when the system cannot say)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER in a container
+        return "?"
 
 
 def input_hashes(parameters: Mapping[str, Any], cwd: Path) -> list[InputHash]:

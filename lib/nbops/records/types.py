@@ -10,6 +10,19 @@ from __future__ import annotations
 from typing import Any, Literal, NotRequired, TypedDict
 
 Status = Literal["running", "succeeded", "failed", "killed"]
+# why a run happened: a person at the command line or in Python, a notebook run by hand, a
+# scheduler (cron, a systemd timer: NBOPS_TRIGGER=schedule), or a tick of the closed loop
+Trigger = Literal["cli", "api", "interactive", "schedule", "loop"]
+TRIGGERS: tuple[Trigger, ...] = ("cli", "api", "interactive", "schedule", "loop")
+
+
+class Origin(TypedDict):
+    """Who ran a run and why (the pipeline or sweep it belongs to is in its own refs)."""
+
+    user: str
+    host: str  # where it was launched (``runner.host`` is where it executed)
+    trigger: Trigger
+    cycle: str | None  # the loop cycle that started it
 STATUSES: tuple[Status, ...] = ("running", "succeeded", "failed", "killed")
 StageStatus = Literal["pending", "running", "succeeded", "failed", "killed"]
 
@@ -126,6 +139,7 @@ class RunRecord(TypedDict):
     pipeline: PipelineRef | None
     sweep: NotRequired[SweepRef | None]  # only in records of sweep trials
     secrets: NotRequired[dict[str, str]]  # secret name -> keyed fingerprint (never the value)
+    origin: NotRequired[Origin]  # who and why (records before nbops 0.1 have none)
 
 
 class StageState(TypedDict, total=False):

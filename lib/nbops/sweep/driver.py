@@ -39,11 +39,18 @@ from ..pipeline.cache import cache_index, find_cached, run_key
 from ..pipeline.scheduler import Scheduler, open_scheduler
 from ..pipeline.task import StageTask
 from ..records.background import mirror_queue
-from ..records.lifecycle import input_hashes
+from ..records.lifecycle import input_hashes, make_origin
 from ..records.schema import SWEEP_SCHEMA
 from ..records.store import RunStore, new_run_id, resolve_runs_dir, utcnow
 from ..records.sweeps import SweepStore
-from ..records.types import RunRecord, Status, SweepPipelineRef, SweepRecord, TrialEntry
+from ..records.types import (
+    Origin,
+    RunRecord,
+    Status,
+    SweepPipelineRef,
+    SweepRecord,
+    TrialEntry,
+)
 from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
@@ -83,6 +90,7 @@ class SweepOptions:
     pipeline: SweepPipelineRef | None = None
     parent_tags: dict[str, str] = field(default_factory=dict)  # e.g. the pipeline's run
     poll_s: float = 0.2
+    origin: Origin | None = None  # who and why (default: records.lifecycle.make_origin)
 
 
 class SweepRun:
@@ -100,6 +108,7 @@ class SweepRun:
         # the template's secrets have values (a usage error before any trial); their keyed
         # fingerprints are part of every trial's cache key
         self.secrets = fingerprints(template, self.runs_dir)
+        self.origin = options.origin or make_origin()  # every trial carries it
         self.started = time.time()
         self.tracker: Tracker | None = None
         self.parent: str | None = None
@@ -238,7 +247,8 @@ class SweepRun:
             mirror="driver",
             pipeline=({"run_id": pipeline["run_id"], "stage": pipeline["stage"],
                        "cache_key": key} if pipeline else None),
-            sweep={"sweep_id": self.id, "trial": number, "cache_key": key})
+            sweep={"sweep_id": self.id, "trial": number, "cache_key": key},
+            origin=self.origin)
         self._stops[number] = threading.Event()
         return scheduler.submit(task, self._stops[number])
 

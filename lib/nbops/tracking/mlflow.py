@@ -78,6 +78,11 @@ class MlflowTracker:
         if template is not None:
             tags["nbops.template"] = template["name"]
             tags["nbops.template_sha256"] = template["sha256"]
+        origin = record.get("origin")
+        if origin:
+            tags.update({"mlflow.user": origin["user"], "nbops.trigger": origin["trigger"]})
+            if origin["cycle"]:
+                tags["nbops.cycle"] = origin["cycle"]
         tags.update(record["tags"])
         commit = record["environment"]["git"]["commit"]
         if commit:

@@ -11,6 +11,8 @@ RUN_DIR = "NBOPS_RUN_DIR"  # set by the runner in the kernel: the run folder to 
 RUNS_DIR = "NBOPS_RUNS_DIR"  # the run store (default ./runs)
 EXPERIMENT = "NBOPS_EXPERIMENT"  # MLflow experiment name (default nbops)
 TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable, honoured as is
+TRIGGER = "NBOPS_TRIGGER"  # why runs of this process happen (e.g. schedule, in a cron line)
+CYCLE = "NBOPS_CYCLE"  # the loop cycle id a process works for
 # the thread pools of numerical libraries in a kernel: OpenMP (scikit-learn, torch), MKL,
 # OpenBLAS, Accelerate, numexpr
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
