@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "nbops"
 LAYERS = [  # top first; the README's map lists the same order
     ["__main__", "__init__"],  # the entry point and the public facade (lazy attributes)
     ["cli"],
+    ["audit"],
     ["sweep"],
     ["serving"],
     ["promotion"],

@@ -10,6 +10,7 @@ is imported on first use.
 Package map (dependencies point down only; no cycles, function-local imports included):
 
 - ``cli``: the command line (parses, delegates, formats);
+- ``audit``: the audit trail of a model version, from data hashes to traffic served;
 - ``sweep``: sweeps and hyperparameter search (grid, random, Optuna) over a template;
 - ``pipeline``: pipeline.yaml, cache, stage tasks, schedulers;
 - ``runner``: one template end to end (contract → record → execution → tracking);

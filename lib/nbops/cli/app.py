@@ -13,6 +13,7 @@ import sys
 import click
 
 from ..errors import NbopsError
+from .audit import audit_cmd
 from .drift import drift_group
 from .init import init_cmd
 from .models import models_group
@@ -30,7 +31,7 @@ def cli() -> None:
 
 
 for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group, serve_cmd,
-                models_group, init_cmd, sweep_group):
+                models_group, init_cmd, sweep_group, audit_cmd):
     cli.add_command(command)
 
 
