@@ -140,8 +140,14 @@ def test_ids_timestamps_and_text() -> None:
 
 def test_policy_tiers() -> None:
     policy = Policy()
-    assert [policy.action(v) for v in (0.0, 0.03, 0.06, 0.09, 0.2)] == \
-        ["none", "warn", "retrain", "warn", "experiment"]
+    values = (0.0, 0.03, 0.05, 0.06, 0.097, 0.10, 0.11, 0.2)
+    assert [policy.action(v) for v in values] == \
+        ["none", "warn", "retrain", "retrain", "retrain", "retrain", "experiment", "experiment"]
+    severity = ["none", "warn", "retrain", "experiment"]
+    steps = [severity.index(policy.action(i / 1000)) for i in range(1001)]
+    assert steps == sorted(steps)  # more drift never gets a milder action
+    with pytest.raises(ValueError, match="must satisfy"):
+        Policy(none_below=0.2, retrain_from=0.1)
 
 
 def test_bonferroni_and_bad_input() -> None:
@@ -228,12 +234,11 @@ def test_policy_bands_cover_every_tier_in_order() -> None:
 
     policy = Policy()
     assert policy.bands(0.5) == [(0.0, 0.02, "none"), (0.02, 0.05, "warn"),
-                                 (0.05, 0.08, "retrain"), (0.08, 0.1, "warn"),
-                                 (0.1, 0.5, "experiment")]
+                                 (0.05, 0.1, "retrain"), (0.1, 0.5, "experiment")]
     rows = [{"id": "a", "started_at": "2026-01-01T00:00:00", "share_drifted": 0.3,
              "action": "experiment", "drifted_columns": ["x"]}]
     axes = history_figure(rows, policy).axes[0]  # type: ignore[arg-type]
-    assert len(axes.patches) == 5  # one shaded band per tier
+    assert len(axes.patches) == 4  # one shaded band per tier
 
 
 def test_widget_shows_header_table_and_plot() -> None:

@@ -60,33 +60,40 @@ class DriftColumn(TypedDict, total=False):
 
 @dataclass
 class Policy:
-    """Maps the measured value (share of drifted features or performance drop) to an action.
-
-    Below ``none_below``: ``none``; within [``retrain_from``, ``retrain_to``]: ``retrain``;
-    above ``experiment_above``: ``experiment``; anything between tiers: ``warn``.
+    """Maps the measured value (share of drifted features or performance drop) to an action,
+    monotonic in severity (more drift never gets a milder action): below ``none_below``
+    ``none``; up to ``retrain_from`` ``warn``; up to ``experiment_above`` (included)
+    ``retrain``; above it ``experiment`` (back to experimentation: a search over models and
+    hyperparameters, not a plain retrain).
     """
 
     none_below: float = 0.02
     retrain_from: float = 0.05
-    retrain_to: float = 0.08
     experiment_above: float = 0.10
+
+    def __post_init__(self) -> None:
+        cuts = (self.none_below, self.retrain_from, self.experiment_above)
+        if not all(isinstance(c, (int, float)) and 0.0 <= c <= 1.0 for c in cuts) or \
+                list(cuts) != sorted(cuts):
+            raise ValueError("drift policy tiers must satisfy 0 <= none_below <= retrain_from"
+                             f" <= experiment_above <= 1, got {cuts}")
 
     def action(self, value: float) -> str:
         if value < self.none_below:
             return "none"
-        if self.retrain_from <= value <= self.retrain_to:
+        if value < self.retrain_from:
+            return "warn"
+        if value <= self.experiment_above:
             return "retrain"
-        if value > self.experiment_above:
-            return "experiment"
-        return "warn"
+        return "experiment"
 
     def to_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
 
     def bands(self, top: float = 1.0) -> list[tuple[float, float, str]]:
         """The tiers as ``(from, to, action)`` over ``[0, top]``, in order (for drawing)."""
-        cuts = sorted({0.0, self.none_below, self.retrain_from, self.retrain_to,
-                       self.experiment_above, max(top, self.experiment_above)})
+        cuts = sorted({0.0, self.none_below, self.retrain_from, self.experiment_above,
+                       max(top, self.experiment_above)})
         bands: list[tuple[float, float, str]] = []
         for low, high in zip(cuts[:-1], cuts[1:], strict=True):
             action = self.action((low + high) / 2)
