@@ -13,6 +13,7 @@ LAYERS = [  # top first; the README's map lists the same order
     ["__main__", "__init__"],  # the entry point and the public facade (lazy attributes)
     ["cli"],
     ["audit"],
+    ["loop"],
     ["sweep"],
     ["serving"],
     ["promotion"],

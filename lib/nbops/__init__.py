@@ -11,6 +11,7 @@ Package map (dependencies point down only; no cycles, function-local imports inc
 
 - ``cli``: the command line (parses, delegates, formats);
 - ``audit``: the audit trail of a model version, from data hashes to traffic served;
+- ``loop``: the closed loop (policy, decisions under limits, ticks, cycle records);
 - ``sweep``: sweeps and hyperparameter search (grid, random, Optuna) over a template;
 - ``pipeline``: pipeline.yaml, cache, stage tasks, schedulers;
 - ``runner``: one template end to end (contract → record → execution → tracking);

@@ -16,6 +16,7 @@ from ..errors import NbopsError
 from .audit import audit_cmd
 from .drift import drift_group
 from .init import init_cmd
+from .loop import loop_group
 from .models import models_group
 from .pipeline import pipeline_group
 from .run import run_cmd, templates_cmd
@@ -31,7 +32,7 @@ def cli() -> None:
 
 
 for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group, serve_cmd,
-                models_group, init_cmd, sweep_group, audit_cmd):
+                models_group, init_cmd, sweep_group, audit_cmd, loop_group):
     cli.add_command(command)
 
 

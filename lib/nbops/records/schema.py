@@ -18,8 +18,9 @@ from ..util.files import decode_json, encode_json
 RUN_SCHEMA = "nbops.run/1"
 PIPELINE_SCHEMA = "nbops.pipeline/1"
 SWEEP_SCHEMA = "nbops.sweep/1"
+CYCLE_SCHEMA = "nbops.cycle/1"
 _FILES = {RUN_SCHEMA: "run.v1.json", PIPELINE_SCHEMA: "pipeline.v1.json",
-          SWEEP_SCHEMA: "sweep.v1.json"}
+          SWEEP_SCHEMA: "sweep.v1.json", CYCLE_SCHEMA: "cycle.v1.json"}
 
 
 @cache

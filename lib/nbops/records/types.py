@@ -233,3 +233,56 @@ class SweepRecord(TypedDict):
     pipeline: SweepPipelineRef | None
     trials: list[TrialEntry]
     best: BestTrial | None
+
+
+class CycleWindow(TypedDict):
+    start: str | None  # the previous cycle's window end (None: the log's beginning)
+    end: str
+    rows: int  # answered rows logged in the window
+
+
+class CycleDrift(TypedDict):
+    action: str
+    share: float | None
+
+
+class CycleDecision(TypedDict):
+    action: Literal["none", "retrain", "experiment"]
+    cause: Literal["drift", "age", "schedule", "none"]
+    reason: str
+    blocked: str | None
+
+
+class CycleOutcome(TypedDict):
+    status: str  # the retrain pipeline's
+    version: int | None  # the version it registered
+    champion_before: int | None
+    champion_after: int | None
+    promoted: bool  # the champion changed
+
+
+class CycleReference(TypedDict):
+    path: str | None  # the drift reference this cycle's monitor used
+    rotated_to: str | None  # the new champion's reference, from now on
+
+
+class CycleRecord(TypedDict):
+    """``runs/loop/cycles/<id>.json`` (schema ``nbops.cycle/1``): one tick of the loop."""
+
+    schema: str
+    id: str
+    model: str
+    status: Status
+    started_at: str
+    started_at_epoch: float
+    ended_at: str | None
+    duration_s: float | None
+    origin: Origin
+    window: CycleWindow
+    monitor_run: str | None
+    drift: CycleDrift | None
+    decision: CycleDecision | None
+    pipeline_run: str | None
+    outcome: CycleOutcome | None
+    reference: CycleReference
+    error: str | None

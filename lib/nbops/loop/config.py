@@ -1,0 +1,155 @@
+"""The loop policy: the ``loop:`` section of the project's ``nbops.yaml``.
+
+Every key has a default but ``model`` and ``retrain``; an unknown key, a bad duration or a
+bad type is a ConfigError naming it (exit 2) before a tick does anything. Durations are
+``90s``, ``30m``, ``6h`` or ``7d``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..contract.limits import load_yaml
+from ..errors import ConfigError
+from ..util.project import MARKER, find_root
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_KEYS = {"model", "reference", "monitor", "retrain", "experiment", "triggers", "limits"}
+_TRIGGERS = {"drift", "min_new_rows", "max_model_age", "schedule"}
+_LIMITS = {"cooldown", "max_per_day", "dry_run"}
+_MONITOR = {"template", "parameters"}
+
+
+def seconds(text: object, where: str) -> float:
+    """A duration (``90s``, ``30m``, ``6h``, ``7d``) in seconds."""
+    match = _DURATION.fullmatch(str(text).strip()) if isinstance(text, (str, int)) else None
+    if match is None:
+        raise ConfigError(f"{where}: {text!r} is not a duration; write e.g. 90s, 30m, 6h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass
+class LoopConfig:
+    """The checked loop policy; paths are absolute (relative ones are from the project)."""
+
+    model: str
+    retrain: Path  # the pipeline a retrain runs
+    experiment: Path  # the pipeline large drift runs (default: ``retrain``)
+    reference: Path | None = None  # the first drift reference (rotated on promotion)
+    monitor_template: str = "monitor"
+    monitor_parameters: dict[str, Any] = field(default_factory=dict)
+    drift: bool = True  # act on the monitor's action
+    min_new_rows: int = 100  # fewer new logged rows since the last tick: no monitor run
+    max_model_age_s: float | None = None  # retrain when the champion is older
+    schedule_s: float | None = None  # retrain at least this often
+    cooldown_s: float = 3600.0  # no retrain within this of the last one
+    max_per_day: int = 3  # retrains in any 24 hours
+    dry_run: bool = False  # decide and record; run nothing
+    root: Path = Path(".")
+
+
+def load(start: Path | None = None, config: Path | None = None) -> LoopConfig:
+    """The project's loop policy.
+
+    Raises:
+        ConfigError: no project, no ``loop:`` section, or a bad value (named).
+    """
+    path = config or _config_file(start)
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except Exception as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    section = data.get("loop") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path} has no 'loop:' section; see the README (The closed loop) "
+                          "for one with its defaults")
+    return parse(section, path.parent, str(path))
+
+
+def _config_file(start: Path | None) -> Path:
+    root = find_root(start)
+    if root is None or not (root / MARKER).is_file():
+        raise ConfigError("no nbops.yaml here or above: the loop policy lives in the "
+                          "project's nbops.yaml ('nbops init' makes one)")
+    return root / MARKER
+
+
+def parse(section: dict[str, Any], root: Path, where: str = "nbops.yaml") -> LoopConfig:
+    """Check a ``loop:`` mapping (see the module docstring)."""
+    _known(section, _KEYS, f"{where}: loop")
+    model = section.get("model")
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"{where}: loop.model must name the served model")
+    retrain = _path(section.get("retrain"), root, f"{where}: loop.retrain", required=True)
+    assert retrain is not None
+    triggers = _mapping(section.get("triggers"), f"{where}: loop.triggers", _TRIGGERS)
+    limits = _mapping(section.get("limits"), f"{where}: loop.limits", _LIMITS)
+    monitor = _mapping(section.get("monitor"), f"{where}: loop.monitor", _MONITOR)
+    params = monitor.get("parameters", {})
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: loop.monitor.parameters must be a mapping")
+    return LoopConfig(
+        model=model, retrain=retrain,
+        experiment=_path(section.get("experiment"), root, f"{where}: loop.experiment")
+        or retrain,
+        reference=_path(section.get("reference"), root, f"{where}: loop.reference"),
+        monitor_template=str(monitor.get("template", "monitor")), monitor_parameters=params,
+        drift=_bool(triggers.get("drift", True), f"{where}: loop.triggers.drift"),
+        min_new_rows=_count(triggers.get("min_new_rows", 100),
+                            f"{where}: loop.triggers.min_new_rows"),
+        max_model_age_s=_optional_seconds(triggers.get("max_model_age"),
+                                          f"{where}: loop.triggers.max_model_age"),
+        schedule_s=_optional_seconds(triggers.get("schedule"), f"{where}: loop.triggers.schedule"),
+        cooldown_s=seconds(limits.get("cooldown", "1h"), f"{where}: loop.limits.cooldown"),
+        max_per_day=_count(limits.get("max_per_day", 3), f"{where}: loop.limits.max_per_day"),
+        dry_run=_bool(limits.get("dry_run", False), f"{where}: loop.limits.dry_run"),
+        root=root)
+
+
+def _known(section: dict[str, Any], keys: set[str], where: str) -> None:
+    unknown = sorted(str(k) for k in section if k not in keys)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(keys))}")
+
+
+def _mapping(value: object, where: str, keys: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    _known(value, keys, where)
+    return value
+
+
+def _path(value: object, root: Path, where: str, required: bool = False) -> Path | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a path (relative to the project root)")
+    path = (root / value).resolve()
+    if not path.exists():
+        raise ConfigError(f"{where}: {path} does not exist")
+    return path
+
+
+def _bool(value: object, where: str) -> bool:
+    if type(value) is not bool:
+        raise ConfigError(f"{where} must be true or false")
+    return value
+
+
+def _count(value: object, where: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ConfigError(f"{where} must be a whole number >= 0")
+    return value
+
+
+def _optional_seconds(value: object, where: str) -> float | None:
+    return None if value is None else seconds(value, where)

@@ -1,0 +1,294 @@
+"""One cycle of the closed loop, under a lease: watch, decide, retrain, record.
+
+A tick (1) takes the loop's lease, an exclusive lock on ``runs/loop/.tick.lock`` held for
+the whole cycle and released by the OS if the process dies (a second tick at the same time
+returns at once and says who holds it); (2) counts the answered rows the prediction log
+gained since the previous cycle's window; (3) with enough of them, runs the monitor
+template on that window against the current drift reference; (4) decides (``decide``)
+under the limits; (5) for a retrain or an experiment runs the configured pipeline (every
+stage forced: the loop asks for a new model) and notes the version it registered and
+whether the champion changed; (6) when it did, rotates the drift reference to the new
+champion's (a ``reference_path`` output of the retrain pipeline), so drift stops firing
+for the change the new model was trained on.
+
+Invariants: every run a cycle starts carries ``origin.trigger = loop`` and the cycle id
+(records and MLflow), so ``nbops audit`` links a model to the cycle that made it; the
+cycle record is written when the cycle starts and at its end (``running`` only while its
+tick lives); a retrain never re-triggers itself: the next cycle's window starts where this
+one's ended, the loop acts only on its own monitor run (never on a monitor stage inside the
+retrain pipeline), and the cooldown counts from the retrain's start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypedDict
+
+from filelock import FileLock, Timeout
+
+from ..errors import NbopsError
+from ..pipeline.run import PipelineOptions
+from ..promotion.service import where
+from ..records.cycles import CycleStore
+from ..records.lifecycle import make_origin
+from ..records.queries import get_record
+from ..records.schema import CYCLE_SCHEMA
+from ..records.store import new_run_id, utcnow
+from ..records.types import CycleRecord, Origin, PipelineRecord, Trigger
+from ..runner import RunOptions, run
+from ..serving.predlog import log_folder
+from ..sweep.stage import run_pipeline_with_sweeps
+from ..tracking import ledger, registry
+from ..util.files import atomic_write_json
+from .config import LoopConfig
+from .decide import Facts, decide
+
+LOCK = "loop/.tick.lock"
+HOLDER = "loop/tick.json"  # who holds the lease (for the message a second tick prints)
+
+
+class Busy(TypedDict):
+    """The tick that holds the lease."""
+
+    cycle: str
+    pid: int
+    host: str
+    started_at: str
+
+
+@dataclass(frozen=True)
+class Ticked:
+    """What a tick did: its cycle, or (``cycle`` None) the tick that held the lease."""
+
+    cycle: CycleRecord | None
+    busy: Busy | None = None
+
+
+def tick(cfg: LoopConfig, *, runs_dir: str | Path | None = None,
+         tracking_uri: str | None = None, trigger: Trigger = "cli",
+         report: Callable[[str], None] | None = None) -> Ticked:
+    """Run one cycle (or, when another tick holds the lease, nothing)."""
+    place = where(runs_dir, tracking_uri)
+    runs = place["runs_dir"]
+    (runs / "loop").mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(runs / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return Ticked(None, _holder(runs))
+    try:
+        origin = make_origin(trigger)
+        cycle_id = new_run_id("cycle")
+        holder: Busy = {"cycle": cycle_id, "pid": os.getpid(), "host": socket.gethostname(),
+                        "started_at": utcnow()}
+        atomic_write_json(runs / HOLDER, holder)
+        return Ticked(Cycle(cfg, place["tracking_uri"], runs, cycle_id, origin, report).run())
+    finally:
+        lock.release()
+
+
+def _holder(runs: Path) -> Busy:
+    try:
+        data: Busy = json.loads((runs / HOLDER).read_text(encoding="utf-8"))
+        return data
+    except (OSError, ValueError):
+        return {"cycle": "?", "pid": 0, "host": "?", "started_at": "?"}
+
+
+class Cycle:
+    """One cycle's work and its record."""
+
+    def __init__(self, cfg: LoopConfig, uri: str, runs: Path, cycle_id: str, origin: Origin,
+                 report: Callable[[str], None] | None) -> None:
+        self.cfg, self.uri, self.runs, self.report = cfg, uri, runs, report
+        self.store = CycleStore(runs)
+        self.history = self.store.all()
+        self.now = time.time()
+        # the runs this cycle starts: a loop's, with the cycle's id
+        self.origin = make_origin(trigger="loop", cycle=cycle_id)
+        start = next((c["window"]["end"] for c in reversed(self.history)
+                      if c["status"] != "running"), None)
+        reference = next((c["reference"]["rotated_to"] for c in reversed(self.history)
+                          if c["reference"]["rotated_to"]), None)
+        reference = reference or (str(cfg.reference) if cfg.reference else None)
+        self.record: CycleRecord = {
+            "schema": CYCLE_SCHEMA, "id": cycle_id, "model": cfg.model, "status": "running",
+            "started_at": utcnow(), "started_at_epoch": self.now, "ended_at": None,
+            "duration_s": None, "origin": origin,
+            "window": {"start": start, "end": _iso(self.now), "rows": 0},
+            "monitor_run": None, "drift": None, "decision": None, "pipeline_run": None,
+            "outcome": None, "reference": {"path": reference, "rotated_to": None},
+            "error": None}
+
+    def _say(self, text: str) -> None:
+        if self.report:
+            self.report(text)
+
+    def run(self) -> CycleRecord:
+        self.store.write(self.record)
+        try:
+            self._work()
+            if self.record["outcome"] and self.record["outcome"]["status"] != "succeeded":
+                self.record["status"] = "failed"
+                self.record["error"] = (f"the retrain pipeline {self.record['pipeline_run']} "
+                                        f"ended {self.record['outcome']['status']}")
+            else:
+                self.record["status"] = "succeeded"
+        except KeyboardInterrupt:
+            self.record["status"], self.record["error"] = "killed", "interrupted"
+            raise
+        except NbopsError as exc:
+            self.record["status"], self.record["error"] = "failed", str(exc)
+        except Exception as exc:  # a bug of ours: the record must still end
+            self.record["status"] = "failed"
+            self.record["error"] = f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            self.record["ended_at"] = utcnow()
+            self.record["duration_s"] = round(time.time() - self.now, 3)
+            self.store.write(self.record)
+        return self.record
+
+    def _work(self) -> None:
+        window = self.record["window"]
+        window["rows"] = count_rows(log_folder(self.runs, self.cfg.model), window["start"],
+                                    window["end"])
+        self._say(f"cycle {self.record['id']}: {window['rows']} new rows since "
+                  f"{window['start'] or 'the log began'}")
+        if window["rows"] >= self.cfg.min_new_rows and window["rows"] > 0:
+            self._monitor()
+        drift = self.record["drift"]
+        facts: Facts = {
+            "now": self.now, "new_rows": window["rows"],
+            "drift_action": drift["action"] if drift else None,
+            "drift_share": drift["share"] if drift else None,
+            "model_age_s": self._champion_age(),
+            "retrains": [c["started_at_epoch"] for c in self.history if _retrained(c)]}
+        decision = decide(self.cfg, facts)
+        self.record["decision"] = decision
+        self.store.write(self.record)
+        blocked = f" (not run: {decision['blocked']})" if decision["blocked"] else ""
+        self._say(f"decision: {decision['action']} ({decision['reason']}){blocked}")
+        if decision["action"] != "none" and decision["blocked"] is None:
+            self._retrain(self.cfg.experiment if decision["action"] == "experiment"
+                          else self.cfg.retrain)
+
+    def _monitor(self) -> None:
+        from ..contract.template import resolve as resolve_template
+
+        template = resolve_template(self.cfg.monitor_template)
+        window = self.record["window"]
+        offered: dict[str, Any] = {
+            "current_path": str(log_folder(self.runs, self.cfg.model)),
+            "current_window": f"{window['start'] or ''}/{window['end']}",
+            "reference_path": self.record["reference"]["path"] or ""}
+        params = {**{k: v for k, v in offered.items() if k in template.parameters},
+                  **self.cfg.monitor_parameters}
+        record = run(template.path, params, options=RunOptions(
+            runs_dir=self.runs, tracking_uri=self.uri, origin=self.origin,
+            tags={"nbops.cycle": self.record["id"]}))
+        self.record["monitor_run"] = record["id"]
+        if record["status"] != "succeeded":
+            message = record["error"]["message"] if record["error"] else record["status"]
+            raise NbopsError(f"the monitor run {record['id']} ended {record['status']}: "
+                             f"{message}")
+        share = record["outputs"].get("share_drifted")
+        action = str(record["outputs"].get("action", "none"))
+        self.record["drift"] = {"action": action,
+                                "share": float(share) if isinstance(share, (int, float))
+                                else None}
+        self._say(f"monitor {record['id']}: action {action}")
+
+    def _champion_age(self) -> float | None:
+        """Seconds since the champion alias last moved, from the ledger (None: never)."""
+        try:
+            entries = ledger.read(ledger.home(self.uri), self.cfg.model)["entries"]
+        except NbopsError:
+            return None
+        moves = [e["at"] for e in entries if e["kind"] == "move" and e["alias"] == "champion"]
+        if not moves:
+            return None
+        return self.now - datetime.fromisoformat(moves[-1]).timestamp()
+
+    def _champion(self) -> int | None:
+        found = registry.version_by_alias(self.cfg.model, "champion", self.uri)
+        return found["version"] if found else None
+
+    def _retrain(self, pipeline: Path) -> None:
+        before = self._champion()
+        self._say(f"retrain: running {pipeline}")
+        options = PipelineOptions(runs_dir=self.runs, tracking_uri=self.uri, force=True,
+                                  origin=self.origin, report=self.report)
+        pipe = run_pipeline_with_sweeps(pipeline, options)
+        self.record["pipeline_run"] = pipe["id"]
+        outputs = _stage_outputs(pipe, self.runs)
+        after = self._champion()
+        version = next((o["version"] for o in outputs if isinstance(o.get("version"), int)),
+                       None)
+        promoted = after is not None and after != before
+        self.record["outcome"] = {"status": pipe["status"], "version": version,
+                                  "champion_before": before, "champion_after": after,
+                                  "promoted": promoted}
+        if promoted:
+            rotated = next((o["reference_path"] for o in outputs
+                            if isinstance(o.get("reference_path"), str)), None)
+            self.record["reference"]["rotated_to"] = rotated
+            was = f"v{before}" if before is not None else "(none)"
+            self._say(f"promoted: champion {was} -> v{after}; drift reference now "
+                      f"{rotated or '(unchanged: the pipeline gave no reference_path)'}")
+
+
+def _retrained(cycle: CycleRecord) -> bool:
+    """Whether the cycle started a retrain (run, even if it failed): limits count it."""
+    decision = cycle["decision"]
+    return bool(decision and decision["action"] != "none" and decision["blocked"] is None)
+
+
+def _stage_outputs(pipe: PipelineRecord, runs: Path) -> list[dict[str, Any]]:
+    """The outputs of the pipeline's stage runs, in stage order (unreadable ones skipped)."""
+    found = []
+    for name in pipe["order"]:
+        run_id = pipe["stages"][name].get("run_id")
+        if not run_id:
+            continue
+        try:
+            found.append(dict(get_record(run_id, runs)["outputs"]))
+        except NbopsError:
+            continue
+    return found
+
+
+def count_rows(folder: Path, start: str | None, end: str) -> int:
+    """Answered (not failed) rows logged at or after ``start`` and before ``end``."""
+    low = datetime.fromisoformat(start) if start else None
+    high = datetime.fromisoformat(end)
+    rows = 0
+    for part in sorted(folder.glob("part-*.jsonl")) if folder.is_dir() else []:
+        with part.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.endswith("\n"):
+                    break  # still being written
+                try:
+                    entry = json.loads(line)
+                    at = datetime.fromisoformat(entry["time"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if "error" not in entry and (low is None or at >= low) and at < high:
+                    rows += 1
+    return rows
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+def history(runs_dir: str | Path | None = None) -> list[CycleRecord]:
+    """Every cycle of the loop in this runs folder, oldest first."""
+    return CycleStore(where(runs_dir)["runs_dir"]).all()
+

@@ -1,0 +1,201 @@
+"""The closed loop: policy, decisions under limits, coalesced schedule (pure), and ticks on a
+real prediction log with real monitor runs, a real retrain pipeline and MLflow registry,
+the lease, the reference rotation and the history."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from filelock import FileLock
+
+from conftest import NOTEBOOKS, cli
+from nbops.errors import ConfigError
+from nbops.loop.config import LoopConfig, parse, seconds
+from nbops.loop.decide import Facts, decide
+from nbops.loop.schedule import plan
+from nbops.serving.predlog import PredictionLog, log_folder
+
+NOW = 1_800_000_000.0
+
+
+def config(tmp_path: Path, **loop: Any) -> LoopConfig:
+    (tmp_path / "retrain.yaml").write_text("name: r\nstages: {}\n")
+    return parse({"model": "m", "retrain": "retrain.yaml", **loop}, tmp_path)
+
+
+def facts(**given: Any) -> Facts:
+    base: Facts = {"now": NOW, "new_rows": 500, "drift_action": None, "drift_share": None,
+                   "model_age_s": None, "retrains": []}
+    return {**base, **given}  # type: ignore[typeddict-item]
+
+
+def test_policy_defaults_and_bad_values(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    assert (cfg.min_new_rows, cfg.cooldown_s, cfg.max_per_day, cfg.dry_run, cfg.drift) == (
+        100, 3600.0, 3, False, True)
+    assert cfg.experiment == cfg.retrain == (tmp_path / "retrain.yaml").resolve()
+    assert seconds("90s", "x") == 90 and seconds("1.5h", "x") == 5400
+    for bad, message in [({"limits": {"cooldown": "soon"}}, "not a duration"),
+                         ({"limits": {"max_per_day": -1}}, "whole number"),
+                         ({"triggers": {"drift": "yes"}}, "true or false"),
+                         ({"trigers": {}}, "unknown key"),
+                         ({"triggers": {"min_rows": 5}}, "unknown key"),
+                         ({"experiment": "nope.yaml"}, "does not exist")]:
+        with pytest.raises(ConfigError, match=message):
+            config(tmp_path, **bad)
+    with pytest.raises(ConfigError, match="loop.model"):
+        parse({"retrain": "retrain.yaml"}, tmp_path)
+
+
+def test_decisions_follow_the_tiers_then_age_and_schedule(tmp_path: Path) -> None:
+    cfg = config(tmp_path, triggers={"max_model_age": "7d", "schedule": "30d"})
+    assert decide(cfg, facts(drift_action="experiment", drift_share=0.2))["action"] == \
+        "experiment"
+    moderate = decide(cfg, facts(drift_action="retrain", drift_share=0.07))
+    assert (moderate["action"], moderate["cause"], moderate["blocked"]) == (
+        "retrain", "drift", None)
+    assert "7.0% of features drifted" in moderate["reason"]
+    assert decide(cfg, facts(drift_action="warn", retrains=[NOW - 86400]))["action"] == "none"
+    old = decide(cfg, facts(drift_action="none", model_age_s=8 * 86400,
+                            retrains=[NOW - 86400]))
+    assert (old["action"], old["cause"]) == ("retrain", "age")
+    due = decide(cfg, facts(retrains=[NOW - 31 * 86400], new_rows=0))
+    assert (due["action"], due["cause"]) == ("retrain", "schedule")
+    waiting = decide(config(tmp_path), facts(new_rows=3))
+    assert waiting["action"] == "none" and "waiting for data: 3 new rows" in waiting["reason"]
+    off = config(tmp_path, triggers={"drift": False})
+    assert decide(off, facts(drift_action="retrain"))["action"] == "none"
+
+
+def test_limits_block_with_their_reason(tmp_path: Path) -> None:
+    cfg = config(tmp_path, limits={"cooldown": "1h", "max_per_day": 2})
+    drift = {"drift_action": "retrain", "drift_share": 0.06}
+    assert "cooldown" in str(decide(cfg, facts(**drift, retrains=[NOW - 600]))["blocked"])
+    day = decide(cfg, facts(**drift, retrains=[NOW - 20000, NOW - 7200]))
+    assert day["action"] == "retrain" and "daily limit: 2 retrains" in str(day["blocked"])
+    assert decide(cfg, facts(**drift, retrains=[NOW - 90000, NOW - 7200]))["blocked"] is None
+    dry = config(tmp_path, limits={"dry_run": True})
+    assert "dry run" in str(decide(dry, facts(**drift))["blocked"])
+
+
+def test_missed_slots_are_coalesced_into_one_tick() -> None:
+    assert plan(0.0, 10.0, -1, 0.0) == (0, 0.0, 0)  # the first tick at once
+    assert plan(0.0, 10.0, 0, 3.0) == (1, 10.0, 0)  # on time: wait for the next slot
+    assert plan(0.0, 10.0, 0, 35.0) == (3, 35.0, 2)  # overran slots 1 and 2: one tick now
+    assert plan(0.0, 10.0, 3, 36.0) == (4, 40.0, 0)  # then back on the schedule
+    assert plan(0.0, 3600.0, 0, 86400.0 + 5) == (24, 86405.0, 23)  # a day asleep: one tick
+    with pytest.raises(ValueError):
+        plan(0.0, 0.0, 0, 1.0)
+
+
+# --- ticks on a real project -------------------------------------------------------------
+
+def serve(runs: Path, x: float, rows: int) -> None:
+    """Rows answered now, as the server's own log writer writes them."""
+    log = PredictionLog(log_folder(runs, "m"))
+    at = datetime.now(timezone.utc).isoformat()
+    log.append([{"request_id": f"r{i}", "row": 0, "time": at, "model": "m", "version": 1,
+                 "variant": "champion", "latency_ms": 1.0, "inputs": {"x": x},
+                 "prediction": 0} for i in range(rows)])
+    log.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "retrain.yaml").write_text(yaml.safe_dump({"name": "retrain", "stages": {
+        "train": {"template": str(NOTEBOOKS / "fake_train.ipynb")},
+        "register": {"template": str(NOTEBOOKS / "loop_register.ipynb")}}}))
+    (tmp_path / "reference.txt").write_text("the first reference")
+    (tmp_path / "nbops.yaml").write_text(yaml.safe_dump({"name": "p", "loop": {
+        "model": "m", "retrain": "retrain.yaml", "reference": "reference.txt",
+        "monitor": {"template": str(NOTEBOOKS / "loop_monitor.ipynb")},
+        "triggers": {"min_new_rows": 20}, "limits": {"cooldown": "1h"}}}))
+    return tmp_path
+
+
+def loop(project: Path, *args: str) -> Any:
+    return cli("loop", *args, cwd=project, env={"MLFLOW_TRACKING_URI": "",
+                                                "NBOPS_RUNS_DIR": str(project / "runs")})
+
+
+def last_cycle(project: Path) -> dict[str, Any]:
+    done = loop(project, "history", "--json")
+    assert done.returncode == 0, done.stderr
+    cycles: list[dict[str, Any]] = json.loads(done.stdout)
+    return cycles[-1]
+
+
+@pytest.mark.slow
+def test_ticks_watch_retrain_promote_rotate_and_respect_the_cooldown(project: Path) -> None:
+    runs = project / "runs"
+    serve(runs, 0.0, 50)
+    first = loop(project, "tick")
+    assert first.returncode == 0, first.stdout + first.stderr
+    cycle = last_cycle(project)
+    assert cycle["window"]["rows"] == 50 and cycle["drift"] == {"action": "none", "share": 0.0}
+    assert cycle["decision"]["action"] == "none" and cycle["pipeline_run"] is None
+    assert cycle["reference"]["path"] == str((project / "reference.txt").resolve())
+    monitor = json.loads((runs / cycle["monitor_run"] / "run.json").read_text())
+    assert monitor["origin"]["trigger"] == "loop" and monitor["origin"]["cycle"] == cycle["id"]
+    assert monitor["outputs"]["rows"] == 50
+
+    quiet = loop(project, "tick")  # nothing new: no monitor run, nothing to do
+    assert quiet.returncode == 0 and "waiting for data: 0 new rows" in quiet.stdout
+    assert last_cycle(project)["monitor_run"] is None
+
+    serve(runs, 1.0, 30)  # the traffic drifts
+    drifted = loop(project, "tick")
+    assert drifted.returncode == 0, drifted.stdout + drifted.stderr
+    cycle = last_cycle(project)
+    assert cycle["window"]["rows"] == 30 and cycle["drift"]["action"] == "retrain"
+    assert cycle["decision"]["cause"] == "drift" and cycle["decision"]["blocked"] is None
+    outcome = cycle["outcome"]
+    assert outcome == {"status": "succeeded", "version": 1, "champion_before": None,
+                       "champion_after": 1, "promoted": True}
+    rotated = cycle["reference"]["rotated_to"]
+    assert rotated and Path(rotated).read_text() == "reference of v1"
+    pipeline = json.loads((runs / "pipelines" / f"{cycle['pipeline_run']}.json").read_text())
+    trained = pipeline["stages"]["train"]["run_id"]
+    origin = json.loads((runs / trained / "run.json").read_text())["origin"]
+    assert origin["trigger"] == "loop" and origin["cycle"] == cycle["id"]
+    assert "promoted: champion (none) -> v1" in drifted.stdout
+
+    serve(runs, 1.0, 30)  # still drifted, but the retrain was minutes ago
+    cooled = loop(project, "tick")
+    assert cooled.returncode == 0
+    cycle = last_cycle(project)
+    assert cycle["reference"]["path"] == rotated  # the monitor now uses the new reference
+    assert cycle["decision"]["action"] == "retrain"
+    assert "cooldown" in cycle["decision"]["blocked"] and cycle["pipeline_run"] is None
+
+    history = loop(project, "history")
+    lines = history.stdout.strip().splitlines()
+    assert len(lines) == 4 and "registered v1, champion (none) -> v1" in lines[2]
+    assert "blocked: cooldown" in lines[3]
+
+    with FileLock(str(runs / "loop" / ".tick.lock")):  # a tick holds the lease
+        busy = loop(project, "tick")
+    assert busy.returncode == 0 and "another tick is running" in busy.stdout
+    assert len(json.loads(loop(project, "history", "--json").stdout)) == 4
+
+
+def test_a_project_without_a_loop_policy_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "nbops.yaml").write_text("name: p\n")
+    done = cli("loop", "tick", cwd=tmp_path, env={"NBOPS_RUNS_DIR": str(tmp_path / "runs")})
+    assert done.returncode == 2 and "no 'loop:' section" in done.stderr
+    assert "Traceback" not in done.stderr
+    run_every = cli("loop", "run", "--every", "soon", cwd=tmp_path)
+    assert run_every.returncode == 2 and "not a duration" in run_every.stderr
+
+
+def test_loop_run_ticks_on_its_schedule_and_stops(project: Path) -> None:
+    start = time.monotonic()
+    done = loop(project, "run", "--every", "2s", "--max-ticks", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("waiting for data: 0 new rows") == 2
+    assert time.monotonic() - start >= 2.0  # the second tick waited for its slot
