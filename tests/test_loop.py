@@ -3,12 +3,14 @@ real prediction log with real monitor runs, a real retrain pipeline and MLflow r
 the lease, the reference rotation and the history."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from filelock import FileLock
@@ -95,11 +97,11 @@ def test_missed_slots_are_coalesced_into_one_tick() -> None:
 
 # --- ticks on a real project -------------------------------------------------------------
 
-def serve(runs: Path, x: float, rows: int) -> None:
+def serve(runs: Path, x: float, rows: int, batch: str) -> None:
     """Rows answered now, as the server's own log writer writes them."""
     log = PredictionLog(log_folder(runs, "m"))
     at = datetime.now(timezone.utc).isoformat()
-    log.append([{"request_id": f"r{i}", "row": 0, "time": at, "model": "m", "version": 1,
+    log.append([{"request_id": f"{batch}-{i}", "row": 0, "time": at, "model": "m", "version": 1,
                  "variant": "champion", "latency_ms": 1.0, "inputs": {"x": x},
                  "prediction": 0} for i in range(rows)])
     log.close()
@@ -108,13 +110,18 @@ def serve(runs: Path, x: float, rows: int) -> None:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "retrain.yaml").write_text(yaml.safe_dump({"name": "retrain", "stages": {
-        "train": {"template": str(NOTEBOOKS / "fake_train.ipynb")},
-        "register": {"template": str(NOTEBOOKS / "loop_register.ipynb")}}}))
-    (tmp_path / "reference.txt").write_text("the first reference")
+        "prepare": {"template": str(NOTEBOOKS / "loop_prepare.ipynb")},
+        "train": {"template": str(NOTEBOOKS / "fake_train.ipynb"), "after": ["prepare"]},
+        "register": {"template": str(NOTEBOOKS / "loop_register.ipynb"),
+                     "after": ["train"]}}}))
+    pd.DataFrame({"x": [0.0] * 10, "target": [0] * 10}).to_parquet(
+        tmp_path / "reference.parquet", index=False)
+    (tmp_path / "labels").mkdir()
     (tmp_path / "nbops.yaml").write_text(yaml.safe_dump({"name": "p", "loop": {
-        "model": "m", "retrain": "retrain.yaml", "reference": "reference.txt",
+        "model": "m", "retrain": "retrain.yaml", "reference": "reference.parquet",
         "monitor": {"template": str(NOTEBOOKS / "loop_monitor.ipynb")},
-        "triggers": {"min_new_rows": 20}, "limits": {"cooldown": "1h"}}}))
+        "triggers": {"min_new_rows": 20}, "limits": {"cooldown": "1h"},
+        "fresh_data": {"parameter": "prepare.data_path", "labels": "labels"}}}))
     return tmp_path
 
 
@@ -133,13 +140,13 @@ def last_cycle(project: Path) -> dict[str, Any]:
 @pytest.mark.slow
 def test_ticks_watch_retrain_promote_rotate_and_respect_the_cooldown(project: Path) -> None:
     runs = project / "runs"
-    serve(runs, 0.0, 50)
+    serve(runs, 0.0, 50, "a")
     first = loop(project, "tick")
     assert first.returncode == 0, first.stdout + first.stderr
     cycle = last_cycle(project)
     assert cycle["window"]["rows"] == 50 and cycle["drift"] == {"action": "none", "share": 0.0}
     assert cycle["decision"]["action"] == "none" and cycle["pipeline_run"] is None
-    assert cycle["reference"]["path"] == str((project / "reference.txt").resolve())
+    assert cycle["reference"]["path"] == str((project / "reference.parquet").resolve())
     monitor = json.loads((runs / cycle["monitor_run"] / "run.json").read_text())
     assert monitor["origin"]["trigger"] == "loop" and monitor["origin"]["cycle"] == cycle["id"]
     assert monitor["outputs"]["rows"] == 50
@@ -148,7 +155,9 @@ def test_ticks_watch_retrain_promote_rotate_and_respect_the_cooldown(project: Pa
     assert quiet.returncode == 0 and "waiting for data: 0 new rows" in quiet.stdout
     assert last_cycle(project)["monitor_run"] is None
 
-    serve(runs, 1.0, 30)  # the traffic drifts
+    serve(runs, 1.0, 30, "b")  # the traffic drifts; labels arrive for 20 of its rows
+    pd.DataFrame({"request_id": [f"b-{i}" for i in range(20)], "target": [1] * 20}).to_csv(
+        project / "labels" / "day1.csv", index=False)
     drifted = loop(project, "tick")
     assert drifted.returncode == 0, drifted.stdout + drifted.stderr
     cycle = last_cycle(project)
@@ -157,15 +166,24 @@ def test_ticks_watch_retrain_promote_rotate_and_respect_the_cooldown(project: Pa
     outcome = cycle["outcome"]
     assert outcome == {"status": "succeeded", "version": 1, "champion_before": None,
                        "champion_after": 1, "promoted": True}
-    rotated = cycle["reference"]["rotated_to"]
-    assert rotated and Path(rotated).read_text() == "reference of v1"
+    # it trained on the reference plus the labelled traffic, recorded with its hash
+    data = cycle["data"]
+    assert (data["base_rows"], data["window_rows"], data["since"]) == (10, 20, None)
+    assert data["until"] == cycle["window"]["end"]
+    assert hashlib.sha256(Path(data["path"]).read_bytes()).hexdigest() == data["sha256"]
     pipeline = json.loads((runs / "pipelines" / f"{cycle['pipeline_run']}.json").read_text())
+    prepared = json.loads((runs / pipeline["stages"]["prepare"]["run_id"] / "run.json")
+                          .read_text())
+    assert prepared["parameters"]["data_path"] == data["path"]
+    assert (prepared["outputs"]["rows"], prepared["outputs"]["positives"]) == (30, 20)
+    rotated = cycle["reference"]["rotated_to"]  # the new champion's reference (prepare's)
+    assert rotated == prepared["outputs"]["reference_path"]
     trained = pipeline["stages"]["train"]["run_id"]
     origin = json.loads((runs / trained / "run.json").read_text())["origin"]
     assert origin["trigger"] == "loop" and origin["cycle"] == cycle["id"]
     assert "promoted: champion (none) -> v1" in drifted.stdout
 
-    serve(runs, 1.0, 30)  # still drifted, but the retrain was minutes ago
+    serve(runs, 1.0, 30, "c")  # still drifted, but the retrain was minutes ago
     cooled = loop(project, "tick")
     assert cooled.returncode == 0
     cycle = last_cycle(project)
@@ -199,3 +217,36 @@ def test_loop_run_ticks_on_its_schedule_and_stops(project: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("waiting for data: 0 new rows") == 2
     assert time.monotonic() - start >= 2.0  # the second tick waited for its slot
+
+
+def test_fresh_data_appends_only_labelled_answered_rows_in_the_window(tmp_path: Path) -> None:
+    from nbops.errors import NbopsError
+    from nbops.loop.fresh import build
+
+    runs = tmp_path / "runs"
+    base = tmp_path / "base.parquet"
+    pd.DataFrame({"x": [5.0, 6.0], "target": [0, 1]}).to_parquet(base, index=False)
+    serve(runs, 1.0, 4, "a")
+    log = PredictionLog(log_folder(runs, "m"))  # a shadow's copy of a-0 never counts twice
+    log.append([{"request_id": "a-0", "row": 0, "time": datetime.now(timezone.utc).isoformat(),
+                 "model": "m", "version": 2, "variant": "shadow", "latency_ms": 1.0,
+                 "inputs": {"x": 1.0}, "prediction": 1}])
+    log.close()
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    pd.DataFrame({"request_id": ["a-0", "a-1", "zz"], "target": [1, 0, 1]}).to_csv(
+        labels / "one.csv", index=False)
+    until = datetime.now(timezone.utc).isoformat()
+    data = build(base=base, log=log_folder(runs, "m"), labels=labels, target="target",
+                 since=None, until=until, out_dir=tmp_path / "out", name="c1")
+    table = pd.read_parquet(data["path"])
+    assert (data["base_rows"], data["window_rows"]) == (2, 2)
+    assert table.to_dict("list") == {"x": [5.0, 6.0, 1.0, 1.0], "target": [0, 1, 1, 0]}
+    later = build(base=base, log=log_folder(runs, "m"), labels=labels, target="target",
+                  since=until, until=datetime.now(timezone.utc).isoformat(),
+                  out_dir=tmp_path / "out", name="c2")
+    assert later["window_rows"] == 0  # nothing logged since the last cut
+    pd.DataFrame({"x": [1.0], "z": [2.0], "target": [0]}).to_parquet(base, index=False)
+    with pytest.raises(NbopsError, match="lacks column"):
+        build(base=base, log=log_folder(runs, "m"), labels=labels, target="target",
+              since=None, until=until, out_dir=tmp_path / "out", name="c3")

@@ -18,7 +18,9 @@ from ..util.project import MARKER, find_root
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_KEYS = {"model", "reference", "monitor", "retrain", "experiment", "triggers", "limits"}
+_KEYS = {"model", "reference", "monitor", "retrain", "experiment", "triggers", "limits",
+         "fresh_data"}
+_FRESH = {"parameter", "labels", "target", "base"}
 _TRIGGERS = {"drift", "min_new_rows", "max_model_age", "schedule"}
 _LIMITS = {"cooldown", "max_per_day", "dry_run"}
 _MONITOR = {"template", "parameters"}
@@ -50,6 +52,11 @@ class LoopConfig:
     max_per_day: int = 3  # retrains in any 24 hours
     dry_run: bool = False  # decide and record; run nothing
     root: Path = Path(".")
+    # retrain on the base table plus the labelled recent traffic (None: the pipeline as is)
+    fresh_parameter: str | None = None  # STAGE.PARAMETER of the retrain pipeline
+    labels: Path | None = None  # folder of label files (request_id, [row,] target)
+    target: str = "target"
+    fresh_base: Path | None = None  # default: the drift reference in force
 
 
 def load(start: Path | None = None, config: Path | None = None) -> LoopConfig:
@@ -94,7 +101,21 @@ def parse(section: dict[str, Any], root: Path, where: str = "nbops.yaml") -> Loo
     params = monitor.get("parameters", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: loop.monitor.parameters must be a mapping")
+    fresh = _mapping(section.get("fresh_data"), f"{where}: loop.fresh_data", _FRESH)
+    parameter = fresh.get("parameter")
+    if fresh and (not isinstance(parameter, str) or "." not in parameter):
+        raise ConfigError(f"{where}: loop.fresh_data.parameter must be STAGE.PARAMETER of "
+                          "the retrain pipeline (e.g. prepare.data_path)")
+    labels = fresh.get("labels", "labels") if fresh else None
+    if labels is not None and (not isinstance(labels, str) or not labels):
+        raise ConfigError(f"{where}: loop.fresh_data.labels must be a folder path")
+    target = fresh.get("target", "target")
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{where}: loop.fresh_data.target must name the label column")
     return LoopConfig(
+        fresh_parameter=parameter if fresh else None,
+        labels=(root / labels).resolve() if labels else None, target=target,
+        fresh_base=_path(fresh.get("base"), root, f"{where}: loop.fresh_data.base"),
         model=model, retrain=retrain,
         experiment=_path(section.get("experiment"), root, f"{where}: loop.experiment")
         or retrain,

@@ -49,6 +49,8 @@ from ..tracking import ledger, registry
 from ..util.files import atomic_write_json
 from .config import LoopConfig
 from .decide import Facts, decide
+from .fresh import FOLDER as FRESH_FOLDER
+from .fresh import build
 
 LOCK = "loop/.tick.lock"
 HOLDER = "loop/tick.json"  # who holds the lease (for the message a second tick prints)
@@ -125,7 +127,7 @@ class Cycle:
             "window": {"start": start, "end": _iso(self.now), "rows": 0},
             "monitor_run": None, "drift": None, "decision": None, "pipeline_run": None,
             "outcome": None, "reference": {"path": reference, "rotated_to": None},
-            "error": None}
+            "error": None, "data": None}
 
     def _say(self, text: str) -> None:
         if self.report:
@@ -220,12 +222,35 @@ class Cycle:
         found = registry.version_by_alias(self.cfg.model, "champion", self.uri)
         return found["version"] if found else None
 
+    def _fresh(self) -> list[tuple[str, str]]:
+        """With ``fresh_data``: write the training table (base + labelled traffic since the
+        last retrain's cut) and point the pipeline's data parameter at it."""
+        cfg = self.cfg
+        if cfg.fresh_parameter is None or cfg.labels is None:
+            return []
+        base = cfg.fresh_base or (Path(self.record["reference"]["path"])
+                                  if self.record["reference"]["path"] else None)
+        if base is None:
+            raise NbopsError("loop.fresh_data needs a base table: set fresh_data.base or "
+                             "loop.reference")
+        cuts = [data["until"] for c in self.history if (data := c.get("data")) is not None]
+        since = cuts[-1] if cuts else None
+        data = build(base=base, log=log_folder(self.runs, cfg.model), labels=cfg.labels,
+                     target=cfg.target, since=since, until=self.record["window"]["end"],
+                     out_dir=self.runs / FRESH_FOLDER, name=self.record["id"])
+        self.record["data"] = data
+        self.store.write(self.record)
+        self._say(f"fresh data: {data['base_rows']} base rows + {data['window_rows']} "
+                  f"labelled rows of traffic -> {data['path']}")
+        return [(cfg.fresh_parameter, data["path"])]
+
     def _retrain(self, pipeline: Path) -> None:
         before = self._champion()
+        overrides = self._fresh()
         self._say(f"retrain: running {pipeline}")
         options = PipelineOptions(runs_dir=self.runs, tracking_uri=self.uri, force=True,
                                   origin=self.origin, report=self.report)
-        pipe = run_pipeline_with_sweeps(pipeline, options)
+        pipe = run_pipeline_with_sweeps(pipeline, options, overrides)
         self.record["pipeline_run"] = pipe["id"]
         outputs = _stage_outputs(pipe, self.runs)
         after = self._champion()

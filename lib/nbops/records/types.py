@@ -266,6 +266,18 @@ class CycleReference(TypedDict):
     rotated_to: str | None  # the new champion's reference, from now on
 
 
+class CycleData(TypedDict):
+    """What a loop retrain trained on: the base table plus the labelled recent traffic."""
+
+    path: str
+    sha256: str
+    base: str
+    base_rows: int
+    window_rows: int  # labelled rows of the prediction log appended to the base
+    since: str | None  # log rows taken were logged at or after this (None: all) ...
+    until: str  # ... and before this
+
+
 class CycleRecord(TypedDict):
     """``runs/loop/cycles/<id>.json`` (schema ``nbops.cycle/1``): one tick of the loop."""
 
@@ -286,3 +298,4 @@ class CycleRecord(TypedDict):
     outcome: CycleOutcome | None
     reference: CycleReference
     error: str | None
+    data: NotRequired[CycleData | None]  # a retrain with fresh_data: what it trained on
