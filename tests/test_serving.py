@@ -183,17 +183,33 @@ def test_overload_gets_503_with_retry_after_and_the_server_stays_up(
     with ThreadPoolExecutor(90) as pool:
         answers = list(pool.map(lambda _: post(base, slow), range(90)))
     codes = Counter(a.status_code for a in answers)
-    assert codes[503] >= 20 and set(codes) <= {503, 504}, codes
+    # 64 slow predictions fill every slot (each answered 504 after 1 s, computing for 2 s);
+    # what arrives meanwhile is refused at once (how many depends on how fast the client's
+    # threads start on a loaded machine, so only "some" is asserted)
+    assert codes[504] >= 64 and codes[503] >= 1 and set(codes) <= {503, 504}, codes
     busy = next(a for a in answers if a.status_code == 503)
-    assert busy.headers["retry-after"] == "1"
-    time.sleep(2.5)  # the slow predictions finish; capacity comes back
+    assert busy.headers["retry-after"] == "1" and "(limit 64)" in busy.json()["error"]
+    assert wait_idle(base) == 0  # the slow predictions finish; capacity comes back
     assert post(base, split_body()).status_code == 200
     assert httpx.get(f"{base}/health").json() == {"status": "ok"}
     assert server["proc"].poll() is None and server["proc"].pid == pid
 
 
+def wait_idle(base: str, timeout: float = 60) -> float:
+    """The server's in-flight gauge once it reads 0 (or after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        value = next(float(line.split()[-1]) for line in text.splitlines()
+                     if line.startswith("nbops_requests_in_flight"))
+        if value == 0 or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
 def test_500_requests_64_at_a_time_get_identical_answers(server: dict[str, Any]) -> None:
     base = server["base"]
+    assert wait_idle(base) == 0  # nothing left over from the overload test
     with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=64)) as client, \
             ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(

@@ -295,7 +295,7 @@ class Metrics:
     """Prometheus metrics of one server (its own registry, so two apps never collide)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         labels = ["model", "version", "variant", "code"]
@@ -308,6 +308,11 @@ class Metrics:
                                  ["model", "version", "variant"], registry=self.registry,
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
                                           2.5, 5, 10, 30))
+        # predictions still computing, including those already answered 504 (they hold a
+        # worker until they end): what --max-concurrency is compared with
+        self.in_flight = Gauge("nbops_requests_in_flight",
+                               "Requests whose prediction is still computing",
+                               registry=self.registry, multiprocess_mode="livesum")
 
     def observe(self, model: LoadedModel | None, variant: str, code: int,
                 seconds: float | None) -> None:
@@ -401,6 +406,7 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Any:
                                         f"(limit {config.max_concurrency}); retry shortly"},
                          {"Retry-After": "1"})
         state.in_flight += 1
+        state.metrics.in_flight.inc()
         released = False
         future: Future[tuple[list[Any], list[str]]] | None = None
         loop = asyncio.get_running_loop()
@@ -410,6 +416,7 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Any:
             if not released:
                 released = True
                 state.in_flight -= 1
+                state.metrics.in_flight.dec()
 
         try:
             body = await _read_limited(request, config.max_body_bytes)
