@@ -176,8 +176,8 @@ def test_ticks_watch_retrain_promote_rotate_and_respect_the_cooldown(project: Pa
                           .read_text())
     assert prepared["parameters"]["data_path"] == data["path"]
     assert (prepared["outputs"]["rows"], prepared["outputs"]["positives"]) == (30, 20)
-    rotated = cycle["reference"]["rotated_to"]  # the new champion's reference (prepare's)
-    assert rotated == prepared["outputs"]["reference_path"]
+    rotated = cycle["reference"]["rotated_to"]  # the traffic the new champion now faces
+    assert pd.read_parquet(rotated).to_dict("list") == {"x": [1.0] * 30}
     trained = pipeline["stages"]["train"]["run_id"]
     origin = json.loads((runs / trained / "run.json").read_text())["origin"]
     assert origin["trigger"] == "loop" and origin["cycle"] == cycle["id"]
@@ -250,3 +250,36 @@ def test_fresh_data_appends_only_labelled_answered_rows_in_the_window(tmp_path: 
     with pytest.raises(NbopsError, match="lacks column"):
         build(base=base, log=log_folder(runs, "m"), labels=labels, target="target",
               since=None, until=until, out_dir=tmp_path / "out", name="c3")
+
+
+@pytest.mark.slow
+def test_demo_loop_detects_drift_retrains_on_fresh_data_and_says_what_happened(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    done = cli("demo", "loop", "--dir", str(folder), "--windows", "4", "--rows", "60",
+               "--json", timeout=900, env={"MLFLOW_TRACKING_URI": "", "NBOPS_RUNS_DIR": ""})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    rows = result["timeline"]
+    assert [r["shift"] for r in rows] == [0.0, 0.0, 0.75, 1.5]
+    assert all(r["status"] == "succeeded" for r in rows)
+    assert rows[0]["served_by"] == ["v1"] and rows[0]["retrain"] is None
+    assert rows[-1]["share"] > rows[0]["share"]  # the drift is seen
+    retrained = [r for r in rows if r["retrain"]]
+    assert retrained, rows  # moderate drift retrained
+    first = retrained[0]
+    assert first["action"] in ("retrain", "experiment") and first["registered"] >= 2
+    cycles = [json.loads(p.read_text()) for p in
+              sorted((folder / "runs" / "loop" / "cycles").glob("*.json"))]
+    data = next(c["data"] for c in cycles if c["pipeline_run"])
+    assert data["window_rows"] > 0 and data["base_rows"] > 0  # traffic with late labels
+    if first["promoted"]:  # the challenger beat the champion on the new holdout
+        assert first["reference_rotated"]
+        later = rows[rows.index(first) + 1:]
+        assert all(f"v{first['registered']}" in r["served_by"] for r in later)
+        # the reference is the drifted traffic now: the same shift no longer fires
+        same = [r for r in later if r["shift"] == first["shift"]]
+        assert all(r["action"] in ("none", "warn") for r in same), rows
+    assert Path(result["plot"]).read_bytes()[:4] == b"\x89PNG"
+    history = cli("loop", "history", "--runs-dir", str(folder / "runs"))
+    assert history.returncode == 0 and len(history.stdout.strip().splitlines()) == 4

@@ -14,6 +14,7 @@ import click
 
 from ..errors import NbopsError
 from .audit import audit_cmd
+from .demo import demo_group
 from .drift import drift_group
 from .init import init_cmd
 from .loop import loop_group
@@ -32,7 +33,7 @@ def cli() -> None:
 
 
 for command in (run_cmd, templates_cmd, runs_group, pipeline_group, drift_group, serve_cmd,
-                models_group, init_cmd, sweep_group, audit_cmd, loop_group):
+                models_group, init_cmd, sweep_group, audit_cmd, loop_group, demo_group):
     cli.add_command(command)
 
 

@@ -20,7 +20,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _KEYS = {"model", "reference", "monitor", "retrain", "experiment", "triggers", "limits",
          "fresh_data"}
-_FRESH = {"parameter", "labels", "target", "base"}
+_FRESH = {"parameter", "labels", "target", "base", "window"}
 _TRIGGERS = {"drift", "min_new_rows", "max_model_age", "schedule"}
 _LIMITS = {"cooldown", "max_per_day", "dry_run"}
 _MONITOR = {"template", "parameters"}
@@ -56,7 +56,8 @@ class LoopConfig:
     fresh_parameter: str | None = None  # STAGE.PARAMETER of the retrain pipeline
     labels: Path | None = None  # folder of label files (request_id, [row,] target)
     target: str = "target"
-    fresh_base: Path | None = None  # default: the drift reference in force
+    fresh_base: Path | None = None  # default: ``reference`` (the first one, never rotated)
+    fresh_window_s: float | None = None  # labelled traffic of the last so long (None: all)
 
 
 def load(start: Path | None = None, config: Path | None = None) -> LoopConfig:
@@ -116,6 +117,8 @@ def parse(section: dict[str, Any], root: Path, where: str = "nbops.yaml") -> Loo
         fresh_parameter=parameter if fresh else None,
         labels=(root / labels).resolve() if labels else None, target=target,
         fresh_base=_path(fresh.get("base"), root, f"{where}: loop.fresh_data.base"),
+        fresh_window_s=_optional_seconds(fresh.get("window"),
+                                         f"{where}: loop.fresh_data.window"),
         model=model, retrain=retrain,
         experiment=_path(section.get("experiment"), root, f"{where}: loop.experiment")
         or retrain,

@@ -2,9 +2,10 @@
 
 Labels arrive after the predictions, as CSV or Parquet files in the configured folder
 (``request_id``, optionally ``row``, and the target column). At a retrain, every row the
-prediction log holds since the previous retrain's data cut (all of it the first time) is
-joined with the labels that exist now; the rows with a label are appended to the base table
-(the drift reference in force, or ``fresh_data.base``) with the same columns, and the result
+prediction log holds within ``fresh_data.window`` (all of it by default) is joined with the
+labels that exist now, so a row whose label came late is still used; the rows with a label
+are appended to the base table (``fresh_data.base``, else the loop's first reference: never
+a rotated one, which already holds earlier traffic) with the same columns, and the result
 is written to ``runs/loop/data/<cycle>.parquet`` for the retrain pipeline's data parameter.
 
 Invariants: a file is written whole (temp + rename) and its sha256 goes into the cycle

@@ -7,9 +7,11 @@ gained since the previous cycle's window; (3) with enough of them, runs the moni
 template on that window against the current drift reference; (4) decides (``decide``)
 under the limits; (5) for a retrain or an experiment runs the configured pipeline (every
 stage forced: the loop asks for a new model) and notes the version it registered and
-whether the champion changed; (6) when it did, rotates the drift reference to the new
-champion's (a ``reference_path`` output of the retrain pipeline), so drift stops firing
-for the change the new model was trained on.
+whether the champion changed; (6) when it did, rotates the drift reference to the traffic
+this cycle's monitor judged (the inputs of the window, written to
+``runs/loop/data/<cycle>-reference.parquet``: what the new champion now faces), or, for a
+retrain no monitor run asked for, to the pipeline's ``reference_path`` output, so drift
+stops firing for a change the new model was trained on and fires again if it goes on.
 
 Invariants: every run a cycle starts carries ``origin.trigger = loop`` and the cycle id
 (records and MLflow), so ``nbops audit`` links a model to the cycle that made it; the
@@ -218,23 +220,32 @@ class Cycle:
             return None
         return self.now - datetime.fromisoformat(moves[-1]).timestamp()
 
+    def _window_reference(self) -> str | None:
+        """The traffic this cycle's monitor judged (what the new champion now faces), as
+        the next drift reference; None when no monitor ran (an age or schedule retrain)."""
+        if self.record["monitor_run"] is None:
+            return None
+        window = self.record["window"]
+        return _snapshot(log_folder(self.runs, self.cfg.model),
+                         f"{window['start'] or ''}/{window['end']}",
+                         self.runs / FRESH_FOLDER / f"{self.record['id']}-reference.parquet")
+
     def _champion(self) -> int | None:
         found = registry.version_by_alias(self.cfg.model, "champion", self.uri)
         return found["version"] if found else None
 
     def _fresh(self) -> list[tuple[str, str]]:
-        """With ``fresh_data``: write the training table (base + labelled traffic since the
-        last retrain's cut) and point the pipeline's data parameter at it."""
+        """With ``fresh_data``: write the training table (base + the labelled traffic of
+        the window) and point the pipeline's data parameter at it."""
         cfg = self.cfg
         if cfg.fresh_parameter is None or cfg.labels is None:
             return []
-        base = cfg.fresh_base or (Path(self.record["reference"]["path"])
-                                  if self.record["reference"]["path"] else None)
+        base = cfg.fresh_base or cfg.reference
         if base is None:
             raise NbopsError("loop.fresh_data needs a base table: set fresh_data.base or "
                              "loop.reference")
-        cuts = [data["until"] for c in self.history if (data := c.get("data")) is not None]
-        since = cuts[-1] if cuts else None
+        since = (_iso(self.now - cfg.fresh_window_s) if cfg.fresh_window_s is not None
+                 else None)
         data = build(base=base, log=log_folder(self.runs, cfg.model), labels=cfg.labels,
                      target=cfg.target, since=since, until=self.record["window"]["end"],
                      out_dir=self.runs / FRESH_FOLDER, name=self.record["id"])
@@ -261,12 +272,30 @@ class Cycle:
                                   "champion_before": before, "champion_after": after,
                                   "promoted": promoted}
         if promoted:
-            rotated = next((o["reference_path"] for o in outputs
-                            if isinstance(o.get("reference_path"), str)), None)
+            rotated = self._window_reference() or next(
+                (o["reference_path"] for o in outputs
+                 if isinstance(o.get("reference_path"), str)), None)
             self.record["reference"]["rotated_to"] = rotated
             was = f"v{before}" if before is not None else "(none)"
             self._say(f"promoted: champion {was} -> v{after}; drift reference now "
                       f"{rotated or '(unchanged: the pipeline gave no reference_path)'}")
+
+
+def _snapshot(log: Path, window: str, out: Path) -> str | None:
+    """The answered rows of ``window`` (inputs only) as a Parquet file; None when none."""
+    from ..serving.predlog import META, read_log
+
+    try:
+        logged = read_log(log, window)
+    except ValueError:
+        return None
+    rows = logged[logged["_variant"] != "shadow"]
+    rows = rows.drop(columns=[c for c in (*META, "prediction") if c in rows.columns])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    rows.to_parquet(tmp, index=False)
+    os.replace(tmp, out)
+    return str(out)
 
 
 def _retrained(cycle: CycleRecord) -> bool:
