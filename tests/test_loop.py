@@ -256,15 +256,15 @@ def test_fresh_data_appends_only_labelled_answered_rows_in_the_window(tmp_path: 
 def test_demo_loop_detects_drift_retrains_on_fresh_data_and_says_what_happened(
         tmp_path: Path) -> None:
     folder = tmp_path / "demo"
-    done = cli("demo", "loop", "--dir", str(folder), "--windows", "4", "--rows", "60",
+    done = cli("demo", "loop", "--dir", str(folder), "--windows", "5", "--rows", "80",
                "--json", timeout=900, env={"MLFLOW_TRACKING_URI": "", "NBOPS_RUNS_DIR": ""})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout)
     rows = result["timeline"]
-    assert [r["shift"] for r in rows] == [0.0, 0.0, 0.75, 1.5]
+    assert [r["shift"] for r in rows] == [0.0, 0.0, 0.75, 1.5, 1.5]  # traffic is seeded
     assert all(r["status"] == "succeeded" for r in rows)
     assert rows[0]["served_by"] == ["v1"] and rows[0]["retrain"] is None
-    assert rows[-1]["share"] > rows[0]["share"]  # the drift is seen
+    assert max(r["share"] for r in rows) > rows[0]["share"]  # the drift is seen
     retrained = [r for r in rows if r["retrain"]]
     assert retrained, rows  # moderate drift retrained
     first = retrained[0]
@@ -273,13 +273,15 @@ def test_demo_loop_detects_drift_retrains_on_fresh_data_and_says_what_happened(
               sorted((folder / "runs" / "loop" / "cycles").glob("*.json"))]
     data = next(c["data"] for c in cycles if c["pipeline_run"])
     assert data["window_rows"] > 0 and data["base_rows"] > 0  # traffic with late labels
-    if first["promoted"]:  # the challenger beat the champion on the new holdout
-        assert first["reference_rotated"]
-        later = rows[rows.index(first) + 1:]
-        assert all(f"v{first['registered']}" in r["served_by"] for r in later)
-        # the reference is the drifted traffic now: the same shift no longer fires
-        same = [r for r in later if r["shift"] == first["shift"]]
-        assert all(r["action"] in ("none", "warn") for r in same), rows
+    promoted = [r for r in rows if r["promoted"]]
+    assert promoted, rows  # (deterministic: seeded traffic, logistic regression)
+    for row in promoted:  # the challenger beat the champion on the new holdout
+        assert row["reference_rotated"]
+        later = rows[rows.index(row) + 1:]
+        if later:
+            assert f"v{row['registered']}" in later[0]["served_by"]
+    # after the retrain at 1.5 sd the reference is that traffic: the same shift stops firing
+    assert rows[3]["promoted"] and rows[4]["action"] in ("none", "warn"), rows
     assert Path(result["plot"]).read_bytes()[:4] == b"\x89PNG"
     history = cli("loop", "history", "--runs-dir", str(folder / "runs"))
-    assert history.returncode == 0 and len(history.stdout.strip().splitlines()) == 4
+    assert history.returncode == 0 and len(history.stdout.strip().splitlines()) == 5
