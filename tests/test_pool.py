@@ -17,14 +17,7 @@ import pytest
 import yaml
 
 from conftest import NBOPS, NOTEBOOKS
-from nbops.execution.base import LEARN_DIR
-from nbops.execution.pool import (
-    close_pools,
-    imports_of,
-    learn_imports,
-    learned_imports,
-    learned_path,
-)
+from nbops.execution.pool import close_pools, imports_of
 from nbops.pipeline.run import PipelineOptions, run_pipeline
 from nbops.records.types import RunRecord
 from nbops.runner import RunOptions, run
@@ -79,69 +72,6 @@ def test_imports_are_learned_from_top_level_statements_and_metadata() -> None:
         nbformat.v4.new_code_cell("import numpy  # again"),
     ]
     assert imports_of(nb) == ["torch", "pandas", "numpy", "sklearn.linear_model", "pyarrow"]
-
-
-def _lazy_notebook(**nbops_meta: object) -> nbformat.NotebookNode:
-    nb = nbformat.read(NOTEBOOKS / "lazy_import.ipynb", 4)
-    nb.metadata["nbops"] = dict(nbops_meta)
-    return nb
-
-
-def test_learned_imports_are_a_union_of_valid_names_per_template(tmp_path: Path) -> None:
-    nb = _lazy_notebook()
-    assert learned_imports(tmp_path, nb) == []  # nothing learned yet
-    learn_imports(tmp_path, nb, ["wave", "json"])
-    learn_imports(tmp_path, nb, ["json", "tabnanny", "x; import os", "../up", ""])
-    assert learned_imports(tmp_path, nb) == ["wave", "json", "tabnanny"]
-    # another template (other imports) has its own list; an edited cell keeps the list
-    other = _lazy_notebook(preload=["csv"])
-    assert learned_path(tmp_path, other) != learned_path(tmp_path, nb)
-    assert learned_imports(tmp_path, other) == []
-    edited = _lazy_notebook()
-    edited.cells.append(nbformat.v4.new_code_cell("print('more')"))
-    assert learned_imports(tmp_path, edited) == ["wave", "json", "tabnanny"]
-    # a tampered or broken file is a hint that is ignored, never an error
-    learned_path(tmp_path, nb).write_text('["wave", 5, {"a": 1}, "os;x", "csv"]')
-    assert learned_imports(tmp_path, nb) == ["wave", "csv"]
-    learned_path(tmp_path, nb).write_text("{not json")
-    assert learned_imports(tmp_path, nb) == []
-    # a template can turn learning off
-    off = _lazy_notebook(learn_imports=False)
-    learn_imports(tmp_path, off, ["wave"])
-    assert learned_imports(tmp_path, off) == []
-
-
-def run_lazy(tmp_path: Path, module: str = "wave", executor: str = "pool") -> RunRecord:
-    record = run(NOTEBOOKS / "lazy_import.ipynb", {"module": module},
-                 options=RunOptions(runs_dir=tmp_path / "runs", tracking_uri="none",
-                                    cwd=tmp_path, executor=executor))
-    assert record["status"] == "succeeded", record["error"]
-    close_pools()  # the next run starts a new pool, as the next CLI command would
-    return record
-
-
-@pytest.mark.slow
-def test_pool_kernels_preload_what_earlier_runs_of_the_template_imported(
-        tmp_path: Path, pools: None) -> None:
-    learned = tmp_path / "runs" / LEARN_DIR
-    assert run_lazy(tmp_path)["outputs"]["had"] is False  # nothing learned yet
-    nb = _lazy_notebook()
-    assert "wave" in learned_imports(learned, nb)
-    assert run_lazy(tmp_path)["outputs"]["had"] is True  # imported ahead this time
-    # another parameter value's module is learned too (the union over runs)
-    assert run_lazy(tmp_path, "tabnanny")["outputs"]["had"] is False
-    assert {"wave", "tabnanny"} <= set(learned_imports(learned, nb))
-    # a project's own module (under the run's working folder) is never imported ahead
-    (tmp_path / "nbops_local_module.py").write_text("VALUE = 1\n")
-    assert run_lazy(tmp_path, "nbops_local_module")["outputs"]["had"] is False
-    assert "nbops_local_module" not in learned_imports(learned, nb)
-    # a learned name that no longer imports costs nothing but the attempt
-    learned_path(learned, nb).write_text('["no_such_module_for_nbops", "tabnanny"]')
-    assert run_lazy(tmp_path, "tabnanny")["outputs"]["had"] is True
-    # papermill's fresh kernels neither use nor write the list
-    learned_path(learned, nb).unlink()
-    assert run_lazy(tmp_path, executor="papermill")["outputs"]["had"] is False
-    assert not learned_path(learned, nb).exists()
 
 
 @pytest.mark.slow

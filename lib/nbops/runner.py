@@ -23,7 +23,7 @@ from .contract.secrets import fingerprints
 from .contract.secrets import resolve as resolve_secrets
 from .contract.template import Template
 from .contract.template import resolve as resolve_template
-from .execution.base import LEARN_DIR, ExecutionRequest, Executor
+from .execution.base import ExecutionRequest, Executor
 from .execution.registry import DEFAULT_EXECUTOR, get_executor
 from .records.background import spawn as spawn_mirror
 from .records.lifecycle import finalize, internal_error, new_record
@@ -92,7 +92,6 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     request = ExecutionRequest(notebook=notebook, output_path=Path(), cwd=cwd, env={},
                                cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
                                progress=opts.progress, kernel_name=tpl.kernel_name,
-                               learn_dir=runs_dir / LEARN_DIR,
                                scrubber=Scrubber(secret_values) if secret_values else None)
     executor.check(request)  # e.g. the template's kernel is installed; before any record
     check_uri(uri, runs_dir)  # in seconds: no kernel runs for a mirror that cannot happen

@@ -26,8 +26,6 @@ from ..util.process import kill_process_tree
 from ..util.secrets import Scrubber
 from .outcome import ExecutionResult, StopReason, derive_result, mark_notebook, stamp_record
 
-LEARN_DIR = ".learned"  # in the runs folder: what engines learned from earlier runs
-
 
 @dataclass
 class ExecutionRequest:
@@ -43,7 +41,6 @@ class ExecutionRequest:
     kernel_name: str = "python3"
     kernel_log: Path | None = None
     on_kernel_start: Callable[[int], None] | None = None  # told the kernel's pid at once
-    learn_dir: Path | None = None  # where an engine keeps what it learns from runs (imports)
     scrubber: Scrubber | None = None  # the run's secrets: scrubbed from all that is written
 
 
@@ -141,11 +138,10 @@ class Executor(ABC):
         """
 
     def prepare(self, notebooks: Sequence[Any], *, parallel: int, threads: int | None,
-                expected: int | None, learn_dir: Path | None = None) -> None:
+                expected: int | None) -> None:
         """Hook: get ready for ``expected`` runs (None: unknown) of these notebooks,
         ``parallel`` at a time, each kernel with a budget of ``threads`` (a pool starts
-        kernels now; ``learn_dir`` is the runs' :attr:`ExecutionRequest.learn_dir`).
-        Default: nothing to prepare."""
+        kernels now). Default: nothing to prepare."""
         return None
 
     def close(self) -> None:

@@ -6,11 +6,9 @@ Two executors use it (``--executor pool``, the pipelines' default, and ``--execu
 - ``pool``: every run gets a kernel process of its own, as with ``papermill``; the kernel
   was started in the background while earlier work ran, with the modules the templates
   import (``import``/``from`` statements at the top level of their code cells, plus
-  ``nbops.preload`` in the template's metadata, plus the modules earlier runs of the same
-  template ended up importing, learned into ``<runs>/.learned/``) already in
-  ``sys.modules``. Nothing is bound in the notebook's namespace, so a notebook that forgets
-  an import still fails. After the run the kernel is shut down (in the background): no
-  state reaches another run.
+  ``nbops.preload`` in the template's metadata) already in ``sys.modules``. Nothing is bound
+  in the notebook's namespace, so a notebook that forgets an import still fails. After the
+  run the kernel is shut down (in the background): no state reaches another run.
 - ``reuse``: one kernel per parallel job runs run after run. Before each run its namespace
   is cleared (the user's names and the In/Out history), its execution counter reset, open
   figures closed, and its environment and working folder set to the run's. What still
@@ -29,9 +27,7 @@ from __future__ import annotations
 
 import ast
 import atexit
-import hashlib
 import json
-import re
 import shutil
 import tempfile
 import threading
@@ -50,7 +46,6 @@ from jupyter_core.utils import run_sync
 
 from ..errors import CellFailed, KernelDied
 from ..util.envvars import RUN_DIR, THREAD_VARS, TRACKING_URI, kernel_base_env
-from ..util.files import atomic_write_json
 from ..util.process import kill_process_tree
 from ..util.secrets import SECRETS_VAR, Scrubber, ScrubbingPipe, names_in
 from .base import CellTracker, ExecutionRequest
@@ -58,17 +53,6 @@ from .outcome import ExecutionResult
 from .papermill import KERNEL_START_LOCK, PapermillExecutor
 
 PRELOAD_KEY = "preload"  # template metadata: nbops.preload = [module, ...]
-LEARN_KEY = "learn_imports"  # template metadata: nbops.learn_imports = false: learn nothing
-MAX_LEARNED = 5000  # module names kept per template
-_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-# evaluated in a kernel after a run: the modules it holds, except those loaded from the
-# run's working folder (a project's own module could be shadowed by an installed one of the
-# same name when imported ahead in the kernel's scratch folder); JSON, one string
-_MODULES_EXPR = (
-    "(lambda sys, os, json: json.dumps([n for n, m in list(sys.modules.items()) "
-    "if m is not None and n != '__main__' and not str(getattr(m, '__file__', None) or '')"
-    ".startswith(os.path.join(os.getcwd(), ''))]))"
-    "(__import__('sys'), __import__('os'), __import__('json'))")
 START_TIMEOUT = 60.0
 PRELOAD_TIMEOUT = 300.0
 _RUN_VARS = (RUN_DIR, TRACKING_URI)  # never part of a pool kernel's launch environment
@@ -82,50 +66,6 @@ def imports_of(notebook: Any) -> list[str]:
         if cell.cell_type == "code":
             names.extend(_imports_in(cell.source))
     return list(dict.fromkeys(n for n in names if n and n != "__future__"))
-
-
-def learned_path(folder: Path, notebook: Any) -> Path:
-    """The file holding what runs of ``notebook``'s template imported. Keyed by its kernel
-    and declared imports: a template keeps its list across parameter values and edits that
-    leave its imports alone."""
-    key = json.dumps([_kernel_of(notebook), imports_of(notebook)])
-    return folder / f"imports-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
-
-
-def learned_imports(folder: Path | None, notebook: Any) -> list[str]:
-    """The modules earlier runs of this template held at their end; [] when nothing was
-    learned yet, learning is off, or the file is unreadable (a hint, never an error)."""
-    if folder is None or not _learns(notebook):
-        return []
-    try:
-        data = json.loads(learned_path(folder, notebook).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(data, list):
-        return []
-    return [n for n in data if type(n) is str and _MODULE_NAME.fullmatch(n)][:MAX_LEARNED]
-
-
-def learn_imports(folder: Path, notebook: Any, modules: Iterable[str]) -> None:
-    """Add ``modules`` to what runs of this template imported (written only when new names
-    appear; the union over runs, so every parameter value's imports are kept)."""
-    if not _learns(notebook):
-        return
-    known = learned_imports(folder, notebook)
-    seen = set(known)
-    new = [n for n in modules if n not in seen and _MODULE_NAME.fullmatch(n)]
-    if new:
-        atomic_write_json(learned_path(folder, notebook),
-                          list(dict.fromkeys([*known, *new]))[:MAX_LEARNED])
-
-
-def _learns(notebook: Any) -> bool:
-    return notebook.metadata.get("nbops", {}).get(LEARN_KEY, True) is not False
-
-
-def _preloads(notebook: Any, folder: Path | None) -> list[str]:
-    """What a kernel for ``notebook`` imports before the run: declared, then learned."""
-    return list(dict.fromkeys([*imports_of(notebook), *learned_imports(folder, notebook)]))
 
 
 def _imports_in(source: str) -> list[str]:
@@ -495,18 +435,17 @@ class PoolExecutor(PapermillExecutor):
         self._held: list[KernelPool] = []
 
     def prepare(self, notebooks: Sequence[Any], *, parallel: int, threads: int | None,
-                expected: int | None, learn_dir: Path | None = None) -> None:
-        """Start ``parallel`` kernels now with the imports of ``notebooks`` (declared and
-        learned in ``learn_dir``) preloaded; the pools stay until :meth:`close`."""
+                expected: int | None) -> None:
+        """Start ``parallel`` kernels now with the imports of ``notebooks`` preloaded; the
+        pools stay until :meth:`close`."""
         kinds = {_kernel_of(nb) for nb in notebooks}
         env = kernel_base_env(threads)
         for kernel_name in sorted(kinds):
             pool = hold(kernel_name, env, self.reuse)
             self._held.append(pool)
-            mine = [_preloads(nb, learn_dir) for nb in notebooks
-                    if _kernel_of(nb) == kernel_name]
-            pool.want(m for modules in mine for m in modules)
-            pool.plan(parallel, expected, mine)
+            mine = [nb for nb in notebooks if _kernel_of(nb) == kernel_name]
+            pool.want(m for nb in mine for m in imports_of(nb))
+            pool.plan(parallel, expected, [imports_of(nb) for nb in mine])
 
     def close(self) -> None:
         """Let go of the pools :meth:`prepare` held (the last holder shuts them down)."""
@@ -516,14 +455,13 @@ class PoolExecutor(PapermillExecutor):
 
     def _run(self, request: ExecutionRequest, tracker: CellTracker) -> None:
         pool = pool_for(request.kernel_name, request.env, self.reuse)
-        pool.want(_preloads(request.notebook, request.learn_dir))
+        pool.want(imports_of(request.notebook))
         kernel = self._ready_kernel(pool, request)
         healthy = False
         offset = kernel.log.stat().st_size if kernel.log.exists() else 0
         try:
             self._execute(request, tracker, km=kernel.km)
             healthy = True
-            self._learn(request, kernel)
         except CellFailed:  # the notebook failed, the kernel is fine
             healthy = True
             raise
@@ -532,23 +470,6 @@ class PoolExecutor(PapermillExecutor):
                 kernel.pipe.drain()
             _copy_log(kernel.log, offset, request.kernel_log)
             pool.release(kernel, healthy and not tracker.stop.is_set())
-
-    @staticmethod
-    def _learn(request: ExecutionRequest, kernel: WarmKernel) -> None:
-        """Remember the modules the kernel holds after a complete run, so that the next
-        kernels for this template import them ahead (a reused kernel only on its first run:
-        later ones also hold what other templates imported). Never fails the run."""
-        if request.learn_dir is None or kernel.uses != 1 or not _learns(request.notebook):
-            return
-        try:
-            found = run_sync(_execute_silently)(kernel.km, "pass", START_TIMEOUT,
-                                                {"modules": _MODULES_EXPR})
-            text = found["modules"]["data"]["text/plain"]
-            modules = json.loads(ast.literal_eval(text))
-            request.learn_dir.mkdir(parents=True, exist_ok=True)
-            learn_imports(request.learn_dir, request.notebook, modules)
-        except Exception:  # noqa: BLE001, S110 - a hint for later runs, not part of this one
-            pass
 
     @staticmethod
     def _ready_kernel(pool: KernelPool, request: ExecutionRequest) -> WarmKernel:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..contract.secrets import fingerprints
 from ..errors import NbopsError, PipelineError
-from ..execution.base import LEARN_DIR, Executor
+from ..execution.base import Executor
 from ..execution.registry import get_executor
 from ..records.background import mirror_queue
 from ..records.lifecycle import make_origin
@@ -136,7 +136,7 @@ class PipelineRun:
         imports) while the first stages are looked up and run."""
         notebooks = [self.pipe.stages[n].template.notebook for n in self.pipe.order]
         executor.prepare(notebooks, parallel=jobs, threads=thread_budget(jobs),
-                         expected=len(notebooks), learn_dir=self.runs_dir / LEARN_DIR)
+                         expected=len(notebooks))
 
     def _open_scheduler(self) -> Scheduler:
         """The scheduler, once it has checked that its workers see our folders."""

@@ -33,7 +33,7 @@ from ..contract import params
 from ..contract.secrets import fingerprints
 from ..contract.template import Template
 from ..errors import MetricNotFound, NbopsError, UsageError
-from ..execution.base import LEARN_DIR, Executor
+from ..execution.base import Executor
 from ..execution.registry import get_executor
 from ..pipeline.cache import cache_index, find_cached, run_key
 from ..pipeline.scheduler import Scheduler, open_scheduler
@@ -170,7 +170,7 @@ class SweepRun:
         """Let the executor start kernels for the trials (the pool preloads the template's
         imports, one spare kernel per job)."""
         executor.prepare([self.template.notebook], parallel=jobs, threads=thread_budget(jobs),
-                         expected=self.spec.trials, learn_dir=self.runs_dir / LEARN_DIR)
+                         expected=self.spec.trials)
 
     def _loop(self, strategy: Strategy, scheduler: Scheduler, stop: threading.Event,
               watcher: StepWatcher | None) -> None:
