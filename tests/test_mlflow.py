@@ -154,6 +154,19 @@ def test_torch_model_round_trip(run_api, shared_runs: Path) -> None:  # type: ig
     assert net(torch.zeros(1, 2)).shape == (1, 1) and net[0].out_features == 3
 
 
+def _outcome(stdout: str, runs: Path) -> Any:
+    """What a failed ``nbops run --json`` says about itself (status, error, warnings, the
+    tail of its kernel log), or its raw output when it printed no record."""
+    try:
+        record = json.loads(stdout)
+    except ValueError:
+        return stdout[-1500:]
+    log = runs / record["id"] / "kernel.log"
+    return {"status": record["status"], "error": record["error"],
+            "warnings": record["warnings"],
+            "kernel_log": log.read_text()[-1500:] if log.exists() else None}
+
+
 def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
     runs = tmp_path / "runs"  # brand-new: store and experiment are created by the racing runs
 
@@ -165,7 +178,7 @@ def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(one, range(12)))
     assert [r.returncode for r in results] == [0] * 12, [
-        (r.stdout[-1500:], r.stderr[-500:]) for r in results if r.returncode]
+        (_outcome(r.stdout, runs), r.stderr[-1500:]) for r in results if r.returncode]
     # mirrored by the twelve background mirror children, which race on the new store too
     records = [wait_mirrored(runs / json.loads(r.stdout)["id"]) for r in results]
     assert sorted(r["outputs"]["y"] for r in records) == [2 * i for i in range(12)]
