@@ -155,7 +155,9 @@ def test_ticks_watch_retrain_promote_rotate_and_respect_the_cooldown(project: Pa
     assert quiet.returncode == 0 and "waiting for data: 0 new rows" in quiet.stdout
     assert last_cycle(project)["monitor_run"] is None
 
-    serve(runs, 1.0, 30, "b")  # the traffic drifts; labels arrive for 20 of its rows
+    serve(runs, 1.0, 10, "b0")  # the traffic drifts: too few rows to judge yet
+    assert "waiting for data: 10 new rows" in loop(project, "tick").stdout
+    serve(runs, 1.0, 20, "b")  # ... now 30 since the last judged window; 20 get labels
     pd.DataFrame({"request_id": [f"b-{i}" for i in range(20)], "target": [1] * 20}).to_csv(
         project / "labels" / "day1.csv", index=False)
     drifted = loop(project, "tick")
@@ -193,13 +195,13 @@ def test_ticks_watch_retrain_promote_rotate_and_respect_the_cooldown(project: Pa
 
     history = loop(project, "history")
     lines = history.stdout.strip().splitlines()
-    assert len(lines) == 4 and "registered v1, champion (none) -> v1" in lines[2]
-    assert "blocked: cooldown" in lines[3]
+    assert len(lines) == 5 and "registered v1, champion (none) -> v1" in lines[3]
+    assert "blocked: cooldown" in lines[4]
 
     with FileLock(str(runs / "loop" / ".tick.lock")):  # a tick holds the lease
         busy = loop(project, "tick")
     assert busy.returncode == 0 and "another tick is running" in busy.stdout
-    assert len(json.loads(loop(project, "history", "--json").stdout)) == 4
+    assert len(json.loads(loop(project, "history", "--json").stdout)) == 5
 
 
 def test_a_project_without_a_loop_policy_is_a_usage_error(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 A tick (1) takes the loop's lease, an exclusive lock on ``runs/loop/.tick.lock`` held for
 the whole cycle and released by the OS if the process dies (a second tick at the same time
 returns at once and says who holds it); (2) counts the answered rows the prediction log
-gained since the previous cycle's window; (3) with enough of them, runs the monitor
+gained since the last window a monitor judged (rows too few to judge wait for the next
+cycle); (3) with enough of them, runs the monitor
 template on that window against the current drift reference; (4) decides (``decide``)
 under the limits; (5) for a retrain or an experiment runs the configured pipeline (every
 stage forced: the loop asks for a new model) and notes the version it registered and
@@ -117,8 +118,10 @@ class Cycle:
         self.now = time.time()
         # the runs this cycle starts: a loop's, with the cycle's id
         self.origin = make_origin(trigger="loop", cycle=cycle_id)
+        # the window starts where the last judged one ended: rows too few to judge are
+        # kept for the next cycle (min_new_rows accumulates), never skipped
         start = next((c["window"]["end"] for c in reversed(self.history)
-                      if c["status"] != "running"), None)
+                      if c["drift"] is not None), None)
         reference = next((c["reference"]["rotated_to"] for c in reversed(self.history)
                           if c["reference"]["rotated_to"]), None)
         reference = reference or (str(cfg.reference) if cfg.reference else None)
