@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..util.project import MARKER, find_root
 from ..util.secrets import MIN_LENGTH, fingerprint, fingerprint_key
+from .config import config_file, read_section
 from .limits import load_yaml
 from .template import Template
 
@@ -33,15 +33,11 @@ def credentials_file(start: Path | None = None,
     env = os.environ if env is None else env
     if env.get(CREDENTIALS_VAR):
         return Path(env[CREDENTIALS_VAR]).expanduser().resolve()
-    root = find_root(start)
-    if root is None or not (root / MARKER).is_file():
+    config = config_file(start)
+    if config is None:
         return None
-    config = root / MARKER
-    try:
-        data = load_yaml(config.read_text(encoding="utf-8"), str(config)) or {}
-    except Exception as exc:
-        raise ConfigError(f"cannot read {config}: {exc}") from None
-    section = data.get("secrets") if isinstance(data, dict) else None
+    root = config.parent
+    section = read_section(config, "secrets")
     if section is None:
         return None
     if not isinstance(section, dict) or not isinstance(section.get("file"), str):

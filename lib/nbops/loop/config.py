@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..contract.limits import load_yaml
+from ..contract.config import config_file, read_section
 from ..errors import ConfigError
-from ..util.project import MARKER, find_root
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -66,26 +65,15 @@ def load(start: Path | None = None, config: Path | None = None) -> LoopConfig:
     Raises:
         ConfigError: no project, no ``loop:`` section, or a bad value (named).
     """
-    path = config or _config_file(start)
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except Exception as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    section = data.get("loop") if isinstance(data, dict) else None
+    path = config or config_file(start)
+    if path is None:
+        raise ConfigError("no nbops.yaml here or above: the loop policy lives in the "
+                          "project's nbops.yaml ('nbops init' makes one)")
+    section = read_section(path, "loop")
     if not isinstance(section, dict):
         raise ConfigError(f"{path} has no 'loop:' section; see the README (The closed loop) "
                           "for one with its defaults")
     return parse(section, path.parent, str(path))
-
-
-def _config_file(start: Path | None) -> Path:
-    root = find_root(start)
-    if root is None or not (root / MARKER).is_file():
-        raise ConfigError("no nbops.yaml here or above: the loop policy lives in the "
-                          "project's nbops.yaml ('nbops init' makes one)")
-    return root / MARKER
 
 
 def parse(section: dict[str, Any], root: Path, where: str = "nbops.yaml") -> LoopConfig:

@@ -18,11 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypedDict, cast
 
-from ..contract.limits import load_yaml
+from ..contract.config import config_file, read_section
 from ..errors import ConfigError
-from ..util.project import find_root
 
-CONFIG_FILE = "nbops.yaml"
 EvidenceKind = Literal["evaluate_pass", "ab_win"]
 EVIDENCE_KINDS: tuple[EvidenceKind, ...] = ("evaluate_pass", "ab_win")
 
@@ -35,22 +33,12 @@ class AliasPolicy(TypedDict):
 NO_POLICY: AliasPolicy = {"evidence": [], "approvals": 0}
 
 
-def find_config(start: Path | None = None) -> Path | None:
-    """The project's ``nbops.yaml`` (see ``util.project``), if it has one."""
-    root = find_root(start)
-    return root / CONFIG_FILE if root is not None and (root / CONFIG_FILE).is_file() else None
-
-
 def load_policy(alias: str, config: Path | None = None) -> AliasPolicy:
     """The policy for ``alias`` (``NO_POLICY`` when the project sets none)."""
-    path = config or find_config()
+    path = config or config_file()
     if path is None:
         return NO_POLICY
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
-    except Exception as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    section = data.get("promotion") if isinstance(data, dict) else None
+    section = read_section(path, "promotion")
     if section is None:
         return NO_POLICY
     if not isinstance(section, dict):
