@@ -26,8 +26,11 @@ window: str = ""  # which logged rows: 6h, 7d or START/END in ISO 8601 ("" : all
 alpha: float = 0.05  # significance level of the test
 margin: float = 0.01  # equivalence margin: accuracy points, or a share of the champion's RMSE
 latency_margin: float = 0.2  # guardrail: challenger p95 latency at most this much above the champion's
+latency_slack_ms: float = 10.0  # guardrail: ... plus this many milliseconds (smaller differences are noise)
 error_margin: float = 0.01  # guardrail: challenger error rate at most this much above the champion's
 propose: bool = True  # on a win, record a promotion proposal (champion alias) for the challenger
+champion_version: int = 0  # only rows the champion answered with this version (0: any)
+challenger_version: int = 0  # only rows the challenger or shadow answered with this version (0: any)
 
 # %%
 import json
@@ -66,13 +69,16 @@ else:
 logged = read_log(log_path, window)
 failures = read_log(log_path, window, errors=True).query("_row == -1")
 joined = join_labels(logged, labels, label_column)
+for wanted, variants in ((champion_version, ["champion"]), (challenger_version, ["challenger", "shadow"])):
+    if wanted:  # rows another version answered (before an alias moved) are not this test's
+        joined = joined[~joined["_variant"].isin(variants) | (joined["_version"] == wanted)]
 print(f"{len(logged)} logged rows, {len(joined)} with labels, {len(failures)} failed requests")
 
 # %% [markdown]
 # ## Decision
 
 # %%
-result = evaluate(joined, failures, alpha=alpha, margin=margin, latency_margin=latency_margin, error_margin=error_margin)
+result = evaluate(joined, failures, alpha=alpha, margin=margin, latency_margin=latency_margin, error_margin=error_margin, latency_slack_ms=latency_slack_ms)
 variant = "shadow" if result["mode"] == "paired" else "challenger"
 versions = joined.groupby("_variant")["_version"].first().to_dict()
 model_name = str(logged["_model"].iloc[0])
@@ -101,6 +107,7 @@ if result["decision"] == "win" and propose and model_name != "simulated":
     proposal = True
     print(f"proposed {model_name} v{challenger_version} as champion (nbops models history {model_name})")
 nbops.output("decision", result["decision"])
+nbops.output("reason", result["reason"])
 nbops.output("test", result["test"])
 nbops.output("p_value", result["p_value"])
 nbops.output("model_name", model_name)

@@ -61,10 +61,16 @@ def test_split_traffic_small_sample_is_inconclusive_and_says_how_much_is_needed(
 
 def test_a_failed_guardrail_blocks_a_win() -> None:
     joined = pd.concat([_log("champion", _flip(LABELS, 0.2, 1), LABELS, latency=5.0),
-                        _log("shadow", _flip(LABELS, 0.1, 2), LABELS, latency=9.0)])
-    result = evaluate(joined)
+                        _log("shadow", _flip(LABELS, 0.1, 2), LABELS, latency=17.0)])
+    result = evaluate(joined)  # limit: 5 ms * 1.2 + 10 ms of slack
     assert result["decision"] == "inconclusive" and "latency_p95" in result["reason"]
     assert not result["guardrails"]["latency_p95"]["ok"]
+    assert result["guardrails"]["latency_p95"]["limit"] == pytest.approx(16.0)
+    # 4 ms more is within the default slack; without slack the ratio alone decides
+    close = pd.concat([_log("champion", _flip(LABELS, 0.2, 1), LABELS, latency=5.0),
+                       _log("shadow", _flip(LABELS, 0.1, 2), LABELS, latency=9.0)])
+    assert evaluate(close)["decision"] == "win"
+    assert "latency_p95" in evaluate(close, latency_slack_ms=0)["reason"]
     failures = pd.DataFrame({"_variant": ["shadow"] * 100, "_request_id": range(100)})
     ok_latency = pd.concat([_log("champion", _flip(LABELS, 0.2, 1), LABELS),
                             _log("shadow", _flip(LABELS, 0.1, 2), LABELS)])

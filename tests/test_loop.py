@@ -20,6 +20,7 @@ from nbops.errors import ConfigError
 from nbops.loop.config import LoopConfig, parse, seconds
 from nbops.loop.decide import Facts, decide
 from nbops.loop.schedule import plan
+from nbops.loop.trial import Trial, blocking, carried, judge, opened
 from nbops.serving.predlog import PredictionLog, log_folder
 
 NOW = 1_800_000_000.0
@@ -32,7 +33,7 @@ def config(tmp_path: Path, **loop: Any) -> LoopConfig:
 
 def facts(**given: Any) -> Facts:
     base: Facts = {"now": NOW, "new_rows": 500, "drift_action": None, "drift_share": None,
-                   "model_age_s": None, "retrains": []}
+                   "model_age_s": None, "retrains": [], "trial": None}
     return {**base, **given}  # type: ignore[typeddict-item]
 
 
@@ -83,6 +84,42 @@ def test_limits_block_with_their_reason(tmp_path: Path) -> None:
     assert decide(cfg, facts(**drift, retrains=[NOW - 90000, NOW - 7200]))["blocked"] is None
     dry = config(tmp_path, limits={"dry_run": True})
     assert "dry run" in str(decide(dry, facts(**drift))["blocked"])
+
+
+def test_a_challenger_on_trial_holds_retrains_back_and_its_test_decides(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, challenger={"min_labelled": 50, "max_labelled": 400})
+    assert (cfg.trial_min_labelled, cfg.trial_max_labelled, cfg.trial_alpha,
+            cfg.trial_margin) == (50, 400, 0.05, 0.01)
+    for bad, message in [({"min_labelled": 0}, "min_labelled <= max_labelled"),
+                         ({"min_labelled": 500, "max_labelled": 400}, "<= max_labelled"),
+                         ({"alpha": 1.5}, "between 0 and 1"), ({"alpha": True}, "between"),
+                         ({"rows": 5}, "unknown key")]:
+        with pytest.raises(ConfigError, match=message):
+            config(tmp_path, challenger=bad)
+    # the A/B decision, read for the trial
+    assert judge("win", "challenger better (p = 0.001)", 120, cfg)[0] == "promote"
+    assert judge("equivalent", "difference within ±0.01", 120, cfg)[0] == "refuse"
+    assert judge("inconclusive", "challenger worse (p = 0.01)", 120, cfg)[0] == "refuse"
+    assert judge("inconclusive", "guardrail failed: latency_p95", 60, cfg)[0] == "refuse"
+    waiting = judge("inconclusive", "not enough evidence", 120, cfg)
+    assert waiting[0] == "wait" and "inconclusive" in waiting[1]
+    spent = judge("inconclusive", "not enough evidence", 400, cfg)
+    assert spent[0] == "refuse" and "no win after 400 labelled rows" in spent[1]
+    # carried from cycle to cycle while open; a closed one is never reopened
+    trial = opened(2, 1, "2026-12-02T00:00:00+00:00", "cycle-a")
+    cycles: list[Any] = [{"trial": None}, {"trial": trial}, {"trial": None}]
+    assert carried(cycles) == trial and carried(cycles) is not trial  # a copy to work on
+    assert carried([*cycles, {"trial": {**trial, "status": "refused"}}]) is None
+    assert carried([{"trial": {**trial, "status": "awaiting_approval"}}]) is not None
+    # while it stands, drift does not start another retrain (limits would allow it)
+    block = blocking(trial)
+    assert block == "challenger v2 is on trial (open)"
+    held = decide(cfg, facts(drift_action="retrain", drift_share=0.1, trial=block))
+    assert (held["action"], held["blocked"]) == ("retrain", block)
+    for closed in ("promoted", "refused", "superseded"):  # closed by this cycle: next one
+        assert f"challenger v2 was {closed} in this cycle" == blocking({**trial, "status": closed})
+    assert blocking(None) is None
 
 
 def test_missed_slots_are_coalesced_into_one_tick() -> None:
@@ -263,27 +300,142 @@ def test_demo_loop_detects_drift_retrains_on_fresh_data_and_says_what_happened(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout)
     rows = result["timeline"]
-    assert [r["shift"] for r in rows] == [0.0, 0.0, 0.75, 1.5, 1.5]  # traffic is seeded
+    assert [r["shift"] for r in rows] == [0.0, 0.0, 3.0, 3.0, 3.0]  # traffic is seeded
     assert all(r["status"] == "succeeded" for r in rows)
     assert rows[0]["served_by"] == ["v1"] and rows[0]["retrain"] is None
     assert max(r["share"] for r in rows) > rows[0]["share"]  # the drift is seen
-    retrained = [r for r in rows if r["retrain"]]
-    assert retrained, rows  # moderate drift retrained
-    first = retrained[0]
-    assert first["action"] in ("retrain", "experiment") and first["registered"] >= 2
+    # window 2: drift retrains on fresh data; the policy (ab_win) holds v2 back: on trial
+    assert rows[2]["action"] == "retrain" and rows[2]["registered"] == 2, rows
+    assert rows[2]["promoted"] is None and "v2 on trial" in rows[2]["trial"], rows
     cycles = [json.loads(p.read_text()) for p in
               sorted((folder / "runs" / "loop" / "cycles").glob("*.json"))]
-    data = next(c["data"] for c in cycles if c["pipeline_run"])
-    assert data["window_rows"] > 0 and data["base_rows"] > 0  # traffic with late labels
-    promoted = [r for r in rows if r["promoted"]]
-    assert promoted, rows  # (deterministic: seeded traffic, logistic regression)
-    for row in promoted:  # the challenger beat the champion on the new holdout
-        assert row["reference_rotated"]
-        later = rows[rows.index(row) + 1:]
-        if later:
-            assert f"v{row['registered']}" in later[0]["served_by"]
-    # after the retrain at 1.5 sd the reference is that traffic: the same shift stops firing
-    assert rows[3]["promoted"] and rows[4]["action"] in ("none", "warn"), rows
+    data = cycles[2]["data"]
+    assert data["window_rows"] == 3 * 80 and data["base_rows"] > 0  # labelled traffic
+    # window 3: v2 answered as the shadow; McNemar on the paired rows says win: promoted,
+    # and no second retrain starts in the cycle that promoted it
+    trial = cycles[3]["trial"]
+    assert (trial["status"], trial["decision"]) == ("promoted", "win")
+    # the shadow answers off the response path: its last rows may land after the tick began
+    assert 70 <= trial["labelled"] <= 80
+    assert trial["p_value"] < 0.05 and trial["test"].startswith("McNemar")
+    assert rows[3]["promoted"] == "v1 -> v2" and rows[3]["reference_rotated"], rows
+    assert rows[3]["retrain"] is None and "v2 was promoted" in rows[3]["decision"]
+    ab = json.loads((folder / "runs" / trial["ab_run"] / "run.json").read_text())
+    assert ab["origin"]["trigger"] == "loop" and ab["origin"]["cycle"] == cycles[3]["id"]
+    assert ab["outputs"]["challenger_version"] == 2 and ab["outputs"]["champion_version"] == 1
+    # the ledger: the loop proposed (held back by the policy), then moved with the A/B as
+    # evidence, in its own name
+    ledger = cli("models", "history", "nbops-demo", "--json", "--runs-dir",
+                 str(folder / "runs"), env={"MLFLOW_TRACKING_URI": "", "NBOPS_RUNS_DIR": ""})
+    events = json.loads(ledger.stdout)
+    move = [e for e in events if e["kind"] == "move" and e["alias"] == "champion"][-1]
+    assert (move["version"], move["who"], move["evidence"]) == (2, "nbops-loop",
+                                                                [trial["ab_run"]])
+    assert any(e["kind"] == "proposal" and e["version"] == 2 and e["who"] == "nbops-loop"
+               for e in events)
+    # the audit of v2 shows the cycle that made it and the cycle whose A/B promoted it
+    audit = cli("audit", "nbops-demo", "--json", "--runs-dir", str(folder / "runs"),
+                env={"MLFLOW_TRACKING_URI": "", "NBOPS_RUNS_DIR": ""})
+    trail = json.loads(audit.stdout)
+    assert trail["version"] == 2 and [(c["id"], c["role"]) for c in trail["cycles"]] == [
+        (cycles[2]["id"], "retrain"), (cycles[3]["id"], "trial")]
+    assert trial["ab_run"] in trail["cycles"][1]["detail"]
+    # window 4: served by the new champion; the reference is the shifted traffic: quiet
+    assert rows[4]["served_by"] == ["v2"] and rows[4]["action"] in ("none", "warn"), rows
     assert Path(result["plot"]).read_bytes()[:4] == b"\x89PNG"
     history = cli("loop", "history", "--runs-dir", str(folder / "runs"))
     assert history.returncode == 0 and len(history.stdout.strip().splitlines()) == 5
+
+
+def answered(runs: Path, batch: str, rows: int, champion_wrong: float,
+             shadow: int, shadow_wrong: float) -> pd.DataFrame:
+    """Rows both the champion (v1) and a shadow answered now, and their labels (all 1)."""
+    log = PredictionLog(log_folder(runs, "m"))
+    at = datetime.now(timezone.utc).isoformat()
+    for variant, version, wrong in (("champion", 1, champion_wrong),
+                                    ("shadow", shadow, shadow_wrong)):
+        log.append([{"request_id": f"{batch}-{i}", "row": 0, "time": at, "model": "m",
+                     "version": version, "variant": variant, "latency_ms": 1.0,
+                     "inputs": {"x": float(i)}, "prediction": 0 if i < rows * wrong else 1}
+                    for i in range(rows)])
+    log.close()
+    return pd.DataFrame({"request_id": [f"{batch}-{i}" for i in range(rows)],
+                         "target": [1] * rows})
+
+
+@pytest.mark.slow
+def test_a_trial_refuses_a_worse_challenger_and_waits_for_an_approval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trial.advance with the real ab_evaluate template, registry and ledger."""
+    from mlflow.tracking import MlflowClient
+
+    from nbops.promotion.service import approve
+    from nbops.records.lifecycle import make_origin
+    from nbops.tracking import registry
+    from nbops.tracking.uri import default_uri
+
+    monkeypatch.chdir(tmp_path)
+    runs, labels = tmp_path / "runs", tmp_path / "labels"
+    labels.mkdir()
+    (tmp_path / "retrain.yaml").write_text("name: r\nstages: {}\n")
+    (tmp_path / "nbops.yaml").write_text(yaml.safe_dump({"name": "p", "promotion": {
+        "champion": {"evidence": ["ab_win"], "approvals": 1}}}))
+    cfg = parse({"model": "m", "retrain": "retrain.yaml", "challenger": {"min_labelled": 40},
+                 "fresh_data": {"parameter": "prepare.data_path", "labels": "labels"}},
+                tmp_path)
+    uri = default_uri(runs)
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("t")).info.run_id
+    for _ in range(3):
+        registry.register_version("m", run_id=run_id, artifact_path="models/model", tags={},
+                                  alias=None, tracking_uri=uri)
+    registry.promote("m", 1, "champion", tracking_uri=uri)
+    registry.promote("m", 2, "challenger", tracking_uri=uri)
+
+    def advance(trial: Any, cycle: str) -> str | None:
+        origin = make_origin(trigger="loop", cycle=cycle)
+        return Trial(cfg, uri, runs, cycle, origin, lambda _: None).advance(
+            trial, datetime.now(timezone.utc).isoformat())
+
+    # v2 is worse than the champion on the rows both answered: refused, shadow back to v1
+    since = datetime.now(timezone.utc).isoformat()
+    answered(runs, "old", 30, 0.0, 1, 0.0)  # v1 as its own shadow, before the trial: not used
+    worse = opened(2, 1, since, "c0")
+    time.sleep(0.01)
+    answered(runs, "a", 20, 0.0, 2, 0.5).to_csv(labels / "a.csv", index=False)
+    assert advance(worse, "c1") is None
+    assert (worse["status"], worse["labelled"], worse["ab_run"]) == ("open", 20, None)
+    assert "20 of 40 rows" in worse["reason"]  # too few labelled rows: no test yet
+    answered(runs, "b", 40, 0.0, 2, 0.5).to_csv(labels / "b.csv", index=False)
+    assert advance(worse, "c2") is None
+    assert (worse["status"], worse["decision"], worse["labelled"]) == (
+        "refused", "inconclusive", 60)
+    assert "challenger worse" in worse["reason"]
+    assert registry.version_by_alias("m", "challenger", uri)["version"] == 1
+    # v3 is better: the A/B win is the evidence, but the policy wants an approval too
+    registry.promote("m", 3, "challenger", tracking_uri=uri)
+    better = opened(3, 1, datetime.now(timezone.utc).isoformat(), "c3")
+    time.sleep(0.01)
+    answered(runs, "c", 60, 0.3, 3, 0.0).to_csv(labels / "c.csv", index=False)
+    assert advance(better, "c4") is None
+    assert (better["status"], better["decision"]) == ("awaiting_approval", "win")
+    assert "approvals: 0 of 1" in better["reason"]
+    tested = better["ab_run"]
+    ab = json.loads((runs / str(tested) / "run.json").read_text())
+    assert ab["outputs"]["challenger_version"] == 3 and ab["origin"]["cycle"] == "c4"
+    assert registry.version_by_alias("m", "champion", uri)["version"] == 1
+    assert advance(better, "c5") is None and better["status"] == "awaiting_approval"
+    # the loop proposed in its own name, so the person who runs it may approve
+    approve("m", 3, who=ledger_user(), runs_dir=runs, tracking_uri=uri,
+            config=tmp_path / "nbops.yaml")
+    reference = advance(better, "c6")
+    assert better["status"] == "promoted" and better["ab_run"] == tested  # no second test
+    assert registry.version_by_alias("m", "champion", uri)["version"] == 3
+    rotated = pd.read_parquet(str(reference))
+    assert len(rotated) == 60 and list(rotated.columns) == ["x"]  # the trial's traffic
+
+
+def ledger_user() -> str:
+    from nbops.tracking.ledger import current_user
+
+    return current_user()

@@ -5,7 +5,8 @@ nothing they do not: the data its training and evaluation read (each file's reco
 re-hashed now: ``ok``, ``changed`` or ``missing``, and the run that produced it), every run
 in its lineage (prepare, train, evaluate, register: status, template hash, parameters, git
 commit, who launched it and why), the ledger's proposals, approvals and alias moves for
-the version, and the prediction log's rows it answered. Plain data: the CLI formats it.
+the version, the loop cycles that retrained it or tried it as a challenger, and the
+prediction log's rows it answered. Plain data: the CLI formats it.
 
 Invariant: nothing here writes; a record, ledger or log that is missing or unreadable is
 reported as such in the trail (an audit of partial evidence says so), never an error,
@@ -14,16 +15,17 @@ except an unknown model or version (a usage error).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from .errors import NbopsError, RegistryNotFound
+from .loop.trial import describe as describe_trial
 from .promotion.service import where
+from .records.cycles import CycleStore
 from .records.queries import get_record
-from .records.types import Origin, RunRecord
-from .serving.predlog import log_folder
+from .records.types import CycleRecord, Origin, RunRecord
+from .serving.predlog import LogEntry, entries, log_folder
 from .tracking import ledger, registry
 from .util.files import sha256_file
 
@@ -75,6 +77,17 @@ class Traffic(TypedDict):
     last: str | None
 
 
+class AuditCycle(TypedDict):
+    """A loop cycle that made the version (``retrain``) or tried it (``trial``)."""
+
+    id: str
+    started_at: str
+    role: Literal["retrain", "trial"]
+    status: str  # the cycle's
+    why: str  # the cycle's decision: action and reason
+    detail: str  # what it did with the version
+
+
 class AuditTrail(TypedDict):
     model: str
     version: int
@@ -85,6 +98,7 @@ class AuditTrail(TypedDict):
     runs: list[AuditRun]
     data: list[DataFile]
     events: list[AuditEvent]
+    cycles: list[AuditCycle]
     traffic: Traffic
 
 
@@ -121,8 +135,37 @@ def trail(model: str, version: int | None = None, runs_dir: str | Path | None = 
         "metrics": dict(evaluate["metrics"]) if evaluate else {},
         "runs": runs, "data": data,
         "events": _events(place["ledger_dir"], model, chosen["version"]),
+        "cycles": _cycles(runs_root, model, chosen["version"]),
         "traffic": traffic(log_folder(runs_root, model), chosen["version"]),
     }
+
+
+def _cycles(runs_root: Path, model: str, version: int) -> list[AuditCycle]:
+    """The loop cycles whose retrain registered ``version`` or that tried it."""
+    found: list[AuditCycle] = []
+    for cycle in CycleStore(runs_root).all():
+        if cycle["model"] != model:
+            continue
+        decision = cycle["decision"]
+        why = (f"{decision['action']}: {decision['reason']}" if decision else "-")
+        outcome, trial = cycle["outcome"], cycle.get("trial")
+        if outcome and outcome["version"] == version:
+            data = cycle.get("data")
+            fresh = (f" on {data['base_rows']} base + {data['window_rows']} labelled rows "
+                     f"(sha256 {data['sha256'][:16]})" if data else "")
+            found.append(_entry(cycle, "retrain", why,
+                                f"registered by pipeline {cycle['pipeline_run']}{fresh}"))
+        if trial and trial["version"] == version and not (
+                trial["opened_by"] == cycle["id"] and trial["status"] == "open"):
+            run = f" (A/B run {trial['ab_run']})" if trial["ab_run"] else ""
+            found.append(_entry(cycle, "trial", why, describe_trial(trial, cycle["id"]) + run))
+    return found
+
+
+def _entry(cycle: CycleRecord, role: Literal["retrain", "trial"], why: str,
+           detail: str) -> AuditCycle:
+    return {"id": cycle["id"], "started_at": cycle["started_at"], "role": role,
+            "status": cycle["status"], "why": why, "detail": detail}
 
 
 def _pick(model: str, version: int | None, uri: str) -> registry.ModelVersion:
@@ -212,26 +255,14 @@ def traffic(folder: Path, version: int) -> Traffic:
     counts: Traffic = {"rows": 0, "requests": 0, "failed_requests": 0, "by_variant": {},
                        "first": None, "last": None}
     requests: set[str] = set()
-    for part in sorted(folder.glob("part-*.jsonl")) if folder.is_dir() else []:
-        try:
-            handle = part.open(encoding="utf-8")
-        except OSError:
-            continue
-        with handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    break
-                _count(counts, requests, line, version)
+    for entry in entries(folder):
+        _count(counts, requests, entry, version)
     counts["requests"] = len(requests)
     return counts
 
 
-def _count(counts: Traffic, requests: set[str], line: str, version: int) -> None:
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return
-    if not isinstance(entry, dict) or entry.get("version") != version:
+def _count(counts: Traffic, requests: set[str], entry: LogEntry, version: int) -> None:
+    if entry.get("version") != version:
         return
     if "error" in entry:
         counts["failed_requests"] += 1

@@ -33,7 +33,7 @@ from .records.types import Origin, PipelineRef, RunRecord, SweepRef, TemplateRef
 from .tracking.base import BackgroundTracker
 from .tracking.check import check_uri
 from .tracking.uri import resolve_uri
-from .util.envvars import kernel_env
+from .util.envvars import LOOP_USER, USER, kernel_env
 from .util.files import encode_json
 from .util.process import process_start_time
 from .util.secrets import Scrubber, secret_env
@@ -110,6 +110,8 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     background = spawn_mirror(run_dir, uri) if opts.mirror == "background" else None
     request.output_path, request.kernel_log = run_dir / NOTEBOOK_FILE, run_dir / KERNEL_LOG
     request.env = {**kernel_env(run_dir, uri, opts.threads), **secret_env(secret_values)}
+    if record["origin"]["trigger"] == "loop":  # the loop proposes in its own name, so the
+        request.env[USER] = LOOP_USER          # person who runs it may approve
     request.on_kernel_start = lambda pid: _note_kernel(store, record, pid)
     try:
         try:

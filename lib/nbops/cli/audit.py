@@ -63,6 +63,10 @@ def render(found: AuditTrail) -> str:
                      f"{event['who']}: {event['reason']}{evidence}")
     if not found["events"]:
         lines.append("  (none in the ledger)")
+    if found["cycles"]:
+        lines.append("loop cycles:")
+        lines += [f"  {c['started_at'][:19]}  {c['id']}  {c['role']:<7} {c['status']}: "
+                  f"{c['detail']}  (decision {c['why']})" for c in found["cycles"]]
     served = found["traffic"]
     if served["rows"] or served["failed_requests"]:
         variants = ", ".join(f"{k} {v}" for k, v in sorted(served["by_variant"].items()))

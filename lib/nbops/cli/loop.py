@@ -124,6 +124,8 @@ def _busy_line(busy: Busy | None) -> str:
 
 
 def _cycle_line(cycle: CycleRecord) -> str:
+    from ..loop.trial import describe as describe_trial
+
     drift = cycle["drift"]
     shown = "not measured" if drift is None else (
         f"{drift['action']}" + (f" ({drift['share']:.1%})" if drift["share"] is not None
@@ -138,7 +140,9 @@ def _cycle_line(cycle: CycleRecord) -> str:
         f"{_v(outcome['version'])}, "
         + (f"champion {_v(outcome['champion_before'])} -> {_v(outcome['champion_after'])}"
            if outcome["promoted"] else f"champion stays {_v(outcome['champion_before'])}"))
+    trial = cycle.get("trial")
+    tried = f"  trial: {describe_trial(trial, cycle['id'])}" if trial else ""
     error = f"  error: {cycle['error']}" if cycle["error"] else ""
     return (f"{cycle['id']}  {cycle['status']:<9} {cycle['started_at'][:19]}  by "
             f"{cycle['origin']['trigger']}  rows {cycle['window']['rows']}  drift {shown}  "
-            f"decision {decided}{result}{error}")
+            f"decision {decided}{result}{tried}{error}")

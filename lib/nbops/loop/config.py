@@ -18,7 +18,9 @@ from ..errors import ConfigError
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _KEYS = {"model", "reference", "monitor", "retrain", "experiment", "triggers", "limits",
-         "fresh_data"}
+         "fresh_data", "challenger"}
+_CHALLENGER = {"min_labelled", "max_labelled", "alpha", "margin", "latency_margin",
+               "error_margin"}
 _FRESH = {"parameter", "labels", "target", "base", "window"}
 _TRIGGERS = {"drift", "min_new_rows", "max_model_age", "schedule"}
 _LIMITS = {"cooldown", "max_per_day", "dry_run"}
@@ -51,6 +53,13 @@ class LoopConfig:
     max_per_day: int = 3  # retrains in any 24 hours
     dry_run: bool = False  # decide and record; run nothing
     root: Path = Path(".")
+    # the A/B trial of a challenger the promotion policy did not let the retrain promote
+    trial_min_labelled: int = 100  # labelled rows of the trial before the first test
+    trial_max_labelled: int = 1000  # still no win with this many: refused
+    trial_alpha: float = 0.05
+    trial_margin: float = 0.01
+    trial_latency_margin: float = 0.2  # guardrails of the A/B test (ab_evaluate)
+    trial_error_margin: float = 0.01
     # retrain on the base table plus the labelled recent traffic (None: the pipeline as is)
     fresh_parameter: str | None = None  # STAGE.PARAMETER of the retrain pipeline
     labels: Path | None = None  # folder of label files (request_id, [row,] target)
@@ -101,7 +110,20 @@ def parse(section: dict[str, Any], root: Path, where: str = "nbops.yaml") -> Loo
     target = fresh.get("target", "target")
     if not isinstance(target, str) or not target:
         raise ConfigError(f"{where}: loop.fresh_data.target must name the label column")
+    trial = _mapping(section.get("challenger"), f"{where}: loop.challenger", _CHALLENGER)
+    low = _count(trial.get("min_labelled", 100), f"{where}: loop.challenger.min_labelled")
+    high = _count(trial.get("max_labelled", 1000), f"{where}: loop.challenger.max_labelled")
+    if low < 1 or high < low:
+        raise ConfigError(f"{where}: loop.challenger needs 1 <= min_labelled <= max_labelled "
+                          f"(got {low} and {high})")
     return LoopConfig(
+        trial_min_labelled=low, trial_max_labelled=high,
+        trial_alpha=_share(trial.get("alpha", 0.05), f"{where}: loop.challenger.alpha"),
+        trial_margin=_share(trial.get("margin", 0.01), f"{where}: loop.challenger.margin"),
+        trial_latency_margin=_positive(trial.get("latency_margin", 0.2),
+                                       f"{where}: loop.challenger.latency_margin"),
+        trial_error_margin=_share(trial.get("error_margin", 0.01),
+                                  f"{where}: loop.challenger.error_margin"),
         fresh_parameter=parameter if fresh else None,
         labels=(root / labels).resolve() if labels else None, target=target,
         fresh_base=_path(fresh.get("base"), root, f"{where}: loop.fresh_data.base"),
@@ -161,6 +183,18 @@ def _count(value: object, where: str) -> int:
     if type(value) is not int or value < 0:
         raise ConfigError(f"{where} must be a whole number >= 0")
     return value
+
+
+def _share(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{where} must be a number between 0 and 1")
+    return float(value)
+
+
+def _positive(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"{where} must be a number >= 0")
+    return float(value)
 
 
 def _optional_seconds(value: object, where: str) -> float | None:

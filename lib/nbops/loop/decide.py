@@ -5,7 +5,8 @@ the experiment pipeline (a search over models and hyperparameters), ``none`` and
 do nothing. Without drift to act on, a champion older than ``max_model_age`` or a last
 retrain longer ago than ``schedule`` retrains. Limits then apply to any action: no retrain
 within ``cooldown`` of the last one, at most ``max_per_day`` in any 24 hours, and in
-``dry_run`` nothing runs; a blocked decision is recorded with its reason.
+``dry_run`` nothing runs; while a challenger is on trial (or was promoted by it in this
+cycle) no retrain starts; a blocked decision is recorded with its reason.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Facts(TypedDict):
     drift_share: float | None
     model_age_s: float | None  # how long the champion has been champion (None: unknown)
     retrains: list[float]  # when earlier cycles' retrains started (epoch seconds)
+    trial: str | None  # why a challenger's trial holds retrains back (None: it does not)
 
 
 class Decision(TypedDict):
@@ -64,6 +66,8 @@ def _wanted(cfg: LoopConfig, facts: Facts) -> tuple[Action, Cause, str]:
 
 
 def _blocked(cfg: LoopConfig, facts: Facts) -> str | None:
+    if facts["trial"]:  # one challenger at a time: its test decides before a new retrain
+        return facts["trial"]
     now, retrains = facts["now"], facts["retrains"]
     last = max(retrains, default=None)
     if last is not None and now - last < cfg.cooldown_s:

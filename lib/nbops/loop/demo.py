@@ -2,17 +2,24 @@
 
 In a project folder of its own, the demo (1) runs the lifecycle pipeline once (prepare on
 scikit-learn's bundled breast-cancer data → train → evaluate → register: champion v1);
-(2) starts ``nbops serve`` for the champion on a loopback port, polling the alias every
-second; (3) for each window sends simulated traffic drawn from the same data, with three
-features shifted by a drift that grows over the windows, and writes the labels of the
-previous window (labels arrive one window late); (4) runs a loop tick after each window;
-(5) stops the server and prints a timeline (drift share, action, decision, retrain, the
-version registered, promotions, the version that served the window) and writes a plot.
+(2) writes the project's policy: the loop's, and a promotion policy under which a new
+champion needs an A/B win on live traffic (``evidence: [ab_win]``); (3) starts ``nbops
+serve`` for the champion on a loopback port with the ``challenger`` alias as a shadow,
+both polled every second; (4) for each window sends simulated traffic drawn from the same
+data (from the third window on, a recalibrated sensor reads three size features 3
+standard deviations high, so the champion misreads some tumours), then writes that
+window's labels (they arrive after the predictions were served); (5) runs a loop tick
+after each window; (6) stops the server, prints a timeline (drift share, action, decision,
+retrain, the challenger's trial and A/B verdict, promotions, the version that served the
+window) and writes a plot.
 
-Every tick is a real cycle (``runs/loop/cycles``): a monitor run on the window, a retrain
-on fresh data (the reference plus the labelled traffic) through the same pipeline, the
-register stage's comparison with the champion on the new holdout, a promotion that the
-server picks up by itself, and the drift reference rotated to the new champion's.
+Every tick is a real cycle (``runs/loop/cycles``): a monitor run on the window; on drift a
+retrain on fresh data (the first reference plus the labelled traffic) through the same
+pipeline, whose register stage finds the new version better on the new holdout but is held
+back by the policy, so the version goes on trial as the shadow; at the next tick the
+``ab_evaluate`` template tests it against the champion on the rows both answered (McNemar's
+exact test), and a win promotes it (the server swaps by itself) and rotates the drift
+reference to the traffic the trial saw.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from ..errors import NbopsError
 from ..records.types import CycleRecord
 from .config import parse
 from .tick import tick
+from .trial import describe as describe_trial
 
 MODEL = "nbops-demo"
 SHIFTED = ("mean radius", "mean texture", "mean perimeter")
@@ -67,6 +75,7 @@ class Window(TypedDict):
     retrain: str | None  # pipeline run id
     registered: int | None
     promoted: str | None  # "v1 -> v2"
+    trial: str | None  # the challenger's trial in this cycle (A/B verdict), in words
     reference_rotated: bool
 
 
@@ -81,9 +90,9 @@ class DemoOptions:
 
 
 def default_shifts(windows: int) -> list[float]:
-    """No drift for the first two windows, then a shift that grows to 1.5 standard
-    deviations and stays."""
-    return [0.0 if i < 2 else min(1.5, 0.75 * (i - 1)) for i in range(windows)]
+    """No drift for the first two windows, then a step of 3 standard deviations that stays
+    (a sensor recalibrated)."""
+    return [0.0 if i < 2 else 3.0 for i in range(windows)]
 
 
 def run_demo(opts: DemoOptions) -> list[Window]:
@@ -105,8 +114,10 @@ def run_demo(opts: DemoOptions) -> list[Window]:
         "monitor": {"parameters": {"policy_measure": "share"}},
         "triggers": {"min_new_rows": max(1, opts.rows // 2)},
         "limits": {"cooldown": "0s", "max_per_day": 24},
-        "fresh_data": {"parameter": "prepare.data_path", "labels": "labels"}}},
-        sort_keys=False))
+        "fresh_data": {"parameter": "prepare.data_path", "labels": "labels"},
+        # the shadow shares this 2-core machine with the server: its latency is no guide
+        "challenger": {"min_labelled": max(1, opts.rows // 2), "latency_margin": 1.0}},
+        "promotion": {"champion": {"evidence": ["ab_win"]}}}, sort_keys=False))
     cfg = parse(yaml.safe_load((folder / "nbops.yaml").read_text())["loop"], folder)
     shifts = opts.shifts or default_shifts(opts.windows)
     data = _traffic_source()
@@ -115,14 +126,12 @@ def run_demo(opts: DemoOptions) -> list[Window]:
     try:
         server.start()
         say(f"serving {MODEL}@champion on {server.base}")
-        pending_labels: Any = None
         for number, shift in enumerate(shifts):
             batch = _window(data, shift, opts.rows, opts.seed + number)
             served = server.send(batch, prefix=f"w{number}")
-            if pending_labels is not None:  # the previous window's labels arrive now
-                pending_labels.to_csv(folder / "labels" / f"window-{number - 1}.csv",
-                                      index=False)
-            pending_labels = batch[["request_id", "target"]]
+            # the labels arrive after the answers (the join is by request id)
+            batch[["request_id", "target"]].to_csv(folder / "labels" / f"window-{number}.csv",
+                                                   index=False)
             say(f"window {number}: {len(batch)} requests, shift {shift:.2f} sd, served by "
                 f"{', '.join(served)}")
             found = tick(cfg, runs_dir=runs, tracking_uri=None, trigger="cli")
@@ -130,8 +139,7 @@ def run_demo(opts: DemoOptions) -> list[Window]:
                 raise NbopsError("another loop tick holds this project's lease")
             timeline.append(_row(number, shift, len(batch), served, found.cycle))
             say(f"  {describe(timeline[-1])}")
-            if found.cycle["outcome"] and found.cycle["outcome"]["promoted"]:
-                server.wait_for(found.cycle["outcome"]["champion_after"])
+            server.follow(found.cycle)
     finally:
         server.stop()
     return timeline
@@ -177,24 +185,35 @@ def _row(number: int, shift: float, rows: int, served: list[str],
     if outcome and outcome["promoted"]:
         before = f"v{outcome['champion_before']}" if outcome["champion_before"] else "(none)"
         promoted = f"{before} -> v{outcome['champion_after']}"
+    trial = cycle.get("trial")
+    if trial and trial["status"] == "promoted":
+        promoted = f"v{trial['champion']} -> v{trial['version']}"
     return {"window": number, "status": cycle["status"], "shift": shift, "rows": rows,
             "served_by": served,
             "cycle": cycle["id"], "share": drift["share"] if drift else None,
             "action": drift["action"] if drift else None, "decision": decided,
             "retrain": cycle["pipeline_run"],
             "registered": outcome["version"] if outcome else None, "promoted": promoted,
+            "trial": describe_trial(trial, cycle["id"]) if trial else None,
             "reference_rotated": cycle["reference"]["rotated_to"] is not None}
 
 
 def describe(row: Window) -> str:
     share = f"{row['share']:.1%}" if row["share"] is not None else "-"
-    retrain = ""
+    return f"drift {share} -> {row['action'] or 'not measured'}; {_outcome(row)}"
+
+
+def _outcome(row: Window) -> str:
+    parts = [row["decision"]]
     if row["retrain"]:
-        retrain = (f", retrained -> v{row['registered']}, "
-                   + (f"promoted {row['promoted']}, reference rotated" if row["promoted"]
-                      else "champion kept (the challenger did not beat it)"))
-    return f"drift {share} -> {row['action'] or 'not measured'}, decision {row['decision']}" \
-           f"{retrain}"
+        parts.append(f"retrain registered v{row['registered']}")
+    if row["trial"]:
+        parts.append(row["trial"])
+    if row["promoted"]:
+        parts.append(f"promoted {row['promoted']}, reference rotated")
+    elif row["retrain"] and not row["trial"]:
+        parts.append("champion kept")
+    return "; ".join(parts)
 
 
 def timeline_text(rows: list[Window]) -> str:
@@ -202,11 +221,7 @@ def timeline_text(rows: list[Window]) -> str:
     lines = [head]
     for row in rows:
         share = f"{row['share']:.1%}" if row["share"] is not None else "-"
-        outcome = row["decision"]
-        if row["retrain"]:
-            outcome += (f"; retrain registered v{row['registered']}; "
-                        + (f"promoted {row['promoted']}, reference rotated" if row["promoted"]
-                           else "champion kept"))
+        outcome = _outcome(row)
         lines.append(f"{row['window']:>6} {row['shift']:>6.2f} "
                      f"{','.join(row['served_by']):>10} {share:>7} "
                      f"{row['action'] or '-':>10}  {outcome}")
@@ -268,7 +283,8 @@ class Server:
         env.pop("MLFLOW_TRACKING_URI", None)  # the demo's embedded store
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nbops", "serve", f"{MODEL}@champion", "--host",
+                [sys.executable, "-m", "nbops", "serve", f"{MODEL}@champion", "--shadow",
+                 f"{MODEL}@challenger", "--host",
                  "127.0.0.1", "--port", str(port), "--poll-seconds", "1", "--runs-dir",
                  str(self.runs)], stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
@@ -305,17 +321,31 @@ class Server:
                     versions.append(version)
         return versions
 
-    def wait_for(self, version: int | None, timeout: float = 60.0) -> None:
-        """Until the server answers with ``version`` (it polls the alias)."""
+    def follow(self, cycle: CycleRecord) -> None:
+        """Until the server serves what the cycle left the aliases at (it polls them)."""
+        trial, outcome = cycle.get("trial"), cycle["outcome"]
+        if outcome and outcome["promoted"]:
+            self.wait_for("champion", outcome["champion_after"])
+        if trial and trial["status"] == "promoted":
+            self.wait_for("champion", trial["version"])
+        if trial and trial["status"] == "open":
+            self.wait_for("shadow", trial["version"])
+        if trial and trial["status"] == "refused":
+            self.wait_for("shadow", trial["champion"])
+
+    def wait_for(self, variant: str, version: int | None, timeout: float = 60.0) -> None:
+        """Until the server's ``variant`` answers with ``version`` (it polls the alias)."""
         import httpx
 
         deadline = time.monotonic() + timeout
         while version is not None and time.monotonic() < deadline:
             found = httpx.get(f"{self.base}/version", timeout=5).json()
-            champion = found.get("champion") or {}
-            if champion.get("version") == version:
+            if (found.get(variant) or {}).get("version") == version:
                 return
             time.sleep(0.5)
+        if version is not None:
+            raise NbopsError(f"the server's {variant} did not swap to v{version} within "
+                             f"{timeout:g} s; see {self.log}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -44,9 +44,9 @@ from ..records.lifecycle import make_origin
 from ..records.queries import get_record
 from ..records.schema import CYCLE_SCHEMA
 from ..records.store import new_run_id, utcnow
-from ..records.types import CycleRecord, Origin, PipelineRecord, Trigger
+from ..records.types import CycleRecord, CycleTrial, Origin, PipelineRecord, Trigger
 from ..runner import RunOptions, run
-from ..serving.predlog import log_folder
+from ..serving.predlog import entries, log_folder
 from ..sweep.stage import run_pipeline_with_sweeps
 from ..tracking import ledger, registry
 from ..util.files import atomic_write_json
@@ -54,6 +54,7 @@ from .config import LoopConfig
 from .decide import Facts, decide
 from .fresh import FOLDER as FRESH_FOLDER
 from .fresh import build
+from .trial import Trial, blocking, carried, opened, snapshot
 
 LOCK = "loop/.tick.lock"
 HOLDER = "loop/tick.json"  # who holds the lease (for the message a second tick prints)
@@ -132,7 +133,7 @@ class Cycle:
             "window": {"start": start, "end": _iso(self.now), "rows": 0},
             "monitor_run": None, "drift": None, "decision": None, "pipeline_run": None,
             "outcome": None, "reference": {"path": reference, "rotated_to": None},
-            "error": None, "data": None}
+            "error": None, "data": None, "trial": carried(self.history)}
 
     def _say(self, text: str) -> None:
         if self.report:
@@ -170,13 +171,16 @@ class Cycle:
                   f"{window['start'] or 'the log began'}")
         if window["rows"] >= self.cfg.min_new_rows and window["rows"] > 0:
             self._monitor()
+        if self.record["trial"] is not None:
+            self._trial(self.record["trial"])
         drift = self.record["drift"]
         facts: Facts = {
             "now": self.now, "new_rows": window["rows"],
             "drift_action": drift["action"] if drift else None,
             "drift_share": drift["share"] if drift else None,
             "model_age_s": self._champion_age(),
-            "retrains": [c["started_at_epoch"] for c in self.history if _retrained(c)]}
+            "retrains": [c["started_at_epoch"] for c in self.history if _retrained(c)],
+            "trial": blocking(self.record["trial"])}
         decision = decide(self.cfg, facts)
         self.record["decision"] = decision
         self.store.write(self.record)
@@ -212,6 +216,16 @@ class Cycle:
                                 else None}
         self._say(f"monitor {record['id']}: action {action}")
 
+    def _trial(self, trial: CycleTrial) -> None:
+        """Advance the challenger's trial; on its promotion, rotate the drift reference."""
+        try:
+            rotated = Trial(self.cfg, self.uri, self.runs, self.record["id"], self.origin,
+                            self._say).advance(trial, self.record["window"]["end"])
+        finally:
+            self.store.write(self.record)
+        if trial["status"] == "promoted":
+            self.record["reference"]["rotated_to"] = rotated
+
     def _champion_age(self) -> float | None:
         """Seconds since the champion alias last moved, from the ledger (None: never)."""
         try:
@@ -229,7 +243,7 @@ class Cycle:
         if self.record["monitor_run"] is None:
             return None
         window = self.record["window"]
-        return _snapshot(log_folder(self.runs, self.cfg.model),
+        return snapshot(log_folder(self.runs, self.cfg.model),
                          f"{window['start'] or ''}/{window['end']}",
                          self.runs / FRESH_FOLDER / f"{self.record['id']}-reference.parquet")
 
@@ -274,6 +288,10 @@ class Cycle:
         self.record["outcome"] = {"status": pipe["status"], "version": version,
                                   "champion_before": before, "champion_after": after,
                                   "promoted": promoted}
+        blocked = next((str(o["blocked"]) for o in outputs if o.get("blocked")), "")
+        if not promoted and version is not None and blocked and pipe["status"] == "succeeded":
+            self.record["trial"] = opened(version, after, utcnow(), self.record["id"])
+            self._say(f"challenger v{version} on trial: {blocked}")
         if promoted:
             rotated = self._window_reference() or next(
                 (o["reference_path"] for o in outputs
@@ -282,23 +300,6 @@ class Cycle:
             was = f"v{before}" if before is not None else "(none)"
             self._say(f"promoted: champion {was} -> v{after}; drift reference now "
                       f"{rotated or '(unchanged: the pipeline gave no reference_path)'}")
-
-
-def _snapshot(log: Path, window: str, out: Path) -> str | None:
-    """The answered rows of ``window`` (inputs only) as a Parquet file; None when none."""
-    from ..serving.predlog import META, read_log
-
-    try:
-        logged = read_log(log, window)
-    except ValueError:
-        return None
-    rows = logged[logged["_variant"] != "shadow"]
-    rows = rows.drop(columns=[c for c in (*META, "prediction") if c in rows.columns])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}")
-    rows.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
-    return str(out)
 
 
 def _retrained(cycle: CycleRecord) -> bool:
@@ -322,22 +323,19 @@ def _stage_outputs(pipe: PipelineRecord, runs: Path) -> list[dict[str, Any]]:
 
 
 def count_rows(folder: Path, start: str | None, end: str) -> int:
-    """Answered (not failed) rows logged at or after ``start`` and before ``end``."""
+    """Answered rows (not failed, not a shadow's repeat) logged at or after ``start`` and
+    before ``end``."""
     low = datetime.fromisoformat(start) if start else None
     high = datetime.fromisoformat(end)
     rows = 0
-    for part in sorted(folder.glob("part-*.jsonl")) if folder.is_dir() else []:
-        with part.open(encoding="utf-8") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    break  # still being written
-                try:
-                    entry = json.loads(line)
-                    at = datetime.fromisoformat(entry["time"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if "error" not in entry and (low is None or at >= low) and at < high:
-                    rows += 1
+    for entry in entries(folder):
+        try:
+            at = datetime.fromisoformat(entry["time"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if ("error" not in entry and entry.get("variant") != "shadow"
+                and (low is None or at >= low) and at < high):
+            rows += 1
     return rows
 
 

@@ -278,6 +278,27 @@ class CycleData(TypedDict):
     until: str  # ... and before this
 
 
+ChallengerStatus = Literal["open", "awaiting_approval", "promoted", "refused", "superseded"]
+
+
+class CycleTrial(TypedDict):
+    """A challenger the retrain registered but the promotion policy held back, tried on
+    live traffic (shadow or split) until the A/B test decides; carried from cycle to cycle
+    while ``open`` or ``awaiting_approval``."""
+
+    version: int  # the challenger on trial
+    champion: int | None  # the champion it has to beat
+    since: str  # log rows from here on are the trial's
+    opened_by: str  # the cycle whose retrain registered it
+    status: ChallengerStatus
+    labelled: int  # labelled rows the challenger (or shadow) answered in the trial so far
+    ab_run: str | None  # the last ab_evaluate run
+    decision: str | None  # its decision: win, equivalent, inconclusive
+    p_value: float | None
+    test: str | None
+    reason: str  # why the trial stands where it does
+
+
 class CycleRecord(TypedDict):
     """``runs/loop/cycles/<id>.json`` (schema ``nbops.cycle/1``): one tick of the loop."""
 
@@ -299,3 +320,4 @@ class CycleRecord(TypedDict):
     reference: CycleReference
     error: str | None
     data: NotRequired[CycleData | None]  # a retrain with fresh_data: what it trained on
+    trial: NotRequired[CycleTrial | None]  # the challenger on trial this cycle, as it left it

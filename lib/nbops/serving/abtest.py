@@ -15,7 +15,9 @@ guardrails hold; **equivalent** when the (1 - 2 alpha) confidence interval of th
 difference lies within ±margin (TOST) and both guardrails hold; otherwise
 **inconclusive**, with the reason (worse, too little data, a guardrail failed). Guardrails
 are non-inferiority checks: the challenger's p95 latency at most ``1 + latency_margin``
-times the champion's, and its error rate at most the champion's plus ``error_margin``.
+times the champion's plus ``latency_slack_ms`` (a few milliseconds either way are noise,
+and a shadow answers off the response path on a thread that shares the server's cores),
+and its error rate at most the champion's plus ``error_margin``.
 The metric is accuracy (higher is better) or RMSE (lower is better); ``margin`` is in
 accuracy points for classification and a share of the champion's RMSE for regression.
 """
@@ -69,7 +71,7 @@ def join_labels(log: Any, labels: Any, label_column: str) -> Any:
 
 def evaluate(joined: Any, failures: Any = None, *, mode: Mode | None = None,
              alpha: float = 0.05, margin: float = 0.01, latency_margin: float = 0.2,
-             error_margin: float = 0.01) -> ABResult:
+             error_margin: float = 0.01, latency_slack_ms: float = 10.0) -> ABResult:
     """The A/B decision from labelled log rows (``join_labels``) and the failed requests
     (``read_log(..., errors=True)`` rows with ``_error``), see the module doc."""
     variants = set(joined["_variant"])
@@ -86,7 +88,8 @@ def evaluate(joined: Any, failures: Any = None, *, mode: Mode | None = None,
         stats = _paired(champ, chall, regression, alpha)
     else:
         stats = _split(champ, chall, regression, alpha, margin)
-    guardrails = {"latency_p95": _latency(joined, challenger_name, latency_margin),
+    guardrails = {"latency_p95": _latency(joined, challenger_name, latency_margin,
+                                          latency_slack_ms),
                   "error_rate": _errors(joined, failures, challenger_name, error_margin)}
     return _decide(stats, guardrails, chosen, regression, alpha, margin)
 
@@ -178,11 +181,11 @@ def _split(champ: Any, chall: Any, regression: bool, alpha: float, margin: float
             "n": n, "required_n": needed}
 
 
-def _latency(joined: Any, challenger: str, margin: float) -> Guardrail:
+def _latency(joined: Any, challenger: str, margin: float, slack_ms: float) -> Guardrail:
     per_request = joined.drop_duplicates(["_request_id", "_variant"])
     p95 = per_request.groupby("_variant")["_latency_ms"].quantile(0.95)
     champion, chall = float(p95.get("champion", 0.0)), float(p95.get(challenger, 0.0))
-    limit = champion * (1 + margin)
+    limit = champion * (1 + margin) + slack_ms
     return {"champion": champion, "challenger": chall, "limit": limit, "ok": chall <= limit}
 
 

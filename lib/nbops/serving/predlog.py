@@ -33,9 +33,10 @@ import queue
 import random
 import re
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, TypedDict, cast
 
 FOLDER = "predictions"
 META = ("_time", "_model", "_version", "_variant", "_request_id", "_row", "_latency_ms")
@@ -197,6 +198,28 @@ def _time(text: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def entries(folder: str | Path) -> Iterator[LogEntry]:
+    """Every complete line of the log's parts, oldest part first, parsed. A line still
+    being written (no newline yet) ends its part; an unreadable part (deleted by rotation
+    while read) or a line that is not a JSON object is skipped."""
+    path = Path(folder)
+    for part in sorted(path.glob("part-*.jsonl")) if path.is_dir() else []:
+        try:
+            handle = part.open(encoding="utf-8")
+        except OSError:
+            continue
+        with handle:
+            for line in handle:
+                if not line.endswith("\n"):
+                    break  # a line still being written
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    yield cast(LogEntry, entry)
+
+
 def read_log(folder: str | Path, window: str = "", variant: str | None = None,
              errors: bool = False) -> Any:
     """The logged rows of ``folder`` within ``window`` as a DataFrame (see module doc);
@@ -213,26 +236,19 @@ def read_log(folder: str | Path, window: str = "", variant: str | None = None,
                          f"<runs>/{FOLDER}/<model>)")
     start, end = parse_window(window)
     rows = []
-    for part in sorted(path.glob("part-*.jsonl")):
-        with part.open(encoding="utf-8") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    break  # a line still being written
-                entry = json.loads(line)
-                at = datetime.fromisoformat(entry["time"])
-                if (start and at < start) or (end and at >= end):
-                    continue
-                if (variant and entry["variant"] != variant) or (
-                        "error" in entry and not errors):
-                    continue
-                row = {**entry["inputs"], "prediction": entry["prediction"],
-                       "_time": entry["time"], "_model": entry["model"],
-                       "_version": entry["version"],
-                       "_variant": entry["variant"], "_request_id": entry["request_id"],
-                       "_row": entry["row"], "_latency_ms": entry["latency_ms"]}
-                if errors:
-                    row["_error"] = entry.get("error")
-                rows.append(row)
+    for entry in entries(path):
+        at = datetime.fromisoformat(entry["time"])
+        if (start and at < start) or (end and at >= end):
+            continue
+        if (variant and entry["variant"] != variant) or ("error" in entry and not errors):
+            continue
+        row = {**entry.get("inputs", {}), "prediction": entry.get("prediction"),
+               "_time": entry["time"], "_model": entry["model"], "_version": entry["version"],
+               "_variant": entry["variant"], "_request_id": entry["request_id"],
+               "_row": entry["row"], "_latency_ms": entry["latency_ms"]}
+        if errors:
+            row["_error"] = entry.get("error")
+        rows.append(row)
     if not rows:
         raise ValueError(f"the prediction log {path} has no rows in window {window or 'all'!r}")
     return pd.DataFrame(rows)

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, TypedDict
 
+from ..util.envvars import USER, current_runs_dir
+
 Kind = Literal["move", "proposal", "approval"]
 
 
@@ -58,8 +60,6 @@ def home(tracking_uri: str) -> Path:
     """The folder whose ledger goes with the registry at ``tracking_uri``: beside an
     embedded SQLite store (the runs folder), else the run's runs folder (inside a kernel),
     else ``$NBOPS_RUNS_DIR`` / ``./runs``."""
-    from ..util.envvars import current_runs_dir
-
     if tracking_uri.startswith("sqlite:///"):
         return Path(tracking_uri[len("sqlite:///"):]).parent
     return current_runs_dir()
@@ -68,7 +68,7 @@ def home(tracking_uri: str) -> Path:
 def current_user() -> str:
     """Who is acting: ``$NBOPS_USER``, else the login name."""
     try:
-        return os.environ.get("NBOPS_USER") or getpass.getuser()
+        return os.environ.get(USER) or getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
 

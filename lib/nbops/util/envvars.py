@@ -13,6 +13,8 @@ EXPERIMENT = "NBOPS_EXPERIMENT"  # MLflow experiment name (default nbops)
 TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable, honoured as is
 TRIGGER = "NBOPS_TRIGGER"  # why runs of this process happen (e.g. schedule, in a cron line)
 CYCLE = "NBOPS_CYCLE"  # the loop cycle id a process works for
+USER = "NBOPS_USER"  # who acts in the ledger (default: the login name)
+LOOP_USER = "nbops-loop"  # who acts for runs a loop tick starts (a person approves them)
 # the thread pools of numerical libraries in a kernel: OpenMP (scikit-learn, torch), MKL,
 # OpenBLAS, Accelerate, numexpr
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
