@@ -19,6 +19,7 @@ from conftest import NOTEBOOKS, cli
 from nbops.errors import ConfigError
 from nbops.loop.config import LoopConfig, parse, seconds
 from nbops.loop.decide import Facts, decide
+from nbops.loop.performance import live_accuracy
 from nbops.loop.schedule import plan
 from nbops.loop.trial import Trial, blocking, carried, judge, opened
 from nbops.serving.predlog import PredictionLog, log_folder
@@ -33,7 +34,8 @@ def config(tmp_path: Path, **loop: Any) -> LoopConfig:
 
 def facts(**given: Any) -> Facts:
     base: Facts = {"now": NOW, "new_rows": 500, "drift_action": None, "drift_share": None,
-                   "model_age_s": None, "retrains": [], "trial": None}
+                   "model_age_s": None, "retrains": [], "trial": None, "accuracy": None,
+                   "expected_accuracy": None, "labelled_rows": 0}
     return {**base, **given}  # type: ignore[typeddict-item]
 
 
@@ -73,6 +75,39 @@ def test_decisions_follow_the_tiers_then_age_and_schedule(tmp_path: Path) -> Non
     assert waiting["action"] == "none" and "waiting for data: 3 new rows" in waiting["reason"]
     off = config(tmp_path, triggers={"drift": False})
     assert decide(off, facts(drift_action="retrain"))["action"] == "none"
+
+
+def test_a_drop_in_live_accuracy_retrains_once_enough_labels_arrived(tmp_path: Path) -> None:
+    cfg = config(tmp_path, triggers={"accuracy_drop": 0.05, "accuracy_rows": 40})
+    assert (cfg.accuracy_drop, cfg.accuracy_rows) == (0.05, 40)
+    assert config(tmp_path).accuracy_drop is None  # not watched unless asked for
+    with pytest.raises(ConfigError, match="accuracy_drop must be a number between 0 and 1"):
+        config(tmp_path, triggers={"accuracy_drop": 5})
+    low = {"accuracy": 0.88, "expected_accuracy": 0.95}
+    dropped = decide(cfg, facts(**low, labelled_rows=40, drift_action="none"))
+    assert (dropped["action"], dropped["cause"]) == ("retrain", "performance")
+    assert "accuracy 0.880 on 40 labelled rows" in dropped["reason"]
+    assert decide(cfg, facts(**low, labelled_rows=39))["action"] == "none"  # too few yet
+    near = {"accuracy": 0.92, "expected_accuracy": 0.95, "labelled_rows": 400}
+    assert decide(cfg, facts(**near))["action"] == "none"  # within the allowed drop
+    # drift tiers come first: large drift still goes back to experimentation
+    assert decide(cfg, facts(**low, labelled_rows=40, drift_action="experiment"))[
+        "cause"] == "drift"
+    # measured on the rows the champion version answered, with the labels there are now
+    runs = tmp_path / "runs"
+    log = PredictionLog(log_folder(runs, "m"))
+    at = datetime.now(timezone.utc).isoformat()
+    for variant, version, wrong in (("champion", 1, 2), ("shadow", 2, 0), ("champion", 3, 0)):
+        log.append([{"request_id": f"{variant}{version}-{i}", "row": 0, "time": at,
+                     "model": "m", "version": version, "variant": variant, "latency_ms": 1.0,
+                     "inputs": {"x": i}, "prediction": 0 if i < wrong else 1}
+                    for i in range(10)])
+    log.close()
+    labels = pd.DataFrame({"request_id": [f"champion1-{i}" for i in range(8)],
+                           "target": [1] * 8})  # two rows' labels have not arrived
+    assert live_accuracy(log_folder(runs, "m"), labels, "target", 1, None) == (8, 0.75)
+    assert live_accuracy(log_folder(runs, "m"), labels, "target", 1, "2999-01-01") == (0, None)
+    assert live_accuracy(log_folder(runs, "m"), None, "target", 1, None) == (0, None)
 
 
 def test_limits_block_with_their_reason(tmp_path: Path) -> None:
@@ -292,56 +327,74 @@ def test_fresh_data_appends_only_labelled_answered_rows_in_the_window(tmp_path: 
 
 
 @pytest.mark.slow
-def test_demo_loop_detects_drift_retrains_on_fresh_data_and_says_what_happened(
+def test_demo_loop_retrains_then_experiments_and_promotes_through_ab_trials(
         tmp_path: Path) -> None:
     folder = tmp_path / "demo"
-    done = cli("demo", "loop", "--dir", str(folder), "--windows", "5", "--rows", "80",
-               "--json", timeout=900, env={"MLFLOW_TRACKING_URI": "", "NBOPS_RUNS_DIR": ""})
+    env = {"MLFLOW_TRACKING_URI": "", "NBOPS_RUNS_DIR": ""}
+    done = cli("demo", "loop", "--dir", str(folder), "--shifts", "0,3,3,3,3",
+               "--wider", "0,0,0,2,2", "--rows", "120", "--json", timeout=1200, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout)
     rows = result["timeline"]
-    assert [r["shift"] for r in rows] == [0.0, 0.0, 3.0, 3.0, 3.0]  # traffic is seeded
+    assert [(r["shift"], r["wider"]) for r in rows] == [
+        (0.0, 0.0), (3.0, 0.0), (3.0, 0.0), (3.0, 2.0), (3.0, 2.0)]  # traffic is seeded
     assert all(r["status"] == "succeeded" for r in rows)
-    assert rows[0]["served_by"] == ["v1"] and rows[0]["retrain"] is None
-    assert max(r["share"] for r in rows) > rows[0]["share"]  # the drift is seen
-    # window 2: drift retrains on fresh data; the policy (ab_win) holds v2 back: on trial
-    assert rows[2]["action"] == "retrain" and rows[2]["registered"] == 2, rows
-    assert rows[2]["promoted"] is None and "v2 on trial" in rows[2]["trial"], rows
+    assert rows[0]["served_by"] == ["v1"] and rows[0]["action"] == "none"
     cycles = [json.loads(p.read_text()) for p in
               sorted((folder / "runs" / "loop" / "cycles").glob("*.json"))]
-    data = cycles[2]["data"]
-    assert data["window_rows"] == 3 * 80 and data["base_rows"] > 0  # labelled traffic
-    # window 3: v2 answered as the shadow; McNemar on the paired rows says win: promoted,
+    # window 1: moderate drift retrains on fresh data; the policy (ab_win) holds v2 back
+    assert rows[1]["action"] == "retrain" and rows[1]["registered"] == 2, rows
+    assert rows[1]["promoted"] is None and "v2 on trial" in rows[1]["trial"], rows
+    data = cycles[1]["data"]
+    assert data["window_rows"] == 2 * 120 and data["base_rows"] > 0  # labelled traffic
+    # the champion's accuracy on the labelled traffic is watched too (drift decided first)
+    live = cycles[1]["performance"]
+    assert (live["version"], live["rows"]) == (1, 2 * 120) and live["expected"] > 0.9
+    assert live["accuracy"] < live["expected"]  # the shifted window costs it
+    # window 2: v2 answered as the shadow; McNemar on the paired rows says win: promoted,
     # and no second retrain starts in the cycle that promoted it
-    trial = cycles[3]["trial"]
+    trial = cycles[2]["trial"]
     assert (trial["status"], trial["decision"]) == ("promoted", "win")
     # the shadow answers off the response path: its last rows may land after the tick began
-    assert 70 <= trial["labelled"] <= 80
+    assert 110 <= trial["labelled"] <= 120
     assert trial["p_value"] < 0.05 and trial["test"].startswith("McNemar")
-    assert rows[3]["promoted"] == "v1 -> v2" and rows[3]["reference_rotated"], rows
-    assert rows[3]["retrain"] is None and "v2 was promoted" in rows[3]["decision"]
+    assert rows[2]["promoted"] == "v1 -> v2" and rows[2]["reference_rotated"], rows
+    assert rows[2]["retrain"] is None and "v2 was promoted" in rows[2]["decision"]
     ab = json.loads((folder / "runs" / trial["ab_run"] / "run.json").read_text())
-    assert ab["origin"]["trigger"] == "loop" and ab["origin"]["cycle"] == cycles[3]["id"]
+    assert ab["origin"]["trigger"] == "loop" and ab["origin"]["cycle"] == cycles[2]["id"]
     assert ab["outputs"]["challenger_version"] == 2 and ab["outputs"]["champion_version"] == 1
+    # window 3: six more features drift (large drift against the rotated reference): back
+    # to experimentation, a sweep over model families on the fresh data; v3 goes on trial
+    assert rows[3]["served_by"] == ["v2"] and rows[3]["action"] == "experiment", rows
+    assert rows[3]["registered"] == 3 and "v3 on trial" in rows[3]["trial"], rows
+    pipe = json.loads((folder / "runs" / "pipelines" /
+                       f"{cycles[3]['pipeline_run']}.json").read_text())
+    assert pipe["name"] == "loop-demo-experiment"
+    sweep = json.loads((folder / "runs" / "sweeps" /
+                        f"{pipe['stages']['train']['sweep_id']}.json").read_text())
+    assert sorted(t["parameters"]["model"] for t in sweep["trials"]) == [
+        "gradient_boosting", "logreg", "random_forest"]
+    assert sweep["best"] is not None
+    # window 4: its A/B win promotes v3 over v2
+    assert rows[4]["promoted"] == "v2 -> v3" and cycles[4]["trial"]["decision"] == "win"
     # the ledger: the loop proposed (held back by the policy), then moved with the A/B as
     # evidence, in its own name
     ledger = cli("models", "history", "nbops-demo", "--json", "--runs-dir",
-                 str(folder / "runs"), env={"MLFLOW_TRACKING_URI": "", "NBOPS_RUNS_DIR": ""})
+                 str(folder / "runs"), env=env)
     events = json.loads(ledger.stdout)
-    move = [e for e in events if e["kind"] == "move" and e["alias"] == "champion"][-1]
-    assert (move["version"], move["who"], move["evidence"]) == (2, "nbops-loop",
-                                                                [trial["ab_run"]])
+    moves = [e for e in events if e["kind"] == "move" and e["alias"] == "champion"]
+    assert [(e["version"], e["who"]) for e in moves[-2:]] == [(2, "nbops-loop"),
+                                                               (3, "nbops-loop")]
+    assert moves[-2]["evidence"] == [trial["ab_run"]]
     assert any(e["kind"] == "proposal" and e["version"] == 2 and e["who"] == "nbops-loop"
                for e in events)
     # the audit of v2 shows the cycle that made it and the cycle whose A/B promoted it
-    audit = cli("audit", "nbops-demo", "--json", "--runs-dir", str(folder / "runs"),
-                env={"MLFLOW_TRACKING_URI": "", "NBOPS_RUNS_DIR": ""})
+    audit = cli("audit", "nbops-demo", "--version", "2", "--json", "--runs-dir",
+                str(folder / "runs"), env=env)
     trail = json.loads(audit.stdout)
-    assert trail["version"] == 2 and [(c["id"], c["role"]) for c in trail["cycles"]] == [
-        (cycles[2]["id"], "retrain"), (cycles[3]["id"], "trial")]
+    assert [(c["id"], c["role"]) for c in trail["cycles"]] == [
+        (cycles[1]["id"], "retrain"), (cycles[2]["id"], "trial")]
     assert trial["ab_run"] in trail["cycles"][1]["detail"]
-    # window 4: served by the new champion; the reference is the shifted traffic: quiet
-    assert rows[4]["served_by"] == ["v2"] and rows[4]["action"] in ("none", "warn"), rows
     assert Path(result["plot"]).read_bytes()[:4] == b"\x89PNG"
     history = cli("loop", "history", "--runs-dir", str(folder / "runs"))
     assert history.returncode == 0 and len(history.stdout.strip().splitlines()) == 5

@@ -54,14 +54,19 @@ def test_prepare_schema_error_names_columns(runs: Path) -> None:
 
 
 @pytest.mark.parametrize("model, extra", [
-    ("logreg", {}), ("random_forest", {"n_estimators": 10}),
-    ("gradient_boosting", {"n_estimators": 10}), ("torch_mlp", {"epochs": 3}),
+    ("logreg", {"cv_folds": 3}), ("random_forest", {"n_estimators": 10}),
+    ("gradient_boosting", {"n_estimators": 10}), ("torch_mlp", {"epochs": 3, "cv_folds": 2}),
 ])
 def test_train_models(runs: Path, prepared: dict[str, Any], model: str,
                       extra: dict[str, Any]) -> None:
     record = stage("train", runs, train_path=prepared["train_path"], model=model, **extra)
     assert record["outputs"]["model_kind"] == model
     assert record["outputs"]["train_accuracy"] > 0.8
+    if "cv_folds" in extra:  # cross-validated: what a sweep should maximise
+        assert 0.5 < record["outputs"]["cv_accuracy"] <= 1.0
+        assert record["metrics"]["cv_accuracy"] == record["outputs"]["cv_accuracy"]
+    else:
+        assert record["outputs"]["cv_accuracy"] is None and "cv_accuracy" not in record["metrics"]
     if model != "logreg":
         steps = next(iter(h for k, h in record["metric_history"].items() if k != "train_accuracy"))
         assert len(steps) >= 2 and steps[0]["step"] < steps[-1]["step"]

@@ -22,7 +22,8 @@ _KEYS = {"model", "reference", "monitor", "retrain", "experiment", "triggers", "
 _CHALLENGER = {"min_labelled", "max_labelled", "alpha", "margin", "latency_margin",
                "error_margin"}
 _FRESH = {"parameter", "labels", "target", "base", "window"}
-_TRIGGERS = {"drift", "min_new_rows", "max_model_age", "schedule"}
+_TRIGGERS = {"drift", "min_new_rows", "max_model_age", "schedule", "accuracy_drop",
+             "accuracy_rows"}
 _LIMITS = {"cooldown", "max_per_day", "dry_run"}
 _MONITOR = {"template", "parameters"}
 
@@ -48,6 +49,10 @@ class LoopConfig:
     drift: bool = True  # act on the monitor's action
     min_new_rows: int = 100  # fewer new logged rows since the last tick: no monitor run
     max_model_age_s: float | None = None  # retrain when the champion is older
+    # retrain when the champion's accuracy on labelled live traffic is this far below the
+    # accuracy its evaluation measured (None: not watched), judged on at least so many rows
+    accuracy_drop: float | None = None
+    accuracy_rows: int = 50
     schedule_s: float | None = None  # retrain at least this often
     cooldown_s: float = 3600.0  # no retrain within this of the last one
     max_per_day: int = 3  # retrains in any 24 hours
@@ -139,6 +144,10 @@ def parse(section: dict[str, Any], root: Path, where: str = "nbops.yaml") -> Loo
                             f"{where}: loop.triggers.min_new_rows"),
         max_model_age_s=_optional_seconds(triggers.get("max_model_age"),
                                           f"{where}: loop.triggers.max_model_age"),
+        accuracy_drop=None if triggers.get("accuracy_drop") is None else _share(
+            triggers["accuracy_drop"], f"{where}: loop.triggers.accuracy_drop"),
+        accuracy_rows=max(1, _count(triggers.get("accuracy_rows", 50),
+                                    f"{where}: loop.triggers.accuracy_rows")),
         schedule_s=_optional_seconds(triggers.get("schedule"), f"{where}: loop.triggers.schedule"),
         cooldown_s=seconds(limits.get("cooldown", "1h"), f"{where}: loop.limits.cooldown"),
         max_per_day=_count(limits.get("max_per_day", 3), f"{where}: loop.limits.max_per_day"),

@@ -2,7 +2,9 @@
 
 Drift is acted on by tier (the monitor's action): ``retrain`` retrains, ``experiment`` runs
 the experiment pipeline (a search over models and hyperparameters), ``none`` and ``warn``
-do nothing. Without drift to act on, a champion older than ``max_model_age`` or a last
+do nothing. Without drift to act on, a champion whose accuracy on labelled live traffic
+fell ``accuracy_drop`` below its evaluation's (on at least ``accuracy_rows`` rows), a
+champion older than ``max_model_age`` or a last
 retrain longer ago than ``schedule`` retrains. Limits then apply to any action: no retrain
 within ``cooldown`` of the last one, at most ``max_per_day`` in any 24 hours, and in
 ``dry_run`` nothing runs; while a challenger is on trial (or was promoted by it in this
@@ -16,11 +18,17 @@ from typing import Literal, TypedDict
 from .config import LoopConfig
 
 Action = Literal["none", "retrain", "experiment"]
-Cause = Literal["drift", "age", "schedule", "none"]
+Cause = Literal["drift", "performance", "age", "schedule", "none"]
 DAY = 86400.0
 
 
-class Facts(TypedDict):
+class PerformanceFacts(TypedDict):
+    accuracy: float | None  # the champion's on labelled live traffic (None: not measured)
+    expected_accuracy: float | None  # what its evaluation measured
+    labelled_rows: int  # the rows ``accuracy`` is from
+
+
+class Facts(PerformanceFacts):
     now: float  # epoch seconds
     new_rows: int  # logged rows since the last tick's window
     drift_action: str | None  # the monitor run's action (None: no monitor run)
@@ -50,6 +58,14 @@ def _wanted(cfg: LoopConfig, facts: Facts) -> tuple[Action, Cause, str]:
         return "experiment", "drift", f"{shown}: large drift, back to experimentation"
     if cfg.drift and facts["drift_action"] == "retrain":
         return "retrain", "drift", f"{shown}: moderate drift"
+    live, expected = facts["accuracy"], facts["expected_accuracy"]
+    if (cfg.accuracy_drop is not None and live is not None and expected is not None
+            and facts["labelled_rows"] >= cfg.accuracy_rows
+            and expected - live >= cfg.accuracy_drop):
+        return "retrain", "performance", (
+            f"accuracy {live:.3f} on {facts['labelled_rows']} labelled rows of traffic, "
+            f"{expected - live:.3f} below the {expected:.3f} of its evaluation (max drop "
+            f"{cfg.accuracy_drop:g})")
     age = facts["model_age_s"]
     if cfg.max_model_age_s is not None and age is not None and age > cfg.max_model_age_s:
         return "retrain", "age", (f"the champion is {_span(age)} old (max "

@@ -7,19 +7,21 @@ champion needs an A/B win on live traffic (``evidence: [ab_win]``); (3) starts `
 serve`` for the champion on a loopback port with the ``challenger`` alias as a shadow,
 both polled every second; (4) for each window sends simulated traffic drawn from the same
 data (from the third window on, a recalibrated sensor reads three size features 3
-standard deviations high, so the champion misreads some tumours), then writes that
-window's labels (they arrive after the predictions were served); (5) runs a loop tick
-after each window; (6) stops the server, prints a timeline (drift share, action, decision,
-retrain, the challenger's trial and A/B verdict, promotions, the version that served the
-window) and writes a plot.
+standard deviations high, so the champion misreads some tumours; from the sixth on, a
+second fault puts six more features 2 standard deviations high: large drift), then writes
+that window's labels (they arrive after the predictions were served); (5) runs a loop
+tick after each window; (6) stops the server, prints a timeline (drift share, action,
+decision, retrain, the challenger's trial and A/B verdict, promotions, the version that
+served the window) and writes a plot.
 
-Every tick is a real cycle (``runs/loop/cycles``): a monitor run on the window; on drift a
-retrain on fresh data (the first reference plus the labelled traffic) through the same
-pipeline, whose register stage finds the new version better on the new holdout but is held
-back by the policy, so the version goes on trial as the shadow; at the next tick the
-``ab_evaluate`` template tests it against the champion on the rows both answered (McNemar's
-exact test), and a win promotes it (the server swaps by itself) and rotates the drift
-reference to the traffic the trial saw.
+Every tick is a real cycle (``runs/loop/cycles``): a monitor run on the window; on
+moderate drift a retrain on fresh data (the first reference plus the labelled traffic)
+through the same pipeline, on large drift the experiment pipeline (a sweep over three
+model families, the best by cross-validated accuracy), whose register stage finds the new
+version better on the new holdout but is held back by the policy, so the version goes on
+trial as the shadow; at the next tick the ``ab_evaluate`` template tests it against the
+champion on the rows both answered (McNemar's exact test), and a win promotes it (the
+server swaps by itself) and rotates the drift reference to the traffic the trial saw.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ from .trial import describe as describe_trial
 
 MODEL = "nbops-demo"
 SHIFTED = ("mean radius", "mean texture", "mean perimeter")
-PIPELINE = {"name": "loop-demo", "stages": {
+# from window 5 on, a second sensor fault: six more features read high (large drift)
+WIDER = ("worst radius", "worst texture", "worst perimeter", "mean area", "worst area",
+         "mean concavity")
+STAGES: dict[str, Any] = {
     "prepare": {"template": "prepare", "parameters": {"dataset": "breast_cancer"}},
     "train": {"template": "train", "parameters": {
         "train_path": "${prepare.outputs.train_path}", "model": "logreg"}},
@@ -57,7 +62,20 @@ PIPELINE = {"name": "loop-demo", "stages": {
         "test_sha256": "${prepare.outputs.test_sha256}",
         "train_sha256": "${prepare.outputs.train_sha256}",
         "train_run": "${train.outputs.train_run}",
-        "evaluate_run": "${evaluate.outputs.evaluate_run}"}}}}
+        "evaluate_run": "${evaluate.outputs.evaluate_run}"}}}
+PIPELINE = {"name": "loop-demo", "stages": STAGES}
+
+# large drift goes back to experimentation: a sweep over model families, the best by
+# cross-validated accuracy on the fresh data, then the same evaluate and register
+EXPERIMENT = {"name": "loop-demo-experiment", "stages": {
+    **STAGES,
+    "train": {"template": "train", "parameters": {
+        "train_path": "${prepare.outputs.train_path}", "model": "logreg", "cv_folds": 5},
+        "sweep": {"grid": {"model": ["logreg", "random_forest", "gradient_boosting"]},
+                  "maximize": "cv_accuracy"}}}}
+
+
+CAUSES = {"performance": "accuracy fell", "age": "model age", "schedule": "schedule"}
 
 
 class Window(TypedDict):
@@ -66,6 +84,7 @@ class Window(TypedDict):
     window: int
     status: str  # the cycle's
     shift: float  # in standard deviations of the three shifted features
+    wider: float  # ... and of six more (the second fault)
     rows: int
     served_by: list[str]  # versions that answered (X-Model-Version)
     cycle: str
@@ -82,9 +101,10 @@ class Window(TypedDict):
 @dataclass
 class DemoOptions:
     folder: Path
-    windows: int = 6
+    windows: int = 8
     rows: int = 120  # requests per window (one row each)
-    shifts: list[float] = field(default_factory=list)  # default: 0, 0, then rising
+    shifts: list[float] = field(default_factory=list)  # default: ``default_shifts``
+    wider: list[float] = field(default_factory=list)  # default: ``default_wider``
     seed: int = 0
     report: Callable[[str], None] | None = None
 
@@ -95,9 +115,18 @@ def default_shifts(windows: int) -> list[float]:
     return [0.0 if i < 2 else 3.0 for i in range(windows)]
 
 
+def default_wider(windows: int) -> list[float]:
+    """From window 5 on, six more features read 2 standard deviations high."""
+    return [0.0 if i < 5 else 2.0 for i in range(windows)]
+
+
 def run_demo(opts: DemoOptions) -> list[Window]:
     """Run the demo in ``opts.folder`` (made if needed; must not hold an earlier demo)."""
     say = opts.report or (lambda _: None)
+    shifts = opts.shifts or default_shifts(opts.windows)
+    wider = opts.wider or default_wider(len(shifts))
+    if len(wider) != len(shifts):
+        raise NbopsError(f"give as many wider shifts ({len(wider)}) as shifts ({len(shifts)})")
     folder = opts.folder.resolve()
     if (folder / "nbops.yaml").exists():
         raise NbopsError(f"{folder} already holds a project (nbops.yaml); give an empty or "
@@ -107,37 +136,42 @@ def run_demo(opts: DemoOptions) -> list[Window]:
     runs = folder / "runs"
     pipeline = folder / "lifecycle.yaml"
     pipeline.write_text(yaml.safe_dump(PIPELINE, sort_keys=False))
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
     say(f"demo project: {folder}")
     reference = _first_champion(pipeline, runs, say)
     (folder / "nbops.yaml").write_text(yaml.safe_dump({"name": "loop-demo", "loop": {
-        "model": MODEL, "retrain": "lifecycle.yaml", "reference": str(reference),
+        "model": MODEL, "retrain": "lifecycle.yaml", "experiment": "experiment.yaml",
+        "reference": str(reference),
         "monitor": {"parameters": {"policy_measure": "share"}},
-        "triggers": {"min_new_rows": max(1, opts.rows // 2)},
+        # the simulated traffic is drawn from the data the models train on, so their
+        # evaluations on fresh holdouts read high (near 1.0): only a large drop counts
+        "triggers": {"min_new_rows": max(1, opts.rows // 2), "accuracy_drop": 0.15,
+                     "accuracy_rows": max(1, opts.rows // 2)},
         "limits": {"cooldown": "0s", "max_per_day": 24},
         "fresh_data": {"parameter": "prepare.data_path", "labels": "labels"},
         # the shadow shares this 2-core machine with the server: its latency is no guide
         "challenger": {"min_labelled": max(1, opts.rows // 2), "latency_margin": 1.0}},
         "promotion": {"champion": {"evidence": ["ab_win"]}}}, sort_keys=False))
     cfg = parse(yaml.safe_load((folder / "nbops.yaml").read_text())["loop"], folder)
-    shifts = opts.shifts or default_shifts(opts.windows)
     data = _traffic_source()
     server = Server(runs, folder / "server.log")
     timeline: list[Window] = []
     try:
         server.start()
         say(f"serving {MODEL}@champion on {server.base}")
-        for number, shift in enumerate(shifts):
-            batch = _window(data, shift, opts.rows, opts.seed + number)
+        for number, (shift, more) in enumerate(zip(shifts, wider, strict=True)):
+            batch = _window(data, shift, more, opts.rows, opts.seed + number)
             served = server.send(batch, prefix=f"w{number}")
             # the labels arrive after the answers (the join is by request id)
             batch[["request_id", "target"]].to_csv(folder / "labels" / f"window-{number}.csv",
                                                    index=False)
-            say(f"window {number}: {len(batch)} requests, shift {shift:.2f} sd, served by "
+            say(f"window {number}: {len(batch)} requests, shift {shift:.2f} sd"
+                + (f" (and {more:.2f} sd on six more features)" if more else "") + ", served by "
                 f"{', '.join(served)}")
             found = tick(cfg, runs_dir=runs, tracking_uri=None, trigger="cli")
             if found.cycle is None:
                 raise NbopsError("another loop tick holds this project's lease")
-            timeline.append(_row(number, shift, len(batch), served, found.cycle))
+            timeline.append(_row(number, (shift, more), len(batch), served, found.cycle))
             say(f"  {describe(timeline[-1])}")
             server.follow(found.cycle)
     finally:
@@ -166,21 +200,24 @@ def _traffic_source() -> Any:
     return load_bundled("breast_cancer")  # the columns the champion was trained on
 
 
-def _window(data: Any, shift: float, rows: int, seed: int) -> Any:
-    """``rows`` rows drawn from the data, three features shifted by ``shift`` sd."""
+def _window(data: Any, shift: float, wider: float, rows: int, seed: int) -> Any:
+    """``rows`` rows drawn from the data, three features shifted by ``shift`` sd and six
+    more by ``wider`` sd."""
     batch = data.sample(n=rows, replace=True, random_state=seed).reset_index(drop=True)
-    for column in SHIFTED:
-        batch[column] = batch[column] + shift * data[column].std()
+    for columns, by in ((SHIFTED, shift), (WIDER, wider)):
+        for column in columns:
+            batch[column] = batch[column] + by * data[column].std()
     batch.insert(0, "request_id", [f"s{seed}-{i}" for i in range(rows)])
     return batch
 
 
-def _row(number: int, shift: float, rows: int, served: list[str],
+def _row(number: int, shifts: tuple[float, float], rows: int, served: list[str],
          cycle: CycleRecord) -> Window:
     drift, decision, outcome = cycle["drift"], cycle["decision"], cycle["outcome"]
     decided = "-" if decision is None else (
-        f"{decision['action']}" + (f" (blocked: {decision['blocked']})"
-                                   if decision["blocked"] else ""))
+        f"{decision['action']}"
+        + (f" ({CAUSES[decision['cause']]})" if decision["cause"] in CAUSES else "")
+        + (f" (blocked: {decision['blocked']})" if decision["blocked"] else ""))
     promoted = None
     if outcome and outcome["promoted"]:
         before = f"v{outcome['champion_before']}" if outcome["champion_before"] else "(none)"
@@ -188,7 +225,8 @@ def _row(number: int, shift: float, rows: int, served: list[str],
     trial = cycle.get("trial")
     if trial and trial["status"] == "promoted":
         promoted = f"v{trial['champion']} -> v{trial['version']}"
-    return {"window": number, "status": cycle["status"], "shift": shift, "rows": rows,
+    return {"window": number, "status": cycle["status"], "shift": shifts[0],
+            "wider": shifts[1], "rows": rows,
             "served_by": served,
             "cycle": cycle["id"], "share": drift["share"] if drift else None,
             "action": drift["action"] if drift else None, "decision": decided,
@@ -217,12 +255,13 @@ def _outcome(row: Window) -> str:
 
 
 def timeline_text(rows: list[Window]) -> str:
-    head = f"{'window':>6} {'shift':>6} {'served by':>10} {'drift':>7} {'action':>10}  outcome"
+    head = (f"{'window':>6} {'shift':>6} {'wider':>6} {'served by':>10} {'drift':>7} "
+            f"{'action':>10}  outcome")
     lines = [head]
     for row in rows:
         share = f"{row['share']:.1%}" if row["share"] is not None else "-"
         outcome = _outcome(row)
-        lines.append(f"{row['window']:>6} {row['shift']:>6.2f} "
+        lines.append(f"{row['window']:>6} {row['shift']:>6.2f} {row['wider']:>6.2f} "
                      f"{','.join(row['served_by']):>10} {share:>7} "
                      f"{row['action'] or '-':>10}  {outcome}")
     return "\n".join(lines)

@@ -51,9 +51,10 @@ from ..sweep.stage import run_pipeline_with_sweeps
 from ..tracking import ledger, registry
 from ..util.files import atomic_write_json
 from .config import LoopConfig
-from .decide import Facts, decide
+from .decide import Facts, PerformanceFacts, decide
 from .fresh import FOLDER as FRESH_FOLDER
 from .fresh import build
+from .performance import measure
 from .trial import Trial, blocking, carried, opened, snapshot
 
 LOCK = "loop/.tick.lock"
@@ -180,7 +181,7 @@ class Cycle:
             "drift_share": drift["share"] if drift else None,
             "model_age_s": self._champion_age(),
             "retrains": [c["started_at_epoch"] for c in self.history if _retrained(c)],
-            "trial": blocking(self.record["trial"])}
+            "trial": blocking(self.record["trial"]), **self._performance()}
         decision = decide(self.cfg, facts)
         self.record["decision"] = decision
         self.store.write(self.record)
@@ -225,6 +226,24 @@ class Cycle:
             self.store.write(self.record)
         if trial["status"] == "promoted":
             self.record["reference"]["rotated_to"] = rotated
+
+    def _performance(self) -> PerformanceFacts:
+        """With ``triggers.accuracy_drop``: the champion on labelled traffic since it
+        became champion (recorded in the cycle)."""
+        none: PerformanceFacts = {"accuracy": None, "expected_accuracy": None,
+                                  "labelled_rows": 0}
+        if self.cfg.accuracy_drop is None:
+            return none
+        age = self._champion_age()
+        since = _iso(self.now - age) if age is not None else None
+        found = measure(self.cfg.model, self.uri, self.runs,
+                        log_folder(self.runs, self.cfg.model), self.cfg.labels,
+                        self.cfg.target, since)
+        self.record["performance"] = found
+        if found is None:
+            return none
+        return {"accuracy": found["accuracy"], "expected_accuracy": found["expected"],
+                "labelled_rows": found["rows"]}
 
     def _champion_age(self) -> float | None:
         """Seconds since the champion alias last moved, from the ledger (None: never)."""

@@ -248,7 +248,7 @@ class CycleDrift(TypedDict):
 
 class CycleDecision(TypedDict):
     action: Literal["none", "retrain", "experiment"]
-    cause: Literal["drift", "age", "schedule", "none"]
+    cause: Literal["drift", "performance", "age", "schedule", "none"]
     reason: str
     blocked: str | None
 
@@ -276,6 +276,15 @@ class CycleData(TypedDict):
     window_rows: int  # labelled rows of the prediction log appended to the base
     since: str | None  # log rows taken were logged at or after this (None: all) ...
     until: str  # ... and before this
+
+
+class CyclePerformance(TypedDict):
+    """The champion on labelled live traffic: its accuracy against its evaluation's."""
+
+    version: int
+    rows: int  # labelled rows it answered since it became champion
+    accuracy: float | None  # on those rows (None: no labelled rows yet)
+    expected: float | None  # its evaluate run's accuracy (None: not recorded)
 
 
 ChallengerStatus = Literal["open", "awaiting_approval", "promoted", "refused", "superseded"]
@@ -320,4 +329,5 @@ class CycleRecord(TypedDict):
     reference: CycleReference
     error: str | None
     data: NotRequired[CycleData | None]  # a retrain with fresh_data: what it trained on
+    performance: NotRequired[CyclePerformance | None]  # with triggers.accuracy_drop
     trial: NotRequired[CycleTrial | None]  # the challenger on trial this cycle, as it left it
