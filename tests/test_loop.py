@@ -21,7 +21,7 @@ from nbops.loop.config import LoopConfig, parse, seconds
 from nbops.loop.decide import Facts, decide
 from nbops.loop.performance import live_accuracy
 from nbops.loop.schedule import plan
-from nbops.loop.trial import Trial, blocking, carried, judge, opened
+from nbops.loop.trial import Trial, blocking, carried, judge, labelled_rows, opened
 from nbops.serving.predlog import PredictionLog, log_folder
 
 NOW = 1_800_000_000.0
@@ -155,6 +155,24 @@ def test_a_challenger_on_trial_holds_retrains_back_and_its_test_decides(
     for closed in ("promoted", "refused", "superseded"):  # closed by this cycle: next one
         assert f"challenger v2 was {closed} in this cycle" == blocking({**trial, "status": closed})
     assert blocking(None) is None
+    # the rows a trial counts: answered by its version as the shadow (paired) or as the
+    # challenger (split traffic), with a label; never the champion's or another version's
+    runs = tmp_path / "runs"
+    log = PredictionLog(log_folder(runs, "m"))
+    at = datetime.now(timezone.utc).isoformat()
+    for variant, version, count in (("champion", 1, 9), ("challenger", 2, 5),
+                                    ("shadow", 2, 4), ("challenger", 3, 7)):
+        log.append([{"request_id": f"{variant}{version}-{i}", "row": 0, "time": at,
+                     "model": "m", "version": version, "variant": variant, "latency_ms": 1.0,
+                     "inputs": {"x": i}, "prediction": 1} for i in range(count)])
+    log.close()
+    ids = [f"{v}-{i}" for v in ("champion1", "challenger2", "shadow2", "challenger3")
+           for i in range(9)]
+    labels = pd.DataFrame({"request_id": ids[:-1], "target": 1})  # one label is late
+    assert labelled_rows(log_folder(runs, "m"), labels, "target", "", 2) == 9
+    assert labelled_rows(log_folder(runs, "m"), labels, "target", "", 3) == 7
+    assert labelled_rows(log_folder(runs, "m"), labels, "target", "2999-01-01/", 2) == 0
+    assert labelled_rows(log_folder(runs, "m"), None, "target", "", 2) == 0
 
 
 def test_missed_slots_are_coalesced_into_one_tick() -> None:
