@@ -79,7 +79,9 @@ def test_decisions_follow_the_tiers_then_age_and_schedule(tmp_path: Path) -> Non
 
 def test_a_drop_in_live_accuracy_retrains_once_enough_labels_arrived(tmp_path: Path) -> None:
     cfg = config(tmp_path, triggers={"accuracy_drop": 0.05, "accuracy_rows": 40})
-    assert (cfg.accuracy_drop, cfg.accuracy_rows) == (0.05, 40)
+    assert (cfg.accuracy_drop, cfg.accuracy_rows, cfg.accuracy_window_s) == (0.05, 40, None)
+    assert config(tmp_path, triggers={"accuracy_drop": 0.1, "accuracy_window": "7d"}
+                  ).accuracy_window_s == 7 * 86400
     assert config(tmp_path).accuracy_drop is None  # not watched unless asked for
     with pytest.raises(ConfigError, match="accuracy_drop must be a number between 0 and 1"):
         config(tmp_path, triggers={"accuracy_drop": 5})

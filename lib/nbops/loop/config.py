@@ -23,7 +23,7 @@ _CHALLENGER = {"min_labelled", "max_labelled", "alpha", "margin", "latency_margi
                "error_margin"}
 _FRESH = {"parameter", "labels", "target", "base", "window"}
 _TRIGGERS = {"drift", "min_new_rows", "max_model_age", "schedule", "accuracy_drop",
-             "accuracy_rows"}
+             "accuracy_rows", "accuracy_window"}
 _LIMITS = {"cooldown", "max_per_day", "dry_run"}
 _MONITOR = {"template", "parameters"}
 
@@ -53,6 +53,7 @@ class LoopConfig:
     # accuracy its evaluation measured (None: not watched), judged on at least so many rows
     accuracy_drop: float | None = None
     accuracy_rows: int = 50
+    accuracy_window_s: float | None = None  # only rows this recent (None: since promotion)
     schedule_s: float | None = None  # retrain at least this often
     cooldown_s: float = 3600.0  # no retrain within this of the last one
     max_per_day: int = 3  # retrains in any 24 hours
@@ -148,6 +149,8 @@ def parse(section: dict[str, Any], root: Path, where: str = "nbops.yaml") -> Loo
             triggers["accuracy_drop"], f"{where}: loop.triggers.accuracy_drop"),
         accuracy_rows=max(1, _count(triggers.get("accuracy_rows", 50),
                                     f"{where}: loop.triggers.accuracy_rows")),
+        accuracy_window_s=_optional_seconds(triggers.get("accuracy_window"),
+                                            f"{where}: loop.triggers.accuracy_window"),
         schedule_s=_optional_seconds(triggers.get("schedule"), f"{where}: loop.triggers.schedule"),
         cooldown_s=seconds(limits.get("cooldown", "1h"), f"{where}: loop.limits.cooldown"),
         max_per_day=_count(limits.get("max_per_day", 3), f"{where}: loop.limits.max_per_day"),

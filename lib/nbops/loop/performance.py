@@ -1,11 +1,11 @@
 """The champion on labelled live traffic: what ``triggers.accuracy_drop`` watches.
 
 The rows the champion version answered (as ``champion``: not a shadow's, not another
-version's) since it became champion, joined with the labels that exist now, scored as
-the share of predictions equal to their label; compared with the ``accuracy`` metric of
-the version's evaluate run (the register stage's ``nbops.evaluate_run`` tag). Labels come
-late, so each tick measures on what has arrived: the count is in the cycle record and the
-trigger waits for ``accuracy_rows`` of them.
+version's) since it became champion (and within ``accuracy_window``), joined with the
+labels that exist now, scored as the share of predictions equal to their label; compared
+with the ``accuracy`` metric of the version's evaluate run (the register stage's
+``nbops.evaluate_run`` tag). Labels come late, so each tick measures on what has arrived:
+the count is in the cycle record and the trigger waits for ``accuracy_rows`` of them.
 
 Invariant: read-only; a missing log, labels folder, evaluate record or metric gives a
 measurement with ``None`` in it, never an error (the other triggers still decide).

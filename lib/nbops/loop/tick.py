@@ -229,13 +229,14 @@ class Cycle:
 
     def _performance(self) -> PerformanceFacts:
         """With ``triggers.accuracy_drop``: the champion on labelled traffic since it
-        became champion (recorded in the cycle)."""
+        became champion, within ``accuracy_window`` (recorded in the cycle)."""
         none: PerformanceFacts = {"accuracy": None, "expected_accuracy": None,
                                   "labelled_rows": 0}
         if self.cfg.accuracy_drop is None:
             return none
-        age = self._champion_age()
-        since = _iso(self.now - age) if age is not None else None
+        starts = [self.now - s for s in (self._champion_age(), self.cfg.accuracy_window_s)
+                  if s is not None]
+        since = _iso(max(starts)) if starts else None
         found = measure(self.cfg.model, self.uri, self.runs,
                         log_folder(self.runs, self.cfg.model), self.cfg.labels,
                         self.cfg.target, since)
