@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import socket
 
-from ..util.process import kill_process_tree, process_alive
+from ..util.envvars import RUN_DIR
+from ..util.process import kill_process_tree, marked, process_alive
 from .lifecycle import finalize
 from .mirror import sync
 from .store import RunStore
@@ -31,8 +32,12 @@ def reconcile(store: RunStore, record: RunRecord) -> RunRecord:
 
 def abandon(store: RunStore, record: RunRecord, status: Status, error: RunError) -> None:
     """End a ``running`` record whose runner is gone: kill its kernel's process tree when
-    the kernel runs on this host (elsewhere we cannot see it), then finalize the record."""
+    the kernel runs on this host (elsewhere we cannot see it), and whatever still runs with
+    the run's folder in its environment (a kernel whose runner died exits by itself and its
+    children go to init, out of its tree), then finalize the record."""
     runner = record["runner"]
     if runner.get("host") in (None, "", socket.gethostname()):
         kill_process_tree(runner.get("kernel_pid"), runner.get("kernel_start"))
+        for pid in marked(RUN_DIR, str(store.path(record["id"]))):
+            kill_process_tree(pid)
     finalize(store, record, status, error)

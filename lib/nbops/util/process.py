@@ -1,7 +1,9 @@
 """Processes: is a pid still the process we started, and killing a whole process group.
 
 Linux facts are read from ``/proc/<pid>/stat`` once per check; the start tick tells a
-reused pid from the original process.
+reused pid from the original process. ``marked`` finds processes by a variable of their
+starting environment (``/proc/<pid>/environ``): how a run's leftovers are found after
+their parent kernel exited.
 """
 
 from __future__ import annotations
@@ -84,6 +86,26 @@ def kill_process_tree(pid: int | None, start_time: int | None = None) -> None:
     kill_process_group(pid)
     for child in family:
         kill_process_group(child)
+
+
+def marked(name: str, value: str) -> list[int]:
+    """Processes (Linux; of any user we may read) that started with ``name=value`` in their
+    environment, this one left out: what a run's kernel started, found even when the kernel
+    is gone and they were handed to init (they inherit the run's folder variable)."""
+    needle = f"{name}={value}".encode()
+    found: list[int] = []
+    try:
+        entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return found
+    for pid in entries:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if pid != os.getpid() and needle in environ.split(b"\0"):
+            found.append(pid)
+    return found
 
 
 def kill_process_group(pid: int | None) -> None:
