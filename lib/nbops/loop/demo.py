@@ -294,8 +294,8 @@ def plot(rows: list[Window], path: Path) -> Path:
                     va="top", fontsize=8, color="#2e7d32")
         elif r["retrain"] and r["trial"]:  # registered, held back: on trial as the shadow
             ax.axvline(r["window"], color="#ef6c00", linestyle="-.")
-            ax.text(r["window"], top * 0.95, f"{r['action'] or 'retrain'}: v{r['registered']} "
-                    "on trial", rotation=90, va="top", fontsize=8, color="#ef6c00")
+            ax.text(r["window"], top * 0.95, f"v{r['registered']} on trial", rotation=90,
+                    va="top", fontsize=8, color="#ef6c00")
         elif r["retrain"]:  # the register stage kept the champion
             ax.axvline(r["window"], color="#c62828", linestyle=":")
     ax.set_xlabel("window")
