@@ -16,8 +16,6 @@ table with holes); the base table is never modified.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from ..errors import ConfigError, NbopsError
 from ..records.types import CycleData
 from ..serving.abtest import join_labels
 from ..serving.predlog import META, read_log
+from ..util.files import atomic_write_bytes, sha256_bytes
 
 FOLDER = "loop/data"
 
@@ -61,13 +60,10 @@ def build(*, base: Path, log: Path, labels: Path, target: str, since: str | None
             raise NbopsError(f"the labelled traffic lacks column(s) {', '.join(missing)} of "
                              f"the base table {base}: the served inputs changed shape")
         table = pd.concat([table, window[list(table.columns)]], ignore_index=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.parquet"
-    tmp = out_dir / f".{name}.{os.getpid()}.parquet"
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"path": str(path), "sha256": digest, "base": str(base),
+    data = table.to_parquet(index=False)
+    atomic_write_bytes(path, data)
+    return {"path": str(path), "sha256": sha256_bytes(data), "base": str(base),
             "base_rows": len(table) - (len(window) if window is not None else 0),
             "window_rows": len(window) if window is not None else 0,
             "since": since, "until": until}

@@ -175,13 +175,14 @@ class Cycle:
         if self.record["trial"] is not None:
             self._trial(self.record["trial"])
         drift = self.record["drift"]
+        age = self._champion_age()  # the ledger, read once
         facts: Facts = {
             "now": self.now, "new_rows": window["rows"],
             "drift_action": drift["action"] if drift else None,
             "drift_share": drift["share"] if drift else None,
-            "model_age_s": self._champion_age(),
+            "model_age_s": age,
             "retrains": [c["started_at_epoch"] for c in self.history if _retrained(c)],
-            "trial": blocking(self.record["trial"]), **self._performance()}
+            "trial": blocking(self.record["trial"]), **self._performance(age)}
         decision = decide(self.cfg, facts)
         self.record["decision"] = decision
         self.store.write(self.record)
@@ -227,14 +228,14 @@ class Cycle:
         if trial["status"] == "promoted":
             self.record["reference"]["rotated_to"] = rotated
 
-    def _performance(self) -> PerformanceFacts:
+    def _performance(self, age: float | None) -> PerformanceFacts:
         """With ``triggers.accuracy_drop``: the champion on labelled traffic since it
         became champion, within ``accuracy_window`` (recorded in the cycle)."""
         none: PerformanceFacts = {"accuracy": None, "expected_accuracy": None,
                                   "labelled_rows": 0}
         if self.cfg.accuracy_drop is None:
             return none
-        starts = [self.now - s for s in (self._champion_age(), self.cfg.accuracy_window_s)
+        starts = [self.now - s for s in (age, self.cfg.accuracy_window_s)
                   if s is not None]
         since = _iso(max(starts)) if starts else None
         found = measure(self.cfg.model, self.uri, self.runs,

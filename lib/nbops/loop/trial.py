@@ -29,7 +29,6 @@ the loop acts in the ledger as ``nbops-loop``, so a person may approve what it p
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +44,7 @@ from ..serving.abtest import join_labels
 from ..serving.predlog import META, log_folder, read_log
 from ..tracking import registry
 from ..util.envvars import LOOP_USER
+from ..util.files import atomic_write_bytes
 from .config import LoopConfig
 from .fresh import FOLDER as FRESH_FOLDER
 from .fresh import labels_of
@@ -183,10 +183,7 @@ class Trial:
 
     def _parameters(self, trial: CycleTrial, labels: Any, window: str) -> dict[str, Any]:
         path = self.runs / FRESH_FOLDER / f"{self.cycle}-labels.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        labels.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, labels.to_parquet(index=False))
         return {"log_path": str(self.log), "labels_path": str(path),
                 "label_column": self.cfg.target, "window": window,
                 "alpha": self.cfg.trial_alpha, "margin": self.cfg.trial_margin,
@@ -248,10 +245,7 @@ def snapshot(log: Path, window: str, out: Path) -> str | None:
     rows = rows.drop(columns=[c for c in (*META, "prediction") if c in rows.columns])
     if not len(rows):
         return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}")
-    rows.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+    atomic_write_bytes(out, rows.to_parquet(index=False))
     return str(out)
 
 
