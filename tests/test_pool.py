@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import NBOPS, NOTEBOOKS
+from nbops.execution.forking import DRIVER_VAR
 from nbops.execution.pool import close_pools, imports_of
 from nbops.pipeline.run import PipelineOptions, run_pipeline
 from nbops.records.types import RunRecord
@@ -24,14 +25,17 @@ from nbops.runner import RunOptions, run
 
 
 def kernels_started_by(pid: int) -> list[psutil.Process]:
-    """Live kernel processes whose parent (JPY_PARENT_PID) is ``pid``."""
+    """Live kernel processes ``pid`` started (JPY_PARENT_PID), its zygotes and the kernels
+    they forked (their starting environment names the driver)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "ipykernel_launcher" in " ".join(proc.info["cmdline"] or []):
-                if proc.environ().get("JPY_PARENT_PID") == str(pid) and \
-                        proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            env = proc.environ()
+            launched = "ipykernel_launcher" in cmdline and env.get("JPY_PARENT_PID") == str(pid)
+            if (launched or env.get(DRIVER_VAR) == str(pid)) and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
@@ -167,3 +171,28 @@ def test_sigterm_or_ctrl_c_ends_the_pipeline_and_every_pool_kernel(
     assert wait_until_gone(proc.pid, timeout=3) == []
     stage = json.loads(next((tmp_path / "runs").glob("*sleeps*/run.json")).read_text())
     assert stage["status"] == "killed"
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_ends_its_zygote_and_the_kernels_it_forked(
+        tmp_path: Path) -> None:
+    path = two_stage_pipeline(tmp_path, {"seconds": 600})
+    proc = subprocess.Popen([*NBOPS, "pipeline", "run", str(path), "--runs-dir",
+                             str(tmp_path / "runs"), "--tracking-uri", "none"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the zygote and a kernel it forked run
+            found = kernels_started_by(proc.pid)
+            if any("nbops.execution.zygote" in " ".join(p.cmdline()) for p in found) and \
+                    len(found) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no zygote with a forked kernel appeared")
+        proc.kill()  # no handler runs: the zygote sees its socket close
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_until_gone(proc.pid, timeout=10) == []

@@ -4,6 +4,8 @@
   stop requests, cell tracking) and the request it takes;
 - ``outcome``: the status derived from what actually executed (pure functions);
 - ``papermill``: the papermill engine (the only module that knows papermill or nbclient);
+- ``pool``: warm kernels (the ``pool`` and ``reuse`` executors), forked from a ``zygote``
+  (a process that imported the templates' modules once; ``forking`` is its driver side);
 - ``registry``: executors by name (``papermill`` built in; entry points ``nbops.executors``).
 
 Invariant: an executor never raises for what happens inside the notebook; it returns an

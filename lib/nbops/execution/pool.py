@@ -8,7 +8,12 @@ Two executors use it (``--executor pool``, the pipelines' default, and ``--execu
   import (``import``/``from`` statements at the top level of their code cells, plus
   ``nbops.preload`` in the template's metadata) already in ``sys.modules``. Nothing is bound
   in the notebook's namespace, so a notebook that forgets an import still fails. After the
-  run the kernel is shut down (in the background): no state reaches another run.
+  run the kernel is shut down (in the background): no state reaches another run. Where the
+  kernel spec allows (:func:`~nbops.execution.forking.forkable`), kernels are forked from
+  a zygote (:mod:`~nbops.execution.zygote`) that imported those modules once, plus the
+  ones earlier runs of the same template were seen to import (learned after each run,
+  remembered per interpreter and template in the user's cache folder): no run pays the
+  imports again.
 - ``reuse``: one kernel per parallel job runs run after run. Before each run its namespace
   is cleared (the user's names and the In/Out history), its execution counter reset, open
   figures closed, and its environment and working folder set to the run's. What still
@@ -16,22 +21,31 @@ Two executors use it (``--executor pool``, the pipelines' default, and ``--execu
   ``sys.path``, random generator states of libraries, thread settings, logging and
   warning filters.
 
-Invariants: a kernel is handed to one run at a time; a kernel that died, timed out or was
-stopped is never handed out again; :func:`close_pools` (called at the end of a pipeline or
-sweep, and at exit) leaves no kernel process behind. Kernels learn their run's environment
-and working folder when they are handed out, before any cell runs; the thread budget is
-part of the pool's identity because numerical libraries read it when they are imported.
+Invariants: a kernel is handed to one run at a time; a kernel for a planned run is forked
+once the zygote has that run's needs (its imports, and what its template's runs imported
+before), one without a plan once it has every module known for the pool's templates; a
+zygote that became unsafe to fork from (see ``zygote.py``) forks no more; a kernel
+that died, timed out or was stopped is never handed out again; :func:`close_pools`
+(called at the end of a pipeline or sweep, and at exit) leaves no kernel or zygote process
+behind. Kernels learn their run's environment and working folder when they are handed
+out, before any cell runs; the thread budget is part of the pool's identity because
+numerical libraries read it when they are imported.
 """
 
 from __future__ import annotations
 
 import ast
 import atexit
+import hashlib
 import json
+import os
 import shutil
+import sys
+import sysconfig
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,18 +55,27 @@ from queue import Empty
 from typing import Any
 
 from filelock import FileLock
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
 from ..errors import CellFailed, KernelDied
 from ..util.envvars import RUN_DIR, THREAD_VARS, TRACKING_URI, kernel_base_env
+from ..util.files import atomic_write_json
 from ..util.process import kill_process_tree
 from ..util.secrets import SECRETS_VAR, Scrubber, ScrubbingPipe, names_in
 from .base import CellTracker, ExecutionRequest
+from .forking import Zygote, ZygoteProvisioner, forkable
 from .outcome import ExecutionResult
 from .papermill import KERNEL_START_LOCK, PapermillExecutor
 
 PRELOAD_KEY = "preload"  # template metadata: nbops.preload = [module, ...]
+FORK_VAR = "NBOPS_FORK"  # "0": pool kernels are started as processes, not forked
+MAX_ZYGOTES = 3  # per pool: after that many spoiled zygotes, kernels start as processes
+WARM_BATCH = 8
+MEMORY_LIMIT = 4000  # modules remembered per template
+MEMORY_TEMPLATES = 200  # templates remembered per interpreter
+UNLEARNABLE = ("debugpy", "pydev")  # the kernel's debugger: never imported by a zygote
 START_TIMEOUT = 60.0
 PRELOAD_TIMEOUT = 300.0
 _RUN_VARS = (RUN_DIR, TRACKING_URI)  # never part of a pool kernel's launch environment
@@ -194,6 +217,7 @@ class WarmKernel:
     log: Path
     own_env: dict[str, str]  # what the kernel set for itself at start (MPLBACKEND, ...)
     uses: int = 0
+    at_start: set[str] | None = None  # a forked kernel's modules before its first run
     # every secret a run in this kernel had (never fewer: a line printed at the end of one
     # run may reach the log after the next run began); its stdout and stderr pass through it
     scrubber: Scrubber = field(default_factory=Scrubber)
@@ -218,6 +242,17 @@ class WarmKernel:
         run_sync(_execute_silently)(self.km, code, START_TIMEOUT)
         self.uses += 1
 
+    def imported(self) -> list[str]:
+        """The modules (of installed packages) imported in the kernel, in import order;
+        none when it does not answer at once."""
+        try:
+            found = run_sync(_execute_silently)(self.km, "pass", 5.0,
+                                                {"mods": _modules_expression()})
+            names = json.loads(ast.literal_eval(found["mods"]["data"]["text/plain"]))
+        except Exception:  # noqa: BLE001 - learning is an optimisation only
+            return []
+        return [str(n) for n in names] if isinstance(names, list) else []
+
     def shutdown(self) -> None:
         try:
             if self.km.has_kernel:
@@ -229,11 +264,20 @@ class WarmKernel:
         shutil.rmtree(self.log.parent, ignore_errors=True)
 
 
-def start_kernel(kernel_name: str, env: dict[str, str], preload: Sequence[str]) -> WarmKernel:
-    """Start a kernel in a scratch folder, wait until it answers, import ``preload``."""
+def start_kernel(kernel_name: str, env: dict[str, str], preload: Sequence[str],
+                 zygote: Zygote | None = None) -> WarmKernel:
+    """Start a kernel in a scratch folder (forked from ``zygote`` when given), wait until
+    it answers, import ``preload`` (what the zygote has already is not imported again)."""
     folder = Path(tempfile.mkdtemp(prefix="nbops-kernel-"))
     log = folder / "kernel.log"
     km = AsyncKernelManager(kernel_name=kernel_name)
+    if zygote is not None:
+        km.kernel_id = str(uuid.uuid4())
+        provisioner = ZygoteProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec,
+                                        parent=km)
+        provisioner.zygote = zygote
+        km.provisioner = provisioner
+        preload = [m for m in preload if m not in zygote.imported]
     kernel = WarmKernel(km, log, {})
     pipe = kernel.pipe = ScrubbingPipe(log, lambda: kernel.scrubber)
     with FileLock(str(Path(tempfile.gettempdir()) / KERNEL_START_LOCK), timeout=300):
@@ -255,6 +299,8 @@ def start_kernel(kernel_name: str, env: dict[str, str], preload: Sequence[str]) 
     except BaseException:
         kernel.shutdown()
         raise
+    if zygote is not None:  # what a run imports beyond this is learned after it
+        kernel.at_start = set(kernel.imported()) or None
     return kernel
 
 
@@ -279,11 +325,38 @@ class KernelPool:
         self._closed = False
         self.holders = 0  # drivers (pipelines, sweeps) that prepared it and still need it
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="nbops-pool")
+        # a kernel per run is forked from a zygote that imported the modules once (not for
+        # reuse: its one kernel imports them itself); learned: modules runs imported
+        self.forking = not reuse and _forking_allowed(kernel_name)
+        # per template (key: its code), the modules its runs imported beyond what their
+        # kernel had at start; remembered across processes in the user's cache folder
+        self.learned: dict[str, list[str]] = _remembered() if self.forking else {}
+        self.seen: list[str] = []  # the templates this pool ran or was told of, in order
+        self._zygote: Zygote | None = None
+        self._zygotes: list[Zygote] = []  # every one started (closed with the pool)
+        self._zygote_lock = threading.Lock()
+        self._warming = self._rewarm = False
+        self._changed: set[str] = set()  # templates whose learned modules are new
 
-    def want(self, modules: Iterable[str]) -> None:
-        """Kernels started from now on preload these modules too."""
+    def want(self, modules: Iterable[str], key: str | None = None) -> None:
+        """Kernels started from now on preload these modules too (and, when forked, what
+        runs of the template ``key`` were seen to import)."""
         with self._lock:
             self.modules = list(dict.fromkeys([*self.modules, *modules]))
+            if key is not None and key not in self.seen:
+                self.seen.append(key)
+
+    def needs(self, notebook: Any) -> list[str]:
+        """What a kernel for ``notebook`` should have imported: its imports, and what its
+        template's runs imported later on (when kernels are forked)."""
+        learned = self.learned.get(template_key(notebook), []) if self.forking else []
+        return list(dict.fromkeys([*imports_of(notebook), *learned]))
+
+    def _known(self) -> list[str]:
+        """Every module asked for, and learned for the templates this pool has seen."""
+        with self._lock:
+            learned = [m for key in self.seen for m in self.learned.get(key, [])]
+            return list(dict.fromkeys([*self.modules, *learned]))
 
     def plan(self, size: int, expected: int | None,
              upcoming: Sequence[Sequence[str]] = ()) -> None:
@@ -334,11 +407,92 @@ class KernelPool:
             self._busy.discard(id(kernel))
         self._threads.submit(kernel.shutdown)
 
-    def _start(self, modules: list[str] | None = None) -> WarmKernel:
-        if modules is None:
+    def learn(self, key: str, modules: Iterable[str]) -> None:
+        """Modules a run of the template ``key`` imported: the zygote imports them too (in
+        the background), so later kernels have them."""
+        with self._lock:
+            known = self.learned.get(key, [])
+            merged = list(dict.fromkeys([*known, *modules]))[:MEMORY_LIMIT]
+            if merged == known:
+                return
+            self.learned[key] = merged
+            self._changed.add(key)
+        zygote = self._zygote
+        if zygote is not None and zygote.usable:
+            self._threads.submit(self._warm, zygote)
+
+    def _zygote_now(self) -> Zygote | None:
+        """The zygote to fork from, started on first need; one spoiled by a module it
+        imported is replaced (up to :data:`MAX_ZYGOTES`); None: start processes."""
+        if not self.forking:
+            return None
+        with self._zygote_lock:
+            if self._zygote is not None and self._zygote.usable:
+                return self._zygote
+            if self._closed or len(self._zygotes) >= MAX_ZYGOTES:
+                return None
+            try:
+                zygote = Zygote(self.env)
+            except (KernelDied, OSError):
+                self.forking = False
+                return None
+            self._zygotes.append(zygote)
+            self._zygote = zygote
+            return zygote if zygote.usable else None
+
+    def _warm(self, zygote: Zygote) -> None:
+        """Have ``zygote`` import every module asked for or learned, a few at a time (a
+        kernel to fork waits for one batch at most); one warming at a time."""
+        with self._lock:
+            if self._warming:
+                self._rewarm = True
+                return
+            self._warming, self._rewarm = True, False
+        try:
+            while True:
+                wanted = [m for m in self._known() if m not in zygote.imported]
+                for start in range(0, len(wanted), WARM_BATCH):
+                    if self._closed or not zygote.usable:
+                        return
+                    zygote.preload(wanted[start:start + WARM_BATCH])
+                with self._lock:
+                    if not self._rewarm:
+                        return
+                    self._rewarm = False
+        except (KernelDied, OSError):
+            zygote.usable = False
+        finally:
             with self._lock:
-                modules = list(self.modules)
-        kernel = start_kernel(self.kernel_name, self.env, modules)
+                self._warming = False
+
+    def _fork_ready(self, modules: list[str]) -> Zygote | None:
+        """A usable zygote with ``modules`` imported, or None."""
+        for _ in range(MAX_ZYGOTES):
+            zygote = self._zygote_now()
+            if zygote is None:
+                return None
+            try:
+                zygote.preload(modules)
+            except (KernelDied, OSError):
+                zygote.usable = False
+            if zygote.usable:
+                return zygote
+        return None
+
+    def _start(self, modules: list[str] | None = None) -> WarmKernel:
+        """A kernel with ``modules`` imported (a planned run's needs; None: every module
+        known); forked once the zygote has them."""
+        modules = self._known() if modules is None else modules
+        zygote = self._fork_ready(modules)
+        try:
+            kernel = start_kernel(self.kernel_name, self.env, modules, zygote)
+        except KernelDied:
+            if zygote is None:
+                raise
+            zygote.usable = False  # it could not fork: processes from now on
+            kernel = start_kernel(self.kernel_name, self.env, modules)
+        if zygote is not None and not self._closed:
+            self._threads.submit(self._warm, zygote)  # the other runs' imports, meanwhile
         with self._lock:
             closed = self._closed
             if not closed:
@@ -378,6 +532,12 @@ class KernelPool:
             except BaseException:  # noqa: BLE001, S110 - closing: nothing to report
                 pass
         self._threads.shutdown(wait=True)
+        with self._zygote_lock:
+            zygotes, self._zygotes, self._zygote = list(self._zygotes), [], None
+        if zygotes and self._changed:
+            _remember({key: self.learned[key] for key in self._changed})
+        for zygote in zygotes:
+            zygote.close()  # it kills any kernel of its own still running
 
 
 _POOLS: dict[tuple[Any, ...], KernelPool] = {}
@@ -444,8 +604,9 @@ class PoolExecutor(PapermillExecutor):
             pool = hold(kernel_name, env, self.reuse)
             self._held.append(pool)
             mine = [nb for nb in notebooks if _kernel_of(nb) == kernel_name]
-            pool.want(m for nb in mine for m in imports_of(nb))
-            pool.plan(parallel, expected, [imports_of(nb) for nb in mine])
+            for nb in mine:
+                pool.want(imports_of(nb), template_key(nb))
+            pool.plan(parallel, expected, [pool.needs(nb) for nb in mine])
 
     def close(self) -> None:
         """Let go of the pools :meth:`prepare` held (the last holder shuts them down)."""
@@ -455,7 +616,8 @@ class PoolExecutor(PapermillExecutor):
 
     def _run(self, request: ExecutionRequest, tracker: CellTracker) -> None:
         pool = pool_for(request.kernel_name, request.env, self.reuse)
-        pool.want(imports_of(request.notebook))
+        key = template_key(request.notebook)
+        pool.want(imports_of(request.notebook), key)
         kernel = self._ready_kernel(pool, request)
         healthy = False
         offset = kernel.log.stat().st_size if kernel.log.exists() else 0
@@ -469,7 +631,10 @@ class PoolExecutor(PapermillExecutor):
             if kernel.pipe is not None:
                 kernel.pipe.drain()
             _copy_log(kernel.log, offset, request.kernel_log)
-            pool.release(kernel, healthy and not tracker.stop.is_set())
+            healthy = healthy and not tracker.stop.is_set()
+            if healthy and kernel.at_start is not None:
+                pool.learn(key, [m for m in kernel.imported() if m not in kernel.at_start])
+            pool.release(kernel, healthy)
 
     @staticmethod
     def _ready_kernel(pool: KernelPool, request: ExecutionRequest) -> WarmKernel:
@@ -491,6 +656,89 @@ class PoolExecutor(PapermillExecutor):
         super()._annotate_notebook(result)
         result.notebook.metadata.setdefault("nbops", {})["executor"] = (
             "reuse" if self.reuse else "pool")
+
+
+def _forking_allowed(kernel_name: str) -> bool:
+    """Whether this kernel can be forked from a zygote (ipykernel of this interpreter, on
+    Linux; not with ``NBOPS_FORK=0``)."""
+    if os.environ.get(FORK_VAR, "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    except Exception:  # noqa: BLE001 - no such kernel: its start will say so
+        return False
+    return forkable(list(spec.argv))
+
+
+def _memory_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nbops" / "zygote-modules.json"
+
+
+def _remembered() -> dict[str, list[str]]:
+    """The modules earlier pools of this interpreter learned, per template; none when the
+    file is missing or unreadable."""
+    try:
+        known = json.loads(_memory_file().read_text()).get(sys.executable, {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(known, dict):
+        return {}
+    return {str(k): [str(n) for n in v][:MEMORY_LIMIT]
+            for k, v in known.items() if isinstance(v, list)}
+
+
+def _remember(learned: dict[str, list[str]]) -> None:
+    """Write what this pool learned to the file, the most recent templates last (best
+    effort: it is a cache)."""
+    path = _memory_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=10):
+            try:
+                table = json.loads(path.read_text())
+            except (OSError, ValueError):
+                table = {}
+            if not isinstance(table, dict):
+                table = {}
+            mine = table.get(sys.executable)
+            mine = dict(mine) if isinstance(mine, dict) else {}
+            for key, modules in learned.items():
+                mine.pop(key, None)
+                mine[key] = modules
+            table[sys.executable] = dict(list(mine.items())[-MEMORY_TEMPLATES:])
+            atomic_write_json(path, table)
+    except Exception:  # noqa: BLE001, S110 - a cache that cannot be written is no error
+        pass
+
+
+def template_key(notebook: Any) -> str:
+    """A template's identity for learning: its code cells, parameters left out."""
+    digest = hashlib.sha256()
+    for cell in notebook.cells:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell.cell_type == "code" and not tags & {"parameters", "injected-parameters"}:
+            digest.update(cell.source.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _learnable_prefixes() -> tuple[str, ...]:
+    """Where the modules a zygote may learn live: installed packages, the standard
+    library and nbops itself, never a user's own folders."""
+    paths = sysconfig.get_paths()
+    found = {paths[k] for k in ("purelib", "platlib", "stdlib") if k in paths}
+    found.add(str(Path(__file__).resolve().parents[1]))
+    return tuple(sorted(p.rstrip(os.sep) + os.sep for p in found))
+
+
+def _modules_expression() -> str:
+    """A user expression listing the kernel's imported modules a zygote may learn."""
+    # as JSON text: IPython's repr of a list stops at 1000 items
+    return ("__import__('json').dumps([n for n, m in list(__import__('sys').modules.items()) if "
+            "isinstance(getattr(m, '__file__', None), str) and "
+            f"m.__file__.startswith({_learnable_prefixes()!r}) and "
+            "not any(p.startswith('_') for p in n.split('.')) and "
+            f"not n.startswith({UNLEARNABLE!r})])")
 
 
 def _kernel_of(notebook: Any) -> str:
