@@ -680,8 +680,8 @@ def _remembered() -> dict[str, list[str]]:
     file is missing or unreadable."""
     try:
         known = json.loads(_memory_file().read_text()).get(sys.executable, {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+    except (OSError, ValueError, AttributeError, RuntimeError, KeyError):
+        return {}  # no such file, not JSON, not a table, or no home folder at all
     if not isinstance(known, dict):
         return {}
     return {str(k): [str(n) for n in v][:MEMORY_LIMIT]
