@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, TypedDict
 
@@ -101,7 +102,7 @@ class Zygote:
         reply: dict[str, Any] = json.loads(data)
         return reply
 
-    def _ask(self, request: dict[str, Any], fds: list[int] = (),  # type: ignore[assignment]
+    def _ask(self, request: dict[str, Any], fds: Sequence[int] = (),
              timeout: float = START_TIMEOUT) -> dict[str, Any]:
         with self._lock:
             if self.process.poll() is not None:
