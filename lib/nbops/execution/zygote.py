@@ -153,10 +153,18 @@ def _fork(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> dict[
     if len(fds) != 2:
         return {"ok": False, "error": "a fork needs stdout and stderr descriptors"}
     gc.freeze()  # the zygote's objects: never scanned (nor copied) by the kernel's collector
-    pid = os.fork()
-    if pid == 0:
-        _child(conn, request, fds)
-    _children.add(pid)
+    # no reaping between the fork and the bookkeeping (a child that ends at once is reaped
+    # after it was added; an old entry of a reused pid is dropped)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        pid = os.fork()
+        if pid == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            _child(conn, request, fds)
+        _exited.pop(pid, None)
+        _children.add(pid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     for fd in fds:
         os.close(fd)
     return {"ok": True, "pid": pid, "start": start_time(pid)}
