@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -731,6 +732,7 @@ def _learnable_prefixes() -> tuple[str, ...]:
     return tuple(sorted(p.rstrip(os.sep) + os.sep for p in found))
 
 
+@functools.cache
 def _modules_expression() -> str:
     """A user expression listing the kernel's imported modules a zygote may learn."""
     # as JSON text: IPython's repr of a list stops at 1000 items
