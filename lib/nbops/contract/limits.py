@@ -16,6 +16,7 @@ with the C loader where libyaml is available.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
@@ -108,30 +109,38 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def check_value(value: Any, source: str) -> None:
-    """The same limits for a value given in Python (walked without calling its methods)."""
+    """The same limits for a value given in Python, walked by its real type (``type()``,
+    which a class cannot fake) without calling any of its own methods; a real numpy array
+    counts its elements before numpy's base ``tolist`` expands it."""
+    numpy = sys.modules.get("numpy")
     stack: list[tuple[Any, int]] = [(value, 1)]
     nodes = 0
     text = 0
     while stack:
         item, depth = stack.pop()
+        kind = type(item)
         nodes += 1
         if nodes > MAX_NODES:
             raise InputTooLarge(f"{source} holds more than {MAX_NODES:,} values. {_HINT}")
         if depth > MAX_DEPTH:
             raise InputTooLarge(f"{source} is nested deeper than {MAX_DEPTH} levels. {_HINT}")
-        if isinstance(item, str):
-            text += len(item)
+        if issubclass(kind, str):
+            text += str.__len__(item)
             if text > MAX_TEXT_BYTES:
                 raise InputTooLarge(f"{source} holds more than {MAX_TEXT_BYTES:,} characters "
                                     f"of text. {_HINT}")
-        elif isinstance(item, int) and not isinstance(item, bool):
+        elif issubclass(kind, int) and not issubclass(kind, bool):
             if int.bit_length(item) > _MAX_INT_BITS:
                 raise InputTooLarge(f"{source} holds an integer of more than "
                                     f"{MAX_INT_DIGITS} digits. {_HINT}")
-        elif isinstance(item, list):
+        elif issubclass(kind, list):
             stack.extend((v, depth + 1) for v in list.__iter__(item))
-        elif isinstance(item, tuple):
+        elif issubclass(kind, tuple):
             stack.extend((v, depth + 1) for v in tuple.__iter__(item))
-        elif isinstance(item, dict):
+        elif issubclass(kind, dict):
             for key, v in dict.items(item):
                 stack.extend(((key, depth + 1), (v, depth + 1)))
+        elif numpy is not None and issubclass(kind, numpy.ndarray):
+            if numpy.ndarray.__dict__["size"].__get__(item) > MAX_NODES:
+                raise InputTooLarge(f"{source} holds more than {MAX_NODES:,} values. {_HINT}")
+            stack.append((numpy.ndarray.tolist(item), depth + 1))

@@ -24,7 +24,7 @@ import yaml
 from ..errors import ConfigError, InputTooLarge, ParameterError, TypeMismatch, closest
 from .limits import MAX_INT_DIGITS, check_text, check_value, load_yaml
 from .template import INJECTED_TAG, PARAMETERS_TAG, Parameter, Template
-from .types import TypeSpec, coerce, matches_exactly
+from .types import TypeSpec, coerce, matches_exactly, plain_exact
 
 _DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
 
@@ -191,6 +191,10 @@ def example(name: str, spec: TypeSpec) -> str:
 
 
 def _show(value: Any) -> str:
+    """A short repr for messages; a look-alike's own ``__repr__`` is never called."""
+    if not plain_exact(value):
+        kind = type(value)
+        return f"a {kind.__module__}.{kind.__qualname__}"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -198,27 +202,34 @@ def _show(value: Any) -> str:
 def render_value(value: Any) -> str:
     """Python source that evaluates to exactly ``value`` (a JSON-like value).
 
+    Only exact built-in types are rendered (``type(value) is str``, not ``isinstance``), so
+    no method of a subclass or of a look-alike ever runs while the injected cell is built;
+    :func:`~nbops.contract.types.coerce` has already rebuilt every value that way.
+
     Raises:
-        TypeError: the value is not JSON-like (validation should have caught it).
+        TypeError: the value is not made of exact JSON-like built-ins.
     """
-    if value is None or isinstance(value, bool):
+    kind = type(value)
+    if value is None or kind is bool or kind is int:
         return repr(value)
-    if isinstance(value, int):
-        return repr(int(value))
-    if isinstance(value, float):
+    if kind is float:
         if math.isnan(value):
             return 'float("nan")'
         if math.isinf(value):
             return 'float("inf")' if value > 0 else 'float("-inf")'
-        return repr(float(value))
-    if isinstance(value, str):
-        return repr(str(value))
-    if isinstance(value, list):
+        return repr(value)
+    if kind is str:
+        return repr(value)
+    if kind is list:
         return "[" + ", ".join(render_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = (f"{render_value(str(k))}: {render_value(v)}" for k, v in value.items())
+    if kind is dict:
+        items = []
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"cannot render a {type(key).__name__} key as a parameter key")
+            items.append(f"{repr(key)}: {render_value(item)}")
         return "{" + ", ".join(items) + "}"
-    raise TypeError(f"cannot render {type(value).__name__} as a parameter value")
+    raise TypeError(f"cannot render {kind.__name__} as a parameter value")
 
 
 def render_cell_source(given: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import math
 import numbers
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,7 +133,26 @@ def infer_spec(value: Any) -> TypeSpec:
 
 
 def coerce(value: Any, spec: TypeSpec) -> Any:
-    """Convert ``value`` to ``spec``, explicitly and losslessly, or raise TypeMismatch."""
+    """Convert ``value`` to ``spec``, explicitly and losslessly, or raise TypeMismatch.
+
+    The result is rebuilt from exact built-in types only (recursively, keys included),
+    whatever ``value`` claims to be; a result that is not is refused, never passed on.
+    """
+    try:
+        result = _convert(value, spec)
+    except RecursionError:
+        raise TypeMismatch("nested too deeply (or contains itself)") from None
+    if not plain_exact(result):
+        raise TypeMismatch(f"a {_type_name(value)} does not convert to plain {spec} values")
+    return result
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _convert(value: Any, spec: TypeSpec) -> Any:
     value = _plain(value)
     if spec.kind == "union":
         return _coerce_union(value, spec)
@@ -144,10 +164,10 @@ def _coerce_union(value: Any, spec: TypeSpec) -> Any:
     # An exact type match wins over a conversion: 1 stays int in ``int | str``.
     for member in spec.args:
         if matches_exactly(value, member):
-            return coerce(value, member)
+            return _convert(value, member)
     for member in spec.args:
         try:
-            return coerce(value, member)
+            return _convert(value, member)
         except TypeMismatch:
             continue
     raise TypeMismatch(f"expected {spec}")
@@ -168,30 +188,78 @@ def matches_exactly(value: Any, spec: TypeSpec) -> bool:
     return spec.kind in exact and isinstance(value, exact[spec.kind])
 
 
-def _plain(value: Any) -> Any:
-    """Exact built-in values: numpy scalars and arrays to Python values, tuples to lists,
-    and instances of subclasses of int, float, str, list, dict copied into the exact type
-    through the built-in's own methods (a subclass's ``__repr__``/``__str__``/``__iter__``
-    are never called), so what is validated, recorded and rendered is what the kernel gets.
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Exact built-in values, whatever the value claims to be.
+
+    numpy scalars and arrays (real ones: their type must derive from numpy's own classes,
+    not merely name numpy as its module) go through numpy's base ``tolist`` and are
+    normalised again, since an object array holds arbitrary objects; tuples become lists;
+    instances of subclasses of int, float, str, list, dict are copied into the exact type
+    through the built-in's own methods. Types are read with ``type()``, never
+    ``isinstance`` (a class may fake ``__class__``), and no method of the value's own class
+    (``__repr__``, ``__str__``, ``__iter__``, ``tolist``...) is ever called, so what is
+    validated, recorded and rendered is what the kernel gets.
+
+    Raises:
+        TypeMismatch: a numpy value nested in itself deeper than the limit allows.
     """
     kind = type(value)
     if kind in (bool, int, float, str, list, dict) or value is None:
         return value
-    if kind.__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, int) and not isinstance(value, bool):
+    numpy_base = _numpy_base(kind)
+    if numpy_base is not None:
+        if depth >= _MAX_NUMPY_UNWRAP:
+            raise TypeMismatch("a numpy value nested in itself")
+        return _plain(numpy_base.tolist(value), depth + 1)
+    if issubclass(kind, int) and not issubclass(kind, bool):
         return int.__add__(value, 0)
-    if isinstance(value, float):
+    if issubclass(kind, float):
         return float.__mul__(value, 1.0)  # keeps -0.0 and nan
-    if isinstance(value, str):
+    if issubclass(kind, str):
         return str.__str__(value)  # an exact copy for a subclass
-    if isinstance(value, tuple):
+    if issubclass(kind, tuple):
         return list(tuple.__iter__(value))
-    if isinstance(value, list):
+    if issubclass(kind, list):
         return list(list.__iter__(value))
-    if isinstance(value, dict):
+    if issubclass(kind, dict):
         return dict(dict.items(value))
     return value
+
+
+_MAX_NUMPY_UNWRAP = 8
+
+
+def _numpy_base(kind: type) -> Any:
+    """numpy's ``ndarray`` or ``generic`` when ``kind`` really derives from it, else None.
+
+    numpy is looked up among the loaded modules: a real numpy value implies numpy is loaded,
+    and the contract never imports it itself.
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return None
+    for base in (numpy.ndarray, numpy.generic):
+        if issubclass(kind, base):
+            return base
+    return None
+
+
+def plain_exact(value: Any) -> bool:
+    """Whether ``value`` is made of exact JSON-like built-ins only (keys exact ``str``)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is list:
+            stack.extend(list.__iter__(item))
+        elif kind is dict:
+            for key, inner in dict.items(item):
+                if type(key) is not str:
+                    return False
+                stack.append(inner)
+        elif not (item is None or kind in (bool, int, float, str)):
+            return False
+    return True
 
 
 def _to_int(value: Any, spec: TypeSpec) -> int:
@@ -257,7 +325,7 @@ def _to_list(value: Any, spec: TypeSpec) -> list[Any]:
     if not isinstance(value, list):
         raise TypeMismatch(f"expected {spec}")
     item = spec.args[0] if spec.args else ANY
-    return [_item(coerce, v, item, f"[{i}]") for i, v in enumerate(value)]
+    return [_item(_convert, v, item, f"[{i}]") for i, v in enumerate(value)]
 
 
 def _to_dict(value: Any, spec: TypeSpec) -> dict[str, Any]:
@@ -269,7 +337,7 @@ def _to_dict(value: Any, spec: TypeSpec) -> dict[str, Any]:
         key = _plain(raw_key)
         if not isinstance(key, str):
             raise TypeMismatch(f"dict keys must be str, got {type(key).__name__} {key!r}")
-        out[key] = _item(coerce, v, item, f"[{key!r}]")
+        out[key] = _item(_convert, v, item, f"[{key!r}]")
     return out
 
 
@@ -309,7 +377,7 @@ def _to_any(value: Any, spec: TypeSpec) -> Any:
     if isinstance(value, dict):
         return _to_dict(value, TypeSpec("dict"))
     raise TypeMismatch(
-        f"a {type(value).__module__}.{type(value).__qualname__} is not a JSON-like value "
+        f"a {_type_name(value)} is not a JSON-like value "
         "(use int, float, bool, str, None, list or dict)"
     )
 
