@@ -17,7 +17,7 @@
 # # nbops quickstart
 #
 # Run a stage template and the lifecycle pipeline from Python, then look at what was
-# recorded. Runs go to `./runs` (or `$NBOPS_RUNS_DIR`); small parameters keep this quick.
+# recorded. Runs go to the project's `runs/` (the repository root's: its `nbops.yaml` makes it a project), or `$NBOPS_RUNS_DIR`; small parameters keep this quick.
 
 # %%
 import pandas as pd

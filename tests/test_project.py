@@ -106,3 +106,54 @@ def test_a_copied_project_uses_its_own_records_and_never_writes_into_the_origina
     experiment = MlflowClient(f"sqlite:///{copy / 'runs' / 'mlflow.db'}"
                               ).get_experiment_by_name("nbops")
     assert experiment.artifact_location == (copy / "runs" / "mlartifacts").as_uri()
+
+
+def test_the_repository_root_is_the_project_nbops_init_makes(tmp_path: Path) -> None:
+    from conftest import ROOT
+
+    made = tmp_path / "made"
+    assert cli("init", str(made), "--name", "nbops", env=ENV).returncode == 0
+    assert (ROOT / "nbops.yaml").read_text() == (made / "nbops.yaml").read_text()
+    ignored = set((ROOT / ".gitignore").read_text().splitlines())
+    wanted = [line for line in (made / ".gitignore").read_text().splitlines()
+              if line and not line.startswith("#")]
+    assert set(wanted) <= ignored and "runs/" in wanted
+
+
+_WHERE = ("from nbops.util.envvars import current_runs_dir\n"
+          "from nbops.kernel_api import tracking_uri\n"
+          "print(current_runs_dir(), tracking_uri(), sep='\\n')\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", ["templates", "notebooks"])
+def test_shipped_notebooks_opened_by_hand_record_into_the_root_runs(folder: str) -> None:
+    """A kernel as JupyterLab starts it for a notebook of the repository (working directory
+    = the notebook's folder, no NBOPS_RUNS_DIR) records into <repo>/runs and its MLflow
+    store, like the pipeline run from the root. Nothing is written: resolution only."""
+    import os
+    import subprocess
+    import sys
+
+    from jupyter_client.manager import start_new_kernel
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NBOPS_RUNS_DIR", "NBOPS_RUN_DIR", "MLFLOW_TRACKING_URI")}
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(ROOT / folder),
+                                       env=env)
+    printed: list[str] = []
+    try:
+        reply = client.execute_interactive(
+            _WHERE, timeout=60,
+            output_hook=lambda msg: printed.append(msg["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    runs = (ROOT / "runs").resolve()
+    assert "".join(printed).split() == [str(runs), f"sqlite:///{runs / 'mlflow.db'}"]
+    root = subprocess.run([sys.executable, "-c", _WHERE], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert root.stdout.split() == [str(runs), f"sqlite:///{runs / 'mlflow.db'}"], root.stderr

@@ -7,17 +7,6 @@ from pathlib import Path
 
 import click
 
-CONFIG = """\
-# nbops project: this file marks the project root. From anywhere inside it, runs go to
-# ./runs here and ./templates shadows the templates shipped with nbops.
-name: {name}
-
-# Promotion policy (nbops models promote): what a version needs before it takes an alias.
-# promotion:
-#   champion:
-#     evidence: [evaluate_pass, ab_win]   # any one of these
-#     approvals: 1                        # people other than the proposer
-"""
 GITIGNORE = """\
 # nbops: run records, the embedded MLflow store, and notebook housekeeping
 runs/
@@ -37,10 +26,11 @@ def init_cmd(directory: Path, name: str | None) -> None:
     from ..contract.template import package_templates_dir
     from ..errors import ConfigError
     from ..util.files import atomic_write_text
+    from ..util.project import config_text
 
     root = directory.resolve()
     shipped = package_templates_dir()
-    files = {root / "nbops.yaml": CONFIG.format(name=name or root.name),
+    files = {root / "nbops.yaml": config_text(name or root.name),
              root / ".gitignore": GITIGNORE,
              root / "pipeline.yaml": _pipeline()}
     example = root / "templates" / "example.ipynb"

@@ -13,6 +13,17 @@ import re
 from pathlib import Path
 
 MARKER = "nbops.yaml"
+CONFIG = """\
+# nbops project: this file marks the project root. From anywhere inside it, runs go to
+# ./runs here and ./templates shadows the templates shipped with nbops.
+name: {name}
+
+# Promotion policy (nbops models promote): what a version needs before it takes an alias.
+# promotion:
+#   champion:
+#     evidence: [evaluate_pass, ab_win]   # any one of these
+#     approvals: 1                        # people other than the proposer
+"""
 _TOOL_TABLE = re.compile(r"^\s*\[tool\.nbops(\.[^\]]+)?\]\s*$", re.MULTILINE)
 
 
@@ -30,3 +41,9 @@ def find_root(start: Path | None = None) -> Path | None:
             except (OSError, UnicodeDecodeError):
                 continue
     return None
+
+
+def config_text(name: str) -> str:
+    """The ``nbops.yaml`` that ``nbops init`` writes for a project called ``name`` (the
+    repository's own root marker is this text for ``nbops``; a test compares them)."""
+    return CONFIG.format(name=name)
