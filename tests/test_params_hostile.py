@@ -171,3 +171,62 @@ def test_a_hostile_value_reaches_the_kernel_as_data(run_api: Any, tmp_path: Path
     assert record["parameters"]["s"] == "abc"
     assert record["parameters"]["a"] == echo["a"]
     assert not (tmp_path / "PWNED").exists() and CALLED == []
+
+
+# --- issue 22, class 9: limits escape through other spellings -----------------------------
+
+BIG_SPELLINGS = {
+    "hex": "0x" + "f" * 4000,
+    "binary": "0b" + "1" * 15_000,
+    "octal-0": "0" + "7" * 5000,
+    "base-60": ":".join(["59"] * 3000),
+    "decimal-underscores": "1_" * 4400 + "1",
+}
+
+
+@pytest.mark.parametrize("text", BIG_SPELLINGS.values(), ids=BIG_SPELLINGS.keys())
+def test_big_integers_in_any_spelling_are_refused_from_a_file(text: str,
+                                                              tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(f"i: {text}\na: [{text}]\n")
+    with pytest.raises(InputTooLarge, match="4300"):
+        resolve(ECHO, file=params)
+
+
+@pytest.mark.parametrize("text", BIG_SPELLINGS.values(), ids=BIG_SPELLINGS.keys())
+def test_big_integers_in_any_spelling_are_refused_from_p(text: str) -> None:
+    for name in ("i", "a", "l"):
+        value = f"[{text}]" if name == "l" else text
+        with pytest.raises(InputTooLarge, match="4300"):
+            resolve(ECHO, cli=[(name, value)])
+
+
+@pytest.mark.parametrize("text, expected", [("0x1F", 31), ("0b101", 5), ("1:30", 90),
+                                            ("017", 15), ("-0x10", -16)])
+def test_small_integers_in_other_spellings_still_read_in_a_file(text: str, expected: int,
+                                                               tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(f"a: {text}\n")
+    resolved, _ = resolve(ECHO, file=params)
+    assert resolved["a"] == expected
+
+
+def test_file_values_get_the_same_value_checks_as_the_api(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    deep = "[" * 70 + "]" * 70
+    params.write_text(f"a: {deep}\n")
+    with pytest.raises(InputTooLarge, match="nested"):
+        resolve(ECHO, file=params)
+
+
+def test_big_base60_integer_is_refused_by_the_cli_with_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    params = tmp_path / "params.yaml"
+    params.write_text("i: " + ":".join(["59"] * 300_000) + "\n")
+    done = subprocess.run([sys.executable, "-m", "nbops", "run", str(NOTEBOOKS / "echo.ipynb"),
+                           "-f", str(params), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "4300" in done.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").glob("*/run.json"))

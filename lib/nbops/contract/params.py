@@ -108,6 +108,7 @@ def resolve(
     given: dict[str, Any] = {}
     if file is not None:
         for name, value in load_params_file(file).items():
+            check_value(value, f"parameter {name!r} in {file}")
             given[name] = _checked(template, name, value, source=f"file {file}")
     for name, raw in cli:
         spec = declared(template, name).type
