@@ -121,8 +121,8 @@ def _check_int_text(text: str, source: str) -> None:
     else:
         base, digits = 10, len(body)
     if digits * _BITS_PER_DIGIT[base] > _MAX_INT_BITS + _BITS_PER_DIGIT[base]:
-        raise InputTooLarge(f"{source} holds an integer of more than {MAX_INT_DIGITS} decimal "
-                            f"digits (written in base {base}). {_HINT}")
+        raise InputTooLarge(f"{source} holds an integer of more than {MAX_INT_DIGITS} digits "
+                            f"(counted in base 10; written in base {base}). {_HINT}")
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
