@@ -108,3 +108,34 @@ def test_audit_shows_the_chain_and_fails_when_the_data_changed(tmp_path: Path) -
     assert "Traceback" not in unknown.stderr
     bad = cli("audit", "m", "--version", "99", "--runs-dir", str(runs), env=env)
     assert bad.returncode == 2 and "has no version 99" in bad.stderr
+
+
+def test_audit_in_a_copied_project_reads_the_copy_once_the_original_is_gone(
+        tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    original = tmp_path / "original"
+    (original / "work").mkdir(parents=True)
+    (original / "nbops.yaml").write_text("name: moved\n")
+    runs = original / "runs"
+    produced = _run(runs, original / "work", "produce", n=4)
+    trained = _run(runs, original / "work", "consume", path=produced["outputs"]["path"],
+                   total=produced["outputs"]["total"])
+    evaluated = _run(runs, original / "work", "fake_evaluate")
+    version = _register(runs, {"nbops.train_run": trained["id"],
+                               "nbops.evaluate_run": evaluated["id"],
+                               "nbops.model_path": str(runs / trained["id"] / "artifacts")})
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
+    shutil.rmtree(original)
+
+    env = {"NBOPS_RUNS_DIR": "", "MLFLOW_TRACKING_URI": ""}
+    done = cli("audit", "m", "--json", env=env, cwd=copy / "work")
+    assert done.returncode == 0, done.stdout + done.stderr
+    trail = json.loads(done.stdout)
+    assert trail["version"] == version and all(r["found"] for r in trail["runs"])
+    moved = str(copy / "runs" / Path(produced["outputs"]["path"]).relative_to(runs))
+    assert [(d["path"], d["state"], d["produced_by"]) for d in trail["data"]] == [
+        (moved, "ok", produced["id"])]
+    assert trail["model_path"] == str(copy / "runs" / trained["id"] / "artifacts")

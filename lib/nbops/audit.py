@@ -8,6 +8,10 @@ commit, who launched it and why), the ledger's proposals, approvals and alias mo
 the version, the loop cycles that retrained it or tried it as a challenger, and the
 prediction log's rows it answered. Plain data: the CLI formats it.
 
+A file inside a run of this runs folder (and the model folder) is read there, wherever the
+record says it was written (``records.relocate``): a copied or moved project audits its own
+copy, never the original's files.
+
 Invariant: nothing here writes; a record, ledger or log that is missing or unreadable is
 reported as such in the trail (an audit of partial evidence says so), never an error,
 except an unknown model or version (a usage error).
@@ -24,6 +28,7 @@ from .loop.trial import describe as describe_trial
 from .promotion.service import where
 from .records.cycles import CycleStore
 from .records.queries import get_record
+from .records.relocate import rebase
 from .records.types import CycleRecord, Origin, RunRecord
 from .serving.predlog import LogEntry, entries, log_folder
 from .tracking import ledger, registry
@@ -130,7 +135,7 @@ def trail(model: str, version: int | None = None, runs_dir: str | Path | None = 
     evaluate = records.get(tags.get("nbops.evaluate_run", ""))
     return {
         "model": model, "version": chosen["version"], "aliases": chosen["aliases"],
-        "model_path": tags.get("nbops.model_path"),
+        "model_path": rebase(tags.get("nbops.model_path"), runs_root),
         "verdict": (evaluate["outputs"].get("verdict") if evaluate else None),
         "metrics": dict(evaluate["metrics"]) if evaluate else {},
         "runs": runs, "data": data,
@@ -215,10 +220,11 @@ def _data(records: dict[str, RunRecord], runs_root: Path) -> list[DataFile]:
             if (item["path"], item["sha256"]) in seen:
                 continue
             seen.add((item["path"], item["sha256"]))
-            found.append({"parameter": item["parameter"], "path": item["path"],
+            path = str(rebase(item["path"], runs_root))  # a copied project: the copy's file
+            found.append({"parameter": item["parameter"], "path": path,
                           "sha256": item["sha256"], "read_by": run_id,
-                          "produced_by": _producer(Path(item["path"]), runs_root),
-                          "state": _state(Path(item["path"]), item["sha256"])})
+                          "produced_by": _producer(Path(path), runs_root),
+                          "state": _state(Path(path), item["sha256"])})
     return found
 
 
