@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -403,3 +404,57 @@ def test_unchanged_free_text_stays_unflagged() -> None:
     col = compare(frame(n, text=ref), frame(n, text=cur)).columns["text"]
     assert col["kind"] == "text" and not col["drift"], col
     assert col["text"]["new_tokens"] == {} and col["text"]["vanished_tokens"] == {}
+
+
+# --- issue 22, class 10: edge decisions -----------------------------------------------------
+
+def test_an_effect_that_overflows_is_maximal_drift() -> None:
+    n = 500
+    ref = frame(n, big=np.full(n, -1e308))
+    cur = frame(n, big=np.full(n, 1e308))
+    report = compare(ref, cur)
+    col = report.columns["big"]
+    assert col["test"] == "ks" and col["drift"] and col["reasons"] == ["distribution"]
+    assert any("overflowed" in w for w in col["warnings"])
+    assert report.action != "none"
+    json.dumps(report.to_dict(), allow_nan=False)  # still finite JSON
+
+
+def test_an_untested_feature_shows_in_the_verdict() -> None:
+    n = 250_000  # a feature with more distinct levels than can be counted exactly
+
+    def side() -> pd.DataFrame:
+        return pd.DataFrame({"x": normal(n), "y": normal(n), "z": normal(n),
+                             "lvl": [f"L{i}" for i in RNG.integers(0, 240_000, n)]})
+
+    report = compare(side(), side())
+    assert report.columns["lvl"]["role"] == "feature" and report.columns["lvl"]["test"] == "none"
+    assert report.share_drifted == 0 and report.action == "warn"
+    assert any(w.startswith("not tested: lvl") for w in report.warnings)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+@pytest.mark.parametrize("mode", ["exact", "stream"])
+def test_duplicate_column_names_are_refused_in_every_mode(tmp_path: Path, suffix: str,
+                                                          mode: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import cli
+    from nbops.drift.sources import CsvSource, ParquetSource
+
+    n = 300
+    for side in ("r", "c"):
+        path = tmp_path / f"{side}.{suffix}"
+        if suffix == "csv":
+            path.write_text("a,a,b\n" + "".join(f"{i},{2 * i},{i % 3}\n" for i in range(n)))
+        else:
+            pq.write_table(pa.table([pa.array(normal(n)), pa.array(normal(n)),
+                                     pa.array(np.arange(n) % 3)], names=["a", "a", "b"]), path)
+    done = cli("drift", str(tmp_path / f"r.{suffix}"), str(tmp_path / f"c.{suffix}"),
+               "--mode", mode)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "duplicate column names: a" in done.stderr and "Traceback" not in done.stderr
+    source = CsvSource if suffix == "csv" else ParquetSource
+    with pytest.raises(ValueError, match="duplicate column names: a"):
+        source(tmp_path / f"r.{suffix}")

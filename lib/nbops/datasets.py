@@ -33,18 +33,29 @@ def load_table(path: str | Path) -> Any:
     import pandas as pd
 
     file = Path(path)
+    check_header(file)
     if table_format(file) == "parquet":
         return pd.read_parquet(file)
-    _check_header(file)
     return pd.read_csv(file)
 
 
-def _check_header(file: Path) -> None:
-    """pandas renames duplicate CSV columns (``a``, ``a.1``) without a word: refuse them."""
-    import csv
+def check_header(file: Path) -> None:
+    """Refuse a table whose columns repeat a name, in every reader's path (exact loading
+    and streaming alike): pandas renames duplicate CSV columns (``a``, ``a.1``) without a
+    word, and pyarrow fails on a Parquet file's repeated field with a message naming none.
 
-    with file.open(newline="", encoding="utf-8", errors="replace") as handle:
-        header = next(csv.reader(handle), [])
+    Raises:
+        ValueError: naming the repeated columns.
+    """
+    if table_format(file) == "parquet":
+        import pyarrow.parquet as pq
+
+        header = [str(name) for name in pq.read_schema(file).names]
+    else:
+        import csv
+
+        with file.open(newline="", encoding="utf-8", errors="replace") as handle:
+            header = next(csv.reader(handle), [])
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise ValueError(f"{file} has duplicate column names: {', '.join(duplicated)}; "

@@ -14,12 +14,15 @@ Rules (documented in the report):
   levels unseen in the reference beyond what a long rare tail predicts (Good-Turing:
   the reference's share of singletons), either of which also marks the column drifted.
 - Policy: the share of drifted features (or, with labels and predictions on both sides,
-  the performance drop) mapped to none / warn / retrain / experiment.
+  the performance drop) mapped to none / warn / retrain / experiment; a feature that could
+  not be tested raises the action to at least warn, and an effect that overflows the
+  float range counts as maximal (the test held; only its size is beyond floats).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -27,7 +30,7 @@ import pandas as pd
 
 from . import stats
 from .columns import MAX_VOCABULARY, kind_of, role_of
-from .report import DriftColumn, DriftReport, MissingShare, Policy, Reason
+from .report import ACTIONS, DriftColumn, DriftReport, MissingShare, Policy, Reason
 from .sources import PerformanceSpec, Scores, SideSummary, parallel_map, source_for
 from .summary import SKETCH_K, ColumnPlan, ColumnSummary, Numbers, rank_error
 
@@ -166,6 +169,16 @@ def _time_range(numbers: Numbers | None) -> list[str]:
 def _no_nan(col: DriftColumn) -> None:
     """No statistic may be NaN in a decision: one that cannot be computed leaves the column
     untested, and the column says why."""
+    if col["test"] != "none" and all(math.isfinite(float(col[k]))
+                                     for k in ("statistic", "p_value")):
+        # the test itself held; an effect that overflowed (values near the float limit
+        # moving across it) is the largest effect there is, never a reason to stop testing
+        over = [k for k in ("effect_size", "psi") if not math.isfinite(float(col[k]))]
+        for key in over:
+            col[key] = sys.float_info.max  # type: ignore[literal-required]
+        if over:
+            col["warnings"].append(f"{' and '.join(over)} overflowed (values near the float "
+                                   "limit): counted as maximal")
     bad = [k for k in ("statistic", "p_value", "effect_size", "psi")
            if not math.isfinite(float(col[k]))]
     if bad and col["test"] != "none":
@@ -297,10 +310,14 @@ def _report(ref: SideSummary, cur: SideSummary, columns: dict[str, DriftColumn],
         warnings.append("schema changed: see 'schema'; common columns were still compared")
     untested = [n for n, c in columns.items()
                 if any(w.startswith("not tested") for w in c["warnings"])]
+    action = policy.action(value)
     if untested:
         warnings.append(f"not tested: {', '.join(untested)} (each column's warnings say why)")
+        if any(columns[n]["role"] == "feature" for n in untested) and \
+                ACTIONS.index(action) < ACTIONS.index("warn"):
+            action = "warn"  # a feature nobody could check is never "no drift"
     return DriftReport(columns, schema, share, columns.get(prediction or ""),
-                       columns.get(target or ""), performance, policy.action(value), label,
+                       columns.get(target or ""), performance, action, label,
                        value, method, policy, ref.rows, cur.rows, warnings, summaries)
 
 

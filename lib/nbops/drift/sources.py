@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypedDict
 import numpy as np
 import pandas as pd
 
-from ..datasets import table_format
+from ..datasets import check_header, table_format
 from .columns import TEXT_SAMPLE
 from .summary import ColumnPlan, ColumnSummary, Mode, merge, summarise
 
@@ -187,6 +187,7 @@ class ParquetSource(_BatchSource):
         import pyarrow.parquet as pq
 
         self.path, self.mode, self.batch_rows = Path(path), mode, batch_rows
+        check_header(self.path)
         # pre_buffer=False: with it, pyarrow caches every column chunk it has read, so memory
         # would grow with the file; without it, one row group is decoded at a time
         self._file = pq.ParquetFile(self.path, pre_buffer=False)
@@ -207,6 +208,7 @@ class CsvSource(_BatchSource):
     def __init__(self, path: str | Path, mode: Mode = "sketch",
                  batch_rows: int = BATCH_ROWS) -> None:
         self.path, self.mode, self.batch_rows = Path(path), mode, batch_rows
+        check_header(self.path)
 
     def total_rows(self) -> int | None:
         """An estimate from the line density of the first MiB (it only sets the share of

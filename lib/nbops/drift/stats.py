@@ -127,7 +127,8 @@ def _moment_scale(ref: Numbers, cur: Numbers) -> float:
 def _hist(a_sorted: np.ndarray, b_sorted: np.ndarray, bins: int = 20) -> dict[str, Any]:
     low = float(min(a_sorted[0], b_sorted[0]))
     high = float(max(a_sorted[-1], b_sorted[-1]))
-    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    # halved, then doubled (exact): the span of values near the float limit overflows
+    edges = 2.0 * np.linspace(low / 2, (high if high > low else low + 1.0) / 2, bins + 1)
 
     def shares(x: np.ndarray) -> list[float]:
         counts = np.diff(np.searchsorted(x, edges, side="left"))
