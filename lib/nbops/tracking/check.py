@@ -6,7 +6,8 @@ logged, retries an unreachable server for minutes, and creates the folders of an
 no MLflow import), before a record exists or a kernel starts:
 
 - ``none``: nothing to check;
-- ``http(s)://``: the server answers ``GET /health`` within ``CONNECT_TIMEOUT`` seconds;
+- ``http(s)://``: the server answers ``GET /health`` within ``CONNECT_TIMEOUT`` seconds
+  in all (connecting, sending and reading together);
 - ``sqlite:///PATH``: the folder of PATH exists (the runs folder's own store excepted:
   nbops creates that folder);
 - a ``file:`` URI or a bare path: refused, since MLflow 3 refuses file stores (unless
@@ -16,9 +17,11 @@ no MLflow import), before a record exists or a kernel starts:
 
 from __future__ import annotations
 
+import http.client
 import os
-import urllib.error
-import urllib.request
+import socket
+import threading
+import urllib.parse
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -44,19 +47,58 @@ def check_uri(uri: str, runs_dir: Path) -> None:
 
 
 def _check_server(uri: str) -> None:
-    url = uri.rstrip("/") + "/health"
+    """``GET /health`` within ``CONNECT_TIMEOUT`` seconds *in all*: a server that trickles
+    its answer a byte at a time is cut off at the deadline (a per-read timeout alone let
+    one hold the start for minutes); the socket is closed, so nothing is left reading."""
+    parts = urllib.parse.urlsplit(uri.rstrip("/") + "/health")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     try:
-        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT) as response:
-            if response.status >= 400:
-                raise ConfigError(f"MLflow server {uri} answered {response.status} on /health")
-    except urllib.error.HTTPError as exc:
-        raise ConfigError(f"MLflow server {uri} answered {exc.code} on /health: is it an "
-                          "MLflow tracking server?") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ConfigError(f"cannot reach the MLflow server at {uri} ({reason}) within "
-                          f"{CONNECT_TIMEOUT:g} s. Start it, fix --tracking-uri / "
-                          "MLFLOW_TRACKING_URI, or pass --tracking-uri none.") from None
+        conn = kind(parts.hostname or "", parts.port, timeout=CONNECT_TIMEOUT)
+    except ValueError as exc:  # a malformed port
+        raise ConfigError(f"tracking URI {uri!r} is malformed: {exc}") from None
+    result: dict[str, object] = {}
+
+    def ask() -> None:
+        try:
+            conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+            response = conn.getresponse()
+            response.read(_MAX_HEALTH_BYTES)
+            result["status"] = response.status
+        except (OSError, http.client.HTTPException) as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=ask, name="nbops-tracking-check", daemon=True)
+    worker.start()
+    worker.join(CONNECT_TIMEOUT)
+    if worker.is_alive():
+        _close(conn)
+        worker.join(1.0)
+        result = {"error": f"no complete answer within {CONNECT_TIMEOUT:g} s"}
+    _close(conn)
+    status = result.get("status")
+    if isinstance(status, int):
+        if status >= 400:
+            raise ConfigError(f"MLflow server {uri} answered {status} on /health: is it an "
+                              "MLflow tracking server?")
+        return
+    reason = result.get("error")
+    raise ConfigError(f"cannot reach the MLflow server at {uri} ({reason}) within "
+                      f"{CONNECT_TIMEOUT:g} s. Start it, fix --tracking-uri / "
+                      "MLFLOW_TRACKING_URI, or pass --tracking-uri none.")
+
+
+_MAX_HEALTH_BYTES = 1 << 16
+
+
+def _close(conn: http.client.HTTPConnection) -> None:
+    """Close the connection so that a read blocked on it returns at once."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    conn.close()
 
 
 def _check_sqlite(uri: str) -> None:
