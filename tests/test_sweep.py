@@ -2,7 +2,8 @@
 
 Real kernels run the tiny ``tests/notebooks/fake_sweep.ipynb``: its ``score`` is
 -(x - 2)^2 (minus 100 for kind="bad"), logged at every step, so the winner and pruning
-are known exactly; x < 0 makes it fail.
+are known exactly; x < 0 makes it fail. With ``--seed 5``, Optuna's first 8 trials are
+kinds B g g g g B g B (TPE samples at random before 10 trials; seen with the strategy).
 """
 from __future__ import annotations
 
@@ -173,7 +174,7 @@ def test_best_trial_ignores_failures_and_nan_and_breaks_ties_by_number() -> None
     assert best_trial(trials, None) is None
     assert best_trial([_trial(0, 1.0, "failed"), _trial(1, math.nan)], "maximize") is None
     order = [t["number"] for t in ranked(trials, "maximize")]
-    assert order[:4] == [5, 1, 3, 4] and set(order[-2:]) == {2, 6}  # sorted by value
+    assert order[:5] == [3, 4, 0, 5, 1] and set(order[-2:]) == {2, 6}  # the winner first
 
 
 # -- the sweep record --------------------------------------------------------------------
@@ -398,26 +399,109 @@ def test_a_metric_the_notebook_does_not_log_is_a_usage_error(tmp_path: Path) -> 
     assert record["status"] == "failed" and "accuracy" in (record["error"] or "")
 
 
+def _kinds(seed: int, trials: int) -> str:
+    """The kinds (B: bad, g: good) Optuna asks for first with ``seed`` (see the module)."""
+    from nbops.sweep.strategies import OptunaStrategy
+
+    strategy = OptunaStrategy(from_options(load_template(FAKE), SweepArgs(
+        optuna=trials, grid=["kind=good,bad"], ranges=["x=0:4"], seed=seed,
+        maximize="score")))
+    kinds = ""
+    while (asked := strategy.ask()) is not None:
+        kinds += "B" if asked[1]["kind"] == "bad" else "g"
+        strategy.tell(asked[0], "complete", 0.0)
+    return kinds
+
+
 @pytest.mark.slow
-def test_optuna_prunes_a_trial_whose_stepped_metric_is_bad(tmp_path: Path) -> None:
+def test_optuna_never_prunes_a_trial_on_the_one_value_it_logs(tmp_path: Path) -> None:
+    """A metric logged once (then more work: 1.5 s for a bad trial) is the trial's final
+    value: it completes, its value is in the record and the table, Optuna learns it."""
+    assert _kinds(5, 8) == "BggggBgB"  # bad trials after the pruner's 5 startup trials
     runs = tmp_path / "runs"
-    result = _sweep(runs, "--optuna", "4", "--grid", "kind=good,bad", "--range", "x=0:4",
-                    "-p", "delay", "1.5", "-p", "steps", "3", "--seed", "3",
+    result = _sweep(runs, "--optuna", "8", "--grid", "kind=good,bad", "--range", "x=0:4",
+                    "-p", "steps", "1", "-p", "delay", "1.5", "--seed", "5",
                     "--maximize", "score", "--tracking-uri", "none", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     record = SweepStore(runs).read("latest")
-    pruned = [t for t in record["trials"] if t["status"] == "pruned"]
-    assert pruned, result.stderr
-    for trial in pruned:  # a bad trial after the first is stopped early, and Optuna told
-        assert trial["parameters"]["kind"] == "bad" and trial["optuna_state"] == "PRUNED"
+    assert [t["status"] for t in record["trials"]] == ["succeeded"] * 8, result.stderr
+    assert all(t["optuna_state"] == "COMPLETE" for t in record["trials"])
+    for trial in record["trials"]:
         run = json.loads((runs / trial["run_id"] / "run.json").read_text())
-        assert run["status"] == "killed" and run["duration_s"] < 4.5
-        assert len(run["metric_history"]["score"]) < 3
-    done = [t for t in record["trials"] if t["status"] == "succeeded"]
-    assert all(t["optuna_state"] == "COMPLETE" for t in done)
-    best = next(t for t in done if t["number"] == record["best"]["number"])
-    assert best["parameters"]["kind"] == "good"
-    assert "pruned at step" in result.stderr
+        assert trial["value"] == run["metrics"]["score"] == run["outputs"]["score_out"]
+        assert f" {trial['value']:.4g} " in result.stdout or \
+            f" {trial['value']:.4f}".rstrip("0") in result.stdout
+    assert "pruned" not in result.stderr and " - " not in result.stdout
+
+
+@pytest.mark.slow
+def test_optuna_prunes_a_trial_whose_curve_is_worse_midway(tmp_path: Path) -> None:
+    """Bad trials after 5 completed ones are stopped on an intermediate value; each keeps
+    its last value, is ``pruned`` in the sweep record, ``PRUNED`` in the study, and in MLflow
+    a FINISHED run tagged nbops.trial_state=pruned."""
+    runs = tmp_path / "runs"
+    result = _sweep(runs, "--optuna", "8", "--grid", "kind=good,bad", "--range", "x=0:4",
+                    "-p", "delay", "1.0", "-p", "steps", "4", "--seed", "5",
+                    "--maximize", "score", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = SweepStore(runs).read("latest")
+    states = {t["number"]: (t["status"], t.get("optuna_state")) for t in record["trials"]}
+    assert states == {n: ("pruned", "PRUNED") if n in (5, 7) else ("succeeded", "COMPLETE")
+                      for n in range(8)}, result.stderr
+    db = sqlite3.connect(runs / "mlflow.db")
+    for number in (5, 7):
+        trial = next(t for t in record["trials"] if t["number"] == number)
+        run = json.loads((runs / trial["run_id"] / "run.json").read_text())
+        steps = [p["step"] for p in run["metric_history"]["score"]]
+        assert run["status"] == "killed" and steps == list(range(len(steps)))
+        assert 1 <= len(steps) < 4  # stopped mid-way
+        assert trial["value"] == run["metric_history"]["score"][-1]["value"] < -99
+        assert run["tags"]["nbops.trial_state"] == "pruned"
+        assert int(run["tags"]["nbops.pruned_at_step"]) < steps[-1] + 1
+        mlflow_id = run["mlflow"]["run_id"]
+        assert db.execute("SELECT status FROM runs WHERE run_uuid = ?",
+                          (mlflow_id,)).fetchone() == ("FINISHED",)
+        tags = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (mlflow_id,)))
+        assert tags["nbops.trial_state"] == "pruned" and tags["nbops.status"] == "killed"
+        assert tags["mlflow.note.content"].startswith("**pruned** by sweep")
+    assert record["best"]["number"] not in (5, 7)
+    assert result.stderr.count("pruned at step") == 2
+    table = [line.split() for line in result.stdout.splitlines() if " pruned " in line]
+    assert len(table) == 2 and all(float(row[2]) < -99 for row in table)
+
+
+def _ask(strategy: Any) -> int:
+    asked = strategy.ask()
+    assert asked is not None
+    return int(asked[0])
+
+
+def test_optuna_learns_completed_and_pruned_trials_with_their_curves(tpl: Any) -> None:
+    """Real Optuna, no kernels: Optuna's MedianPruner defaults (5 startup trials); a
+    pruned trial's study value is its last intermediate value."""
+    from optuna.trial import TrialState
+
+    from nbops.sweep.strategies import OptunaStrategy
+
+    strategy = OptunaStrategy(from_options(tpl, SweepArgs(
+        optuna=8, ranges=["x=0:4"], seed=0, maximize="score")))
+    for _ in range(4):  # four completed trials are not enough to prune on
+        number = _ask(strategy)
+        assert strategy.tell(number, "complete", 3.0, [(0, 1.0), (1, 2.0), (2, 3.0)]) \
+            == "COMPLETE"
+    number = _ask(strategy)
+    assert strategy.report(number, 0, -50.0) is False  # 4 completed: still starting up
+    assert strategy.tell(number, "complete", 5.0, [(0, -50.0), (1, 5.0)]) == "COMPLETE"
+    number = _ask(strategy)
+    assert strategy.report(number, 0, -50.0) is True  # worse than the median at step 0
+    assert strategy.tell(number, "pruned", None, [(0, -50.0), (1, -40.0)]) == "PRUNED"
+    once = _ask(strategy)
+    assert strategy.tell(once, "complete", 0.5, [(0, 0.5)]) == "COMPLETE"
+    trials = strategy.study.trials
+    assert trials[number].state == TrialState.PRUNED and trials[number].value == -40.0
+    assert trials[number].intermediate_values == {0: -50.0, 1: -40.0}
+    assert trials[0].intermediate_values == {0: 1.0, 1: 2.0, 2: 3.0} and trials[0].value == 3.0
+    assert trials[once].state == TrialState.COMPLETE and trials[once].value == 0.5
 
 
 # -- a sweep stage in a pipeline ---------------------------------------------------------
@@ -505,12 +589,30 @@ def test_the_step_watcher_follows_every_trial_of_its_sweep(tmp_path: Path) -> No
                                          "step": 0}]
         (tmp_path / name / "events.jsonl").write_text(
             "".join(json.dumps(e) + "\n" for e in events) + '{"kind": "met')  # torn line
-    assert watcher.new_points(0) == [(0, 0.0), (1, 1.0)]
-    assert watcher.new_points(1) == [(0, 1.0), (1, 2.0)]  # found while looking for 0
+    # only intermediate values: the newest (step 1) may be the last, and is held back
+    assert watcher.new_points(0) == [(0, 0.0)]
+    assert watcher.new_points(1) == [(0, 1.0)]  # found while looking for 0
     assert watcher.new_points(0) == [] and watcher.new_points(2) == []
     with open(tmp_path / "a" / "events.jsonl", "a") as handle:  # the torn line completes
         handle.write('ric", "name": "score", "value": 5.0, "step": 2}\n')
-    assert watcher.new_points(0) == [(2, 5.0)]
+    assert watcher.new_points(0) == [(1, 1.0)]
+    with open(tmp_path / "a" / "events.jsonl", "a") as handle:  # step 2 again, then 3
+        handle.write(json.dumps({"kind": "metric", "name": "score", "value": 6.0, "step": 2})
+                     + "\n" + json.dumps({"kind": "metric", "name": "score", "value": 7.0,
+                                          "step": 3}) + "\n")
+    assert watcher.new_points(0) == [(2, 6.0)]
+
+
+def test_a_metric_logged_once_is_never_an_intermediate_value(tmp_path: Path) -> None:
+    from nbops.sweep.watch import StepWatcher
+
+    watcher = StepWatcher(tmp_path, "s1", "acc")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run.json").write_text(json.dumps(
+        {"sweep": {"sweep_id": "s1", "trial": 0, "cache_key": "k"}}))
+    (tmp_path / "a" / "events.jsonl").write_text(json.dumps(
+        {"kind": "metric", "name": "acc", "value": 0.9, "step": 0}) + "\n")
+    assert watcher.new_points(0) == [] and watcher.new_points(0) == []
 
 
 @pytest.mark.slow

@@ -36,9 +36,11 @@ def sweep_group() -> None:
 
     \b
       nbops sweep train --grid C=0.1,1,10 --grid model=logreg,random_forest
-          --maximize train_accuracy
-      nbops sweep train --random 8 --range C=0.01:10:log --seed 1 --maximize train_accuracy
-      nbops sweep train --optuna 20 --range C=0.01:10:log --maximize train_accuracy
+          -p cv_folds 5 --maximize cv_accuracy
+      nbops sweep train --random 8 --range C=0.01:10:log --seed 1 -p cv_folds 5
+          --maximize cv_accuracy
+      nbops sweep train --optuna 20 --range C=0.01:10:log -p cv_folds 5
+          --maximize cv_accuracy
       nbops sweep show latest --plot sweep.png
     """
 
@@ -55,7 +57,8 @@ def sweep_group() -> None:
 @click.option("--random", "random_n", type=click.IntRange(min=1), default=None, metavar="N",
               help="N random trials from the space (seeded with --seed).")
 @click.option("--optuna", "optuna_n", type=click.IntRange(min=1), default=None, metavar="N",
-              help="N Optuna (TPE) trials, pruned from stepped metrics.")
+              help="N Optuna (TPE) trials; a trial is pruned on the values it logs over "
+                   "steps, never on its final one.")
 @click.option("--maximize", default=None, metavar="METRIC",
               help="The metric to maximise (logged with nbops.log_metric or output).")
 @click.option("--minimize", default=None, metavar="METRIC", help="The metric to minimise.")

@@ -1,5 +1,5 @@
 """Run a sweep: ask the strategy for trials, serve them from the cache or a scheduler,
-prune from step metrics, record everything.
+prune from intermediate values, record everything.
 
 Invariants:
 
@@ -14,7 +14,10 @@ Invariants:
   trial that succeeded (a usage error: exit 2 after the record is written);
 - one MLflow parent run per sweep (made before the first trial), trials are its children;
   the parent gets the best trial's metric when the sweep ends;
-- this process is the only writer of the Optuna study and of the sweep record.
+- this process is the only writer of the Optuna study and of the sweep record;
+- a trial is pruned only on intermediate values, while it runs (see ``pruning``); a pruned
+  trial keeps the last value it logged (``value`` in the sweep record, Optuna's ``PRUNED``
+  value) and its run record is tagged ``nbops.trial_state=pruned`` before it is mirrored.
 """
 
 from __future__ import annotations
@@ -56,11 +59,11 @@ from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
 from ..tracking.uri import NO_TRACKING, resolve_uri
 from ..util.envvars import thread_budget
+from .pruning import Pruning, curve, tag_pruned
 from .select import best_trial
 from .space import describe
 from .spec import SweepSpec
-from .strategies import Outcome, Strategy, make_strategy
-from .watch import StepWatcher
+from .strategies import Curve, Outcome, Strategy, make_strategy
 
 
 def _import_mlflow() -> None:
@@ -113,7 +116,7 @@ class SweepRun:
         self.tracker: Tracker | None = None
         self.parent: str | None = None
         self._fatal: str | None = None
-        self._pruned: dict[int, int] = {}  # trial -> the step it was pruned at
+        self._pruning: Pruning | None = None  # Optuna with pruning: trials to stop
         self._stops: dict[int, threading.Event] = {}
         self._index: dict[str, list[str]] | None = None  # cached runs by key
         self._mirrors: list[Future[RunRecord]] = []  # trials handed to the mirror queue
@@ -153,11 +156,10 @@ class SweepRun:
                 self._warm(executor, scheduler.jobs)
             self._save()
             self.parent = self._start_parent()
-            watcher = (StepWatcher(self.runs_dir, self.id, self.spec.metric)
-                       if self.spec.strategy == "optuna" and self.spec.prune and self.spec.metric
-                       else None)
+            if self.spec.strategy == "optuna" and self.spec.prune and self.spec.metric:
+                self._pruning = Pruning(self.runs_dir, self.id, self.spec.metric, strategy)
             with stop_on_signals(event):
-                self._loop(strategy, scheduler, event, watcher)
+                self._loop(strategy, scheduler, event)
         finally:
             scheduler.shutdown(cancel=event.is_set())
             executor.close()
@@ -172,8 +174,7 @@ class SweepRun:
         executor.prepare([self.template.notebook], parallel=jobs, threads=thread_budget(jobs),
                          expected=self.spec.trials)
 
-    def _loop(self, strategy: Strategy, scheduler: Scheduler, stop: threading.Event,
-              watcher: StepWatcher | None) -> None:
+    def _loop(self, strategy: Strategy, scheduler: Scheduler, stop: threading.Event) -> None:
         running: dict[Future[RunRecord], int] = {}
         exhausted = False
         while True:
@@ -195,9 +196,8 @@ class SweepRun:
             if stop.is_set() or self._fatal is not None:
                 for number in running.values():
                     self._stops[number].set()
-            if watcher is not None:
-                self._watch(watcher, [n for f, n in running.items() if f not in finished],
-                            strategy)
+            if self._pruning is not None:
+                self._prune({n: f for f, n in running.items() if f not in finished})
             for future in finished:
                 self._collect(running.pop(future), future, strategy)
 
@@ -227,7 +227,7 @@ class SweepRun:
             value = self._value(number, cached)
             self._told(entry, strategy, "complete" if value is not None else "fail", value,
                        {"status": "cached", "run_id": cached["id"], "value": value,
-                        "metrics": dict(cached["metrics"])})
+                        "metrics": dict(cached["metrics"])}, curve(cached, self.spec.metric))
             self._say(f"{self._position(number)} ({shown}): cached from run {cached['id']} "
                       f"(same template, parameters and inputs: not run again)"
                       + self._shown_value(value))
@@ -298,26 +298,21 @@ class SweepRun:
         return f": {value:.6g}" if value is not None else ""
 
     def _told(self, entry: TrialEntry, strategy: Strategy, outcome: Outcome,
-              value: float | None, update: dict[str, Any]) -> None:
+              value: float | None, update: dict[str, Any], curve: Curve = ()) -> None:
         entry.update(update)  # type: ignore[typeddict-item]
-        state = strategy.tell(entry["number"], outcome, value)
+        state = strategy.tell(entry["number"], outcome, value, curve)
         if state is not None:
             entry["optuna_state"] = state
         self._save()
 
-    def _watch(self, watcher: StepWatcher, numbers: list[int], strategy: Strategy) -> None:
-        """Report new step values of running trials to the strategy; stop the pruned."""
-        for number in numbers:
-            if number in self._pruned:
-                continue
-            for step, value in sorted(watcher.new_points(number)):
-                if strategy.report(number, step, value):
-                    self._pruned[number] = step
-                    self._stops[number].set()
-                    self._say(f"{self._position(number)}: pruned at step {step} "
-                              f"({self.spec.metric}={value:.6g} is worse than the median of "
-                              "earlier trials at that step); stopping it")
-                    break
+    def _prune(self, running: dict[int, Future[RunRecord]]) -> None:
+        """Stop the running trials Optuna prunes on their new intermediate values."""
+        assert self._pruning is not None
+        for number, step, value in self._pruning.check(running):
+            self._stops[number].set()
+            self._say(f"{self._position(number)}: pruned at step {step} "
+                      f"({self.spec.metric}={value:.6g}: its best value so far is worse "
+                      "than the median of completed trials at that step); stopping it")
 
     def _collect(self, number: int, future: Future[RunRecord], strategy: Strategy) -> None:
         entry = self._entry(number)
@@ -330,18 +325,25 @@ class SweepRun:
             self._say(f"{self._position(number)}: failed before running: {text} (the sweep "
                       "goes on)")
             return
+        step = self._pruning.pruned_at(number, result) if self._pruning else None
+        if step is not None:  # tagged before it is mirrored
+            tag_pruned(self.store, result["id"], step)
         self._mirrors.append(mirror_queue().submit(self.store.path(result["id"])))
         base = {"run_id": result["id"], "metrics": dict(result["metrics"])}
         took = f" ({result['duration_s']:.1f} s)" if result["duration_s"] else ""
-        if number in self._pruned:
-            self._told(entry, strategy, "pruned", None, {**base, "status": "pruned"})
-            self._say(f"{self._position(number)}: pruned, run {result['id']} "
-                      f"{result['status']}{took}")
+        points = curve(result, self.spec.metric)
+        if step is not None:
+            last = points[-1][1] + 0.0 if points else None
+            self._told(entry, strategy, "pruned", None,
+                       {**base, "status": "pruned", "value": last}, points)
+            self._say(f"{self._position(number)}: pruned, run {result['id']} stopped{took}"
+                      + (f"; its last {self.spec.metric}: {last:.6g}" if last is not None
+                         else ""))
         elif result["status"] == "succeeded":
             self._remember(result)
             value = self._value(number, result)
             self._told(entry, strategy, "complete" if value is not None else "fail", value,
-                       {**base, "status": "succeeded", "value": value})
+                       {**base, "status": "succeeded", "value": value}, points)
             self._say(f"{self._position(number)}: succeeded{took}, run {result['id']}"
                       + self._shown_value(value))
         else:

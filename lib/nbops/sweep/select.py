@@ -29,7 +29,9 @@ def best_trial(trials: Iterable[TrialEntry], direction: Direction | None) -> Tri
 
 
 def ranked(trials: Iterable[TrialEntry], direction: Direction | None) -> list[TrialEntry]:
-    """Trials best first (finite values by direction, then the rest by number)."""
+    """Trials best first: those that compete (finite values by direction), then the others
+    with a finite value (a pruned trial's last value), then the rest by number; the winner
+    is always first."""
     items = list(trials)
     if direction is None:
         return sorted(items, key=lambda t: t["number"])
@@ -38,7 +40,7 @@ def ranked(trials: Iterable[TrialEntry], direction: Direction | None) -> list[Tr
     def key(t: TrialEntry) -> tuple[int, float, int]:
         value = t["value"]
         if value is None or not math.isfinite(value):
-            return (1, 0.0, t["number"])
-        return (0, sign * value, t["number"])
+            return (2, 0.0, t["number"])
+        return (0 if t["status"] in WINNING else 1, sign * value, t["number"])
 
     return sorted(items, key=key)

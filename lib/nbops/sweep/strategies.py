@@ -6,12 +6,21 @@ trials are fixed in advance (random from a seeded generator: the same seed gives
 parameters). Optuna runs in memory in this process, the only writer of its study; its
 sampler is seeded with ``--seed``. Optuna's MLflow callback is never used (it drives
 MLflow's global active run): trials are mirrored by nbops like any run.
+
+Pruning (Optuna): Optuna's ``MedianPruner`` with its own defaults (no pruning before 5
+trials have completed, none in a warm-up). ``report`` gets only intermediate values (the
+caller never passes a trial's newest value, which may be its final one); ``tell`` first
+hands Optuna the trial's whole logged curve (steps not reported yet, no pruning question
+asked), so completed trials are the reference later trials are compared with at each
+step, and a pruned trial is told ``PRUNED`` with its last intermediate value as its value
+(TPE learns from pruned trials by that value and how far they got).
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .space import Choice, expand_grid, sample
@@ -21,6 +30,7 @@ if TYPE_CHECKING:
     import optuna
 
 Outcome = Literal["complete", "pruned", "fail"]
+Curve = Sequence[tuple[int, float]]  # (step, value) points of the optimised metric
 
 
 class Strategy(Protocol):
@@ -30,10 +40,12 @@ class Strategy(Protocol):
         """The next trial's number and swept parameters."""
 
     def report(self, number: int, step: int, value: float) -> bool:
-        """An intermediate value of a running trial; True: prune it now."""
+        """An intermediate value of a running trial (never its last); True: prune it now."""
 
-    def tell(self, number: int, outcome: Outcome, value: float | None) -> str | None:
-        """How a trial ended; returns the state the strategy recorded (Optuna's)."""
+    def tell(self, number: int, outcome: Outcome, value: float | None,
+             curve: Curve = ()) -> str | None:
+        """How a trial ended, with the curve it logged; returns the state the strategy
+        recorded (Optuna's)."""
 
 
 class FixedStrategy:
@@ -52,7 +64,8 @@ class FixedStrategy:
     def report(self, number: int, step: int, value: float) -> bool:
         return False
 
-    def tell(self, number: int, outcome: Outcome, value: float | None) -> str | None:
+    def tell(self, number: int, outcome: Outcome, value: float | None,
+             curve: Curve = ()) -> str | None:
         return None
 
 
@@ -71,8 +84,8 @@ class OptunaStrategy:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         assert spec.direction is not None
         self.spec = spec
-        pruner = (optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
-                  if spec.prune else optuna.pruners.NopPruner())
+        pruner = (optuna.pruners.MedianPruner() if spec.prune  # Optuna's own defaults
+                  else optuna.pruners.NopPruner())
         self.study = optuna.create_study(
             direction=spec.direction, sampler=optuna.samplers.TPESampler(seed=spec.seed),
             pruner=pruner)
@@ -104,10 +117,15 @@ class OptunaStrategy:
         trial.report(value, step)
         return bool(trial.should_prune())
 
-    def tell(self, number: int, outcome: Outcome, value: float | None) -> str | None:
+    def tell(self, number: int, outcome: Outcome, value: float | None,
+             curve: Curve = ()) -> str | None:
         from optuna.trial import TrialState
 
         trial = self._trials[number]
+        for step, point in sorted(curve):  # the reference for later trials' steps
+            if step > self._steps.get(number, -1) and math.isfinite(point):
+                self._steps[number] = step
+                trial.report(point, step)
         if outcome == "complete" and value is not None and math.isfinite(value):
             frozen = self.study.tell(trial, value)
         elif outcome == "pruned":

@@ -1,16 +1,22 @@
-"""Step metrics of running trials, read from their run folders (for Optuna pruning).
+"""Intermediate values of running trials, read from their run folders (Optuna pruning).
 
 A trial's kernel appends ``nbops.log_metric`` events to ``<run>/events.jsonl`` while it
 runs. The driver finds the run folder of each running trial (a new folder whose
 ``run.json`` names this sweep and trial) and follows its events file from where it last
 read. Only complete lines are read; a half-written last line waits for the next poll.
 Read-only: nothing here writes into a run folder.
+
+Invariant: a value is handed out only once the trial has logged the metric at a *later*
+step, so it is an intermediate value. The newest value is held back: it may be the
+trial's last (a metric logged once, at the end of the work, is its final value), and a
+trial is never pruned on its final value (that value is told to Optuna when the trial
+ends, from its run record).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..records.store import EVENTS_FILE, RUN_FILE
@@ -20,7 +26,7 @@ from ..records.store import EVENTS_FILE, RUN_FILE
 class _Follow:
     folder: Path
     offset: int = 0
-    points: list[tuple[int, float]] = field(default_factory=list)
+    held: tuple[int, float] | None = None  # the newest point: not known to be intermediate
 
 
 class StepWatcher:
@@ -54,8 +60,9 @@ class StepWatcher:
                     self._follow[number] = _Follow(self.runs_dir / name)
 
     def new_points(self, number: int) -> list[tuple[int, float]]:
-        """(step, value) points of the metric logged by trial ``number`` since the last
-        call (empty while its run folder is not found yet)."""
+        """Intermediate (step, value) points of the metric logged by trial ``number`` since
+        the last call: each one followed by a point at a later step (empty while its run
+        folder is not found yet, and for a metric logged at one step only)."""
         if number not in self._follow:
             self._discover()
         follow = self._follow.get(number)
@@ -69,7 +76,7 @@ class StepWatcher:
             return []
         end = chunk.rfind(b"\n") + 1
         follow.offset += end
-        points = []
+        points: list[tuple[int, float]] = []
         for line in chunk[:end].splitlines():
             try:
                 event = json.loads(line)
@@ -79,8 +86,19 @@ class StepWatcher:
                     and event.get("name") == self.metric
                     and isinstance(event.get("value"), (int, float))
                     and isinstance(event.get("step"), int)):
-                points.append((int(event["step"]), float(event["value"])))
+                _add(follow, (int(event["step"]), float(event["value"])), points)
         return points
 
     def forget(self, number: int) -> None:
         self._follow.pop(number, None)
+
+
+def _add(follow: _Follow, point: tuple[int, float], released: list[tuple[int, float]]) -> None:
+    """Hold ``point`` as the newest; release the held one once a later step follows it (a
+    value logged again at the held step replaces it; an earlier step is ignored)."""
+    held = follow.held
+    if held is not None and point[0] < held[0]:
+        return
+    if held is not None and point[0] > held[0]:
+        released.append(held)
+    follow.held = point

@@ -24,7 +24,12 @@ from .uri import default_uri
 if TYPE_CHECKING:
     from ..records.types import RunRecord, Status, TrackingInfo
 
-_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED", "running": "RUNNING"}
+_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED", "running": "RUNNING",
+           "pruned": "FINISHED"}
+# A sweep trial pruned by Optuna: its record ends ``killed`` (the notebook was stopped) and
+# carries this tag set to "pruned"; its MLflow run ends FINISHED, as Optuna's own MLflow
+# callback records pruned trials (pruning is an outcome of the search, not an interruption).
+TRIAL_STATE_TAG = "nbops.trial_state"
 
 
 class MlflowTracker:
@@ -109,13 +114,19 @@ class MlflowTracker:
                 self.client.log_batch(run_id, metrics=metrics[i:i + 100],
                                       params=params[i:i + 100])
             self.client.set_tag(run_id, "nbops.status", record["status"])
+            pruned = record["tags"].get(TRIAL_STATE_TAG) == "pruned"
             error = record["error"]
             if error is not None:  # the UI shows the note on the run page
                 self.client.set_tag(run_id, "nbops.error", error["message"][:5000])
                 self.client.set_tag(run_id, "mlflow.note.content",
                                     f"**{record['status']}**: {error['message'][:5000]}")
+            if pruned:
+                self.client.set_tag(run_id, "mlflow.note.content", (
+                    f"**pruned** by sweep {record['tags'].get('nbops.sweep_run', '')} at step "
+                    f"{record['tags'].get('nbops.pruned_at_step', '?')}: stopped before the "
+                    "end; its metrics are those it logged until then"))
             self._log_files(run_id, run_dir, record)
-            self._terminate(run_id, record["status"])
+            self._terminate(run_id, "pruned" if pruned else record["status"])
 
     def _log_files(self, run_id: str, run_dir: Path, record: RunRecord) -> None:
         for art in record["artifacts"]:
