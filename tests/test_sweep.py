@@ -603,6 +603,38 @@ def test_the_step_watcher_follows_every_trial_of_its_sweep(tmp_path: Path) -> No
     assert watcher.new_points(0) == [(2, 6.0)]
 
 
+def test_a_trial_that_has_ended_is_never_pruned(tmp_path: Path, tpl: Any) -> None:
+    """Real Optuna and a real events file: the same intermediate value prunes a running
+    trial, not one whose future is done; a trial asked to stop that succeeded anyway is
+    not pruned."""
+    from concurrent.futures import Future
+
+    from nbops.sweep.pruning import Pruning
+    from nbops.sweep.strategies import OptunaStrategy
+
+    strategy = OptunaStrategy(from_options(tpl, SweepArgs(
+        optuna=8, ranges=["x=0:4"], seed=0, maximize="score")))
+    for _ in range(5):
+        strategy.tell(_ask(strategy), "complete", 1.0, [(0, 1.0), (1, 1.0)])
+    pruning = Pruning(tmp_path, "s1", "score", strategy)
+    running: dict[int, Future[Any]] = {}
+    for name in ("ended", "running"):
+        number = _ask(strategy)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(
+            {"sweep": {"sweep_id": "s1", "trial": number, "cache_key": "k"}}))
+        (tmp_path / name / "events.jsonl").write_text("".join(
+            json.dumps({"kind": "metric", "name": "score", "value": -9.0, "step": step}) + "\n"
+            for step in (0, 1)))
+        running[number] = Future()
+    ended, alive = running
+    running[ended].set_result({})
+    assert pruning.check(running) == [(alive, 0, -9.0)]
+    assert pruning.pruned_at(alive, {"status": "killed"}) == 0
+    pruning.at[ended] = 0  # asked to stop, but it had succeeded
+    assert pruning.pruned_at(ended, {"status": "succeeded"}) is None
+
+
 def test_a_metric_logged_once_is_never_an_intermediate_value(tmp_path: Path) -> None:
     from nbops.sweep.watch import StepWatcher
 
