@@ -1,10 +1,10 @@
 """Fixed cost of a run: nbops vs papermill vs plain Python, measured side by side.
 
 Runs a trivial template (one parameter, one cell) REPEAT times each way, interleaved so
-machine noise hits all three alike, and prints medians and ratios. ``nbops run`` mirrors to
-MLflow in a background process after it returns; the next command starts only once that
-mirror is done, so it never competes with the next measurement. Then compares saving a
-scikit-learn model with MLflow's requirement inference against nbops' known requirements.
+machine noise hits all three alike, and prints medians and ratios. ``nbops run`` is timed
+until it returns, which is when its record is final and mirrored to MLflow: checked after
+every run (the benchmark stops if a record is not). Then compares saving a scikit-learn
+model with MLflow's requirement inference against nbops' known requirements.
 
     .venv/bin/python bench/overhead.py [--repeat 5]
 """
@@ -44,16 +44,13 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def wait_mirrored(runs: Path, timeout: float = 120) -> float:
-    """Wait (untimed) until every record is mirrored: ``nbops run`` returns before its
-    background mirror ends, and that mirror must not run during the next timed command.
-    Returns how long the mirror went on after ``nbops run`` returned."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if all(json.loads(p.read_text())["mlflow"]["synced"] for p in runs.glob("*/run.json")):
-            return time.perf_counter() - start
-        time.sleep(0.02)
-    raise SystemExit("a background mirror did not finish")
+def check_mirrored(runs: Path) -> None:
+    """Every record is final and mirrored the moment ``nbops run`` returned."""
+    for path in runs.glob("*/run.json"):
+        record = json.loads(path.read_text())
+        if record["status"] != "succeeded" or not record["mlflow"]["synced"]:
+            raise SystemExit(f"{path.parent.name}: not final and mirrored when nbops run "
+                             f"returned ({record['status']}, {record['mlflow']})")
 
 
 def model_save_times(folder: Path) -> tuple[float, float]:
@@ -91,18 +88,17 @@ def main() -> None:
         }
         timed(ways["nbops run"], folder)  # create the MLflow store once, outside the timing
         times: dict[str, list[float]] = {name: [] for name in ways}
-        tails: list[float] = []
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         for _ in range(args.repeat):
             for name, cmd in ways.items():
                 times[name].append(timed(cmd, folder))
                 if name == "nbops run":
-                    tails.append(wait_mirrored(folder / "runs"))
+                    check_mirrored(folder / "runs")
         med = {name: statistics.median(values) for name, values in times.items()}
+        after = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"trivial template, median of {args.repeat} interleaved runs (load average "
-              f"before: {load}; the MLflow mirror on, done in the background: it went on "
-              f"for a median {statistics.median(tails):.2f} s after nbops run returned, "
-              "untimed, before the next command started):")
+              f"before: {load}, after: {after}; nbops run timed until it returned with its "
+              "record final and mirrored to MLflow):")
         for name, value in med.items():
             print(f"  {name:<14} {value:7.2f} s")
         print(f"  ratio nbops / papermill : {med['nbops run'] / med['papermill CLI']:.2f}x")

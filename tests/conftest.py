@@ -143,8 +143,9 @@ def jupyter_server(module: str, home: Path, root_dir: Path) -> Iterator[dict[str
 
 
 def wait_mirrored(run_dir: Path, timeout: float = 60) -> dict[str, Any]:
-    """The record once its background mirror (``nbops run``'s child process) has written it
-    mirrored; fails after ``timeout`` seconds."""
+    """The record once a mirror has written it mirrored (the mirror child of a runner that
+    was killed reconciles and mirrors its record after the runner died); fails after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         record: dict[str, Any] = json.loads((run_dir / "run.json").read_text())

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import NBOPS, NOTEBOOKS, cli, free_port, wait_for_http, wait_mirrored
+from conftest import NBOPS, NOTEBOOKS, cli, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -179,8 +179,10 @@ def test_twelve_concurrent_runs_on_a_new_store(tmp_path: Path) -> None:
         results = list(pool.map(one, range(12)))
     assert [r.returncode for r in results] == [0] * 12, [
         (_outcome(r.stdout, runs), r.stderr[-1500:]) for r in results if r.returncode]
-    # mirrored by the twelve background mirror children, which race on the new store too
-    records = [wait_mirrored(runs / json.loads(r.stdout)["id"]) for r in results]
+    # mirrored by the twelve mirror children, which race on the new store too, before each
+    # nbops run returned
+    records = [json.loads(r.stdout) for r in results]
+    assert all(r["mlflow"]["synced"] for r in records)
     assert sorted(r["outputs"]["y"] for r in records) == [2 * i for i in range(12)]
     assert len(list(runs.glob("*/run.json"))) == 12
     from nbops.tracking.mlflow import MlflowTracker as Tracker
@@ -282,7 +284,7 @@ def test_runs_go_to_a_shared_server(mlflow_server: Any, tmp_path: Path) -> None:
     done = cli("run", str(NOTEBOOKS / "record.ipynb"), "--json", "--runs-dir", str(runs),
                "--tracking-uri", uri, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    record = wait_mirrored(runs / json.loads(done.stdout)["id"])
+    record = json.loads(done.stdout)  # final and mirrored when nbops run returned
     assert record["mlflow"]["tracking_uri"] == uri and record["mlflow"]["synced"] is True
     mlrun = client(uri).get_run(record["mlflow"]["run_id"])
     assert mlrun.info.status == "FINISHED" and mlrun.data.metrics["score"] == 0.5
@@ -290,5 +292,5 @@ def test_runs_go_to_a_shared_server(mlflow_server: Any, tmp_path: Path) -> None:
     assert any(p.name == "MLmodel" for p in artifacts.rglob("MLmodel"))
     env_done = cli("run", str(NOTEBOOKS / "raises.ipynb"), "--json", "--runs-dir", str(runs),
                    cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
-    failed = wait_mirrored(runs / json.loads(env_done.stdout)["id"])
+    failed = json.loads(env_done.stdout)
     assert client(uri).get_run(failed["mlflow"]["run_id"]).info.status == "FAILED"

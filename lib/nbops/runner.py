@@ -25,6 +25,7 @@ from .contract.template import Template
 from .contract.template import resolve as resolve_template
 from .execution.base import ExecutionRequest, Executor
 from .execution.registry import DEFAULT_EXECUTOR, get_executor
+from .records.background import mirror_timeout
 from .records.background import spawn as spawn_mirror
 from .records.lifecycle import finalize, internal_error, new_record
 from .records.mirror import mirror
@@ -38,12 +39,13 @@ from .util.files import encode_json
 from .util.process import process_start_time
 from .util.secrets import Scrubber, secret_env
 
-MirrorMode = Literal["inline", "background", "driver"]
-"""``inline``: the runner mirrors the finished record to the tracking store itself before
-returning; ``background``: a child process started with the run mirrors it after the
-runner returns (``nbops run``: MLflow is off the critical path); ``driver``: the runner does
-not, and whoever submitted the run mirrors it (a pipeline's or Dask driver's mirror queue:
-one writer per store)."""
+MirrorMode = Literal["inline", "process", "driver"]
+"""``inline``: the runner mirrors the finished record to the tracking store itself (a thread
+imports MLflow and opens the store while the kernel runs); ``process``: a child process
+started with the run does that, mirrors the final record and reconciles it if the runner
+dies (``nbops run``); with either, the runner returns once the record is mirrored.
+``driver``: the runner does not mirror, and whoever submitted the run mirrors it (a
+pipeline's or Dask driver's mirror queue: one writer per store) and waits for it."""
 
 
 @dataclass
@@ -95,6 +97,7 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
                                scrubber=Scrubber(secret_values) if secret_values else None)
     executor.check(request)  # e.g. the template's kernel is installed; before any record
     check_uri(uri, runs_dir)  # in seconds: no kernel runs for a mirror that cannot happen
+    wait = mirror_timeout() if opts.mirror == "process" else 0.0
     tracker = (BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
                if opts.mirror == "inline" else None)
     record = new_record(tpl.stage, cwd, template=_template_ref(tpl), parameters=resolved,
@@ -107,7 +110,7 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
                         "synced": False}
     run_dir = store.create(record)
-    background = spawn_mirror(run_dir, uri) if opts.mirror == "background" else None
+    child = spawn_mirror(run_dir, uri) if opts.mirror == "process" else None
     request.output_path, request.kernel_log = run_dir / NOTEBOOK_FILE, run_dir / KERNEL_LOG
     request.env = {**kernel_env(run_dir, uri, opts.threads), **secret_env(secret_values)}
     if record["origin"]["trigger"] == "loop":  # the loop proposes in its own name, so the
@@ -123,8 +126,8 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
         record["runner"]["kernel_pid"] = result.kernel_pid
         finalize(store, record, result.status, result.error, declared_outputs=tpl.outputs)
     finally:
-        if background is not None:
-            background.release()  # the record is final: the child mirrors it
+        if child is not None:  # the record is final: the child mirrors it, we wait
+            record = child.finish(wait)
     if tracker is not None:
         mirror(tracker, store, record)
     return record

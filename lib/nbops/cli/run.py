@@ -23,10 +23,8 @@ from .common import JSON, RUNS_DIR, TRACKING_URI, executor_options, run_summary
 @click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Per-cell timeout in seconds.")
 @TRACKING_URI
-@click.option("--wait-mirror", is_flag=True,
-              help="Mirror to MLflow before returning (default: a background process "
-                   "mirrors the finished run within seconds; the output then has no MLflow "
-                   "run id yet).")
+@click.option("--wait-mirror", is_flag=True, hidden=True,
+              help="Accepted for old scripts: every run is mirrored before nbops returns.")
 @executor_options("papermill")
 @JSON
 def run_cmd(template: str, cli_params: tuple[tuple[str, str], ...], params_file: Path | None,
@@ -39,7 +37,7 @@ def run_cmd(template: str, cli_params: tuple[tuple[str, str], ...], params_file:
 
     options = RunOptions(runs_dir=runs_dir, tracking_uri=tracking_uri, timeout=timeout,
                          cell_timeout=cell_timeout, executor=executor,
-                         mirror="inline" if wait_mirror else "background",
+                         mirror="process",
                          progress=sys.stderr.isatty() and not as_json,
                          origin=make_origin("cli"))
     record = run(template, cli_params=cli_params, params_file=params_file, options=options)

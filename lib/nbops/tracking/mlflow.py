@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from .uri import default_uri
 if TYPE_CHECKING:
     from ..records.types import RunRecord, Status, TrackingInfo
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED", "running": "RUNNING",
            "pruned": "FINISHED"}
 # A sweep trial pruned by Optuna: its record ends ``killed`` (the notebook was stopped) and
@@ -93,10 +95,22 @@ class MlflowTracker:
         if commit:
             tags["mlflow.source.git.commit"] = commit
         with self._lock:
-            start = int(record.get("started_at_epoch", time.time()) * 1000)
-            run = self.client.create_run(self.experiment_id, tags=tags, start_time=start)
+            run_id = self._left_by_a_stopped_mirror(record["id"])
+            if run_id is None:
+                start = int(record.get("started_at_epoch", time.time()) * 1000)
+                run_id = str(self.client.create_run(self.experiment_id, tags=tags,
+                                                    start_time=start).info.run_id)
         return {"tracking_uri": self.uri, "experiment_id": self.experiment_id,
-                "run_id": str(run.info.run_id), "synced": False}
+                "run_id": run_id, "synced": False}
+
+    def _left_by_a_stopped_mirror(self, record_id: str) -> str | None:
+        """The tracked run of ``record_id`` that a mirror created and was stopped before it
+        could note its id in the record (killed, timed out): reused, never made twice."""
+        if not _SAFE_ID.fullmatch(record_id):
+            return None
+        found = self.client.search_runs([self.experiment_id], max_results=1,
+                                        filter_string=f"tags.`nbops.run_id` = '{record_id}'")
+        return str(found[0].info.run_id) if found else None
 
     def finish(self, record: RunRecord, run_dir: Path) -> None:
         """Log params, metrics with steps, artifacts and models; set the final status."""

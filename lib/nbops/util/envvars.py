@@ -15,6 +15,7 @@ TRIGGER = "NBOPS_TRIGGER"  # why runs of this process happen (e.g. schedule, in 
 CYCLE = "NBOPS_CYCLE"  # the loop cycle id a process works for
 USER = "NBOPS_USER"  # who acts in the ledger (default: the login name)
 LOOP_USER = "nbops-loop"  # who acts for runs a loop tick starts (a person approves them)
+MIRROR_TIMEOUT = "NBOPS_MIRROR_TIMEOUT"  # seconds a run waits for its MLflow mirror (600)
 # the thread pools of numerical libraries in a kernel: OpenMP (scikit-learn, torch), MKL,
 # OpenBLAS, Accelerate, numexpr
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
