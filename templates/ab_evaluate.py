@@ -29,8 +29,8 @@ latency_margin: float = 0.2  # guardrail: challenger p95 latency at most this mu
 latency_slack_ms: float = 10.0  # guardrail: ... plus this many milliseconds (smaller differences are noise)
 error_margin: float = 0.01  # guardrail: challenger error rate at most this much above the champion's
 propose: bool = True  # on a win, record a promotion proposal (champion alias) for the challenger
-champion_version: int = 0  # only rows the champion answered with this version (0: any)
-challenger_version: int = 0  # only rows the challenger or shadow answered with this version (0: any)
+champion_version: int = 0  # the champion's version under test (0: from the log, where exactly two versions must have served the window)
+challenger_version: int = 0  # the challenger's or shadow's version under test, never the champion's (0: from the log, likewise)
 
 # %%
 import json
@@ -41,7 +41,7 @@ import pandas as pd
 
 import nbops
 from nbops.datasets import load_bundled, load_table
-from nbops.serving.abtest import evaluate, join_labels
+from nbops.serving.abtest import choose_versions, evaluate, join_labels, only_sides
 from nbops.serving.predlog import read_log
 
 # %% tags=["nbval-check-output"]
@@ -67,11 +67,13 @@ if not log_path:  # by hand: a champion and a shadow challenger answer the same 
 else:
     labels = load_table(labels_path)
 logged = read_log(log_path, window)
-failures = read_log(log_path, window, errors=True).query("_row == -1")
+sides = choose_versions(logged, champion_version, challenger_version)  # two different versions, or a ParameterError
+champion_version, challenger_version = sides["champion"], sides["challenger"]
+how = "as given" if sides["chosen"] == "parameters" else "the versions that served the window"
+print(f"champion v{champion_version} against {sides['variant']} v{challenger_version} ({how})")
+logged = only_sides(logged, sides)  # rows of other versions (before an alias moved) are not this test's
+failures = only_sides(read_log(log_path, window, errors=True).query("_row == -1"), sides)
 joined = join_labels(logged, labels, label_column)
-for wanted, variants in ((champion_version, ["champion"]), (challenger_version, ["challenger", "shadow"])):
-    if wanted:  # rows another version answered (before an alias moved) are not this test's
-        joined = joined[~joined["_variant"].isin(variants) | (joined["_version"] == wanted)]
 print(f"{len(logged)} logged rows, {len(joined)} with labels, {len(failures)} failed requests")
 
 # %% [markdown]
@@ -79,8 +81,7 @@ print(f"{len(logged)} logged rows, {len(joined)} with labels, {len(failures)} fa
 
 # %%
 result = evaluate(joined, failures, alpha=alpha, margin=margin, latency_margin=latency_margin, error_margin=error_margin, latency_slack_ms=latency_slack_ms)
-variant = "shadow" if result["mode"] == "paired" else "challenger"
-versions = joined.groupby("_variant")["_version"].first().to_dict()
+variant = sides["variant"]
 model_name = str(logged["_model"].iloc[0])
 print(f"{result['decision'].upper()}: {result['reason']}")
 print(f"{result['metric']}: champion {result['champion']:.4f}, {variant} {result['challenger']:.4f} "
@@ -88,7 +89,7 @@ print(f"{result['metric']}: champion {result['champion']:.4f}, {variant} {result
 for name, guard in result["guardrails"].items():
     print(f"guardrail {name}: champion {guard['champion']:.4g}, {variant} {guard['challenger']:.4g}, "
           f"limit {guard['limit']:.4g}: {'ok' if guard['ok'] else 'FAILED'}")
-Path("ab.json").write_text(json.dumps(result, indent=2, default=str))
+Path("ab.json").write_text(json.dumps({**result, "champion_version": champion_version, "challenger_version": challenger_version, "versions_from": sides["chosen"]}, indent=2, default=str))
 nbops.log_artifact("ab.json")
 Path("ab.json").unlink()
 nbops.log_metric("champion_metric", result["champion"])
@@ -97,7 +98,6 @@ nbops.log_metric("p_value", result["p_value"])
 
 # %%
 proposal = False
-champion_version, challenger_version = versions.get("champion"), versions.get(variant)
 if result["decision"] == "win" and propose and model_name != "simulated":
     from nbops.tracking import ledger
     from nbops.tracking.uri import current_uri
@@ -111,6 +111,7 @@ nbops.output("reason", result["reason"])
 nbops.output("test", result["test"])
 nbops.output("p_value", result["p_value"])
 nbops.output("model_name", model_name)
-nbops.output("champion_version", None if champion_version is None else int(champion_version))
-nbops.output("challenger_version", None if challenger_version is None else int(challenger_version))
+nbops.output("champion_version", champion_version)
+nbops.output("challenger_version", challenger_version)
+nbops.output("versions_from", sides["chosen"])
 nbops.output("proposal", proposal)

@@ -20,6 +20,13 @@ and a shadow answers off the response path on a thread that shares the server's 
 and its error rate at most the champion's plus ``error_margin``.
 The metric is accuracy (higher is better) or RMSE (lower is better); ``margin`` is in
 accuracy points for classification and a share of the champion's RMSE for regression.
+
+Which versions (:func:`choose_versions`): a test compares two different versions, the one
+that answered as ``champion`` and the one that answered as the challenger side (``shadow``
+when the window has shadow rows, else ``challenger``). Unless both are given, they are
+taken from the versions that served the window on those two sides: exactly two, and one
+way only to pair them; anything else (one version, three, a version compared with itself)
+is a ParameterError naming the versions seen and the parameters to pass.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import math
 from typing import Any, Literal, TypedDict
 
 import numpy as np
+
+from ..errors import ParameterError
 
 Decision = Literal["win", "equivalent", "inconclusive"]
 Mode = Literal["paired", "split"]
@@ -55,6 +64,88 @@ class ABResult(TypedDict):
     n: dict[str, int]
     required_n: int | None  # per variant, split mode
     guardrails: dict[str, Guardrail]
+
+
+class Sides(TypedDict):
+    """The two versions under test and how they were chosen."""
+
+    champion: int
+    challenger: int
+    variant: Literal["shadow", "challenger"]  # the side the challenger answered as
+    served: dict[int, list[str]]  # every version on either side in the window: its sides
+    chosen: Literal["parameters", "log"]  # both versions given, or (some) read from the log
+
+
+def choose_versions(logged: Any, champion_version: int = 0,
+                    challenger_version: int = 0) -> Sides:
+    """The champion and challenger versions of a test on ``logged`` (``read_log`` rows); a
+    version given (not 0) is kept, one left at 0 comes from the log (see the module doc).
+
+    Raises:
+        ParameterError: both sides are the same version, a given version did not serve on
+            its side, or the log does not name exactly one pair of two versions.
+    """
+    variant: Literal["shadow", "challenger"] = (
+        "shadow" if "shadow" in set(logged["_variant"]) else "challenger")
+    sides = logged[logged["_variant"].isin(["champion", variant])
+                   & logged["_version"].notna()]
+    served: dict[int, list[str]] = {}
+    for version, side in sorted({(int(v), str(s)) for v, s in
+                                 zip(sides["_version"], sides["_variant"], strict=True)}):
+        served.setdefault(version, []).append(side)
+    seen = "; versions that served the window: " + (", ".join(
+        f"v{v} ({', '.join(s)})" for v, s in served.items()) or "none")
+    fix = (" Pass -p champion_version N -p challenger_version M (two versions that served"
+           f"{_latest_pair(sides, variant)}), or a -p window in which two served.")
+    if champion_version and champion_version == challenger_version:
+        raise ParameterError(f"both sides are v{champion_version}: a version compared with "
+                             f"itself proves nothing{seen}.{fix}", name="challenger_version")
+    if not champion_version and not challenger_version and len(served) != 2:
+        raise ParameterError(
+            f"{'only one version' if len(served) == 1 else f'{len(served)} versions'} "
+            f"served the window on the champion and {variant} sides, an A/B test compares "
+            f"two{seen}.{fix}", name="champion_version")
+    for name, given, side in (("champion_version", champion_version, "champion"),
+                              ("challenger_version", challenger_version, variant)):
+        if given and side not in served.get(given, []):
+            raise ParameterError(f"-p {name} {given}: v{given} did not answer as {side} in "
+                                 f"the window{seen}.{fix}", name=name)
+    pairs = [(c, d) for c, cs in served.items() for d, ds in served.items()
+             if c != d and "champion" in cs and variant in ds
+             and champion_version in (0, c) and challenger_version in (0, d)]
+    if len(pairs) != 1:
+        problem = ("they pair up more than one way" if pairs else
+                   f"no two different versions answered as champion and {variant}")
+        raise ParameterError(f"cannot tell which versions to compare: {problem}{seen}.{fix}",
+                             name="champion_version")
+    (champion, challenger), = pairs
+    return {"champion": champion, "challenger": challenger, "variant": variant,
+            "served": served,
+            "chosen": "parameters" if champion_version and challenger_version else "log"}
+
+
+def _latest_pair(sides: Any, variant: str) -> str:
+    """``"; the latest pair: -p champion_version A -p challenger_version B"`` when the
+    newest rows of the two sides name two different versions, else ``""``."""
+    import pandas as pd
+
+    at = pd.to_datetime(sides["_time"], utc=True, format="ISO8601")
+    latest = sides.assign(_at=at).sort_values("_at").groupby("_variant")["_version"].last()
+    if "champion" not in latest or variant not in latest:
+        return ""
+    a, b = int(latest["champion"]), int(latest[variant])
+    return (f"; the pair serving last: -p champion_version {a} -p challenger_version {b}"
+            if a != b else "")
+
+
+def only_sides(frame: Any, sides: Sides) -> Any:
+    """The rows of ``frame`` (logged, joined or failed rows) that the two versions under
+    test answered on their sides: the champion's as ``champion``, the challenger's as
+    ``sides["variant"]``."""
+    champion = (frame["_variant"] == "champion") & (frame["_version"] == sides["champion"])
+    challenger = ((frame["_variant"] == sides["variant"])
+                  & (frame["_version"] == sides["challenger"]))
+    return frame[champion | challenger]
 
 
 def join_labels(log: Any, labels: Any, label_column: str) -> Any:
