@@ -3,8 +3,11 @@
 Headless (``nbops run``), the runner sets ``NBOPS_RUN_DIR`` in the kernel's environment and
 every call appends an event to ``<run_dir>/events.jsonl`` (files go under ``artifacts/``
 and ``models/``); the runner folds them into ``run.json`` when the notebook ends.
-Interactively, with no run context, the first call opens a run record of its own (stage
-``interactive``) that is closed at interpreter exit or by :func:`end_run`.
+Interactively, with no run context, the first call opens a run record of its own, a hand
+run (see ``records.interactive``), that ends when the notebook's parameters cell runs again
+(each Run All records a run of its own: an IPython ``pre_run_cell`` hook), on
+:func:`end_run`, or at interpreter exit; it ends ``failed`` when the last cell run raised
+(an IPython ``post_run_cell`` hook), else ``succeeded``, and is then mirrored.
 
 This module imports only the standard library: heavy packages are imported on use.
 """
@@ -16,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,11 +32,15 @@ from .util.files import encode_json, sha256_file, walk_files
 from .util.secrets import Scrubber, from_environment, names_in
 
 if TYPE_CHECKING:
-    from .records.types import Status
+    from .records.interactive import HandMirror
+    from .records.types import RunError, Status
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ ]{0,249}$")
 _lock = threading.RLock()
-_state: dict[str, Any] = {"run_dir": None, "interactive": False, "steps": {}}
+# run_dir: the run recorded into; interactive: it is a hand run; steps: next metric steps;
+# error: how the last cell run in the hand run failed; mirror: the kernel's HandMirror
+_state: dict[str, Any] = {"run_dir": None, "interactive": False, "steps": {}, "error": None,
+                          "mirror": None, "hooked": False}
 _scrub: dict[str, Scrubber] = {}  # "run": the secrets of this kernel's run and those read
 
 
@@ -110,12 +118,60 @@ def _run_dir() -> Path:
             if env:
                 _state["run_dir"] = Path(env)
             else:
-                from .records.interactive import start_interactive_run
-
-                _state["run_dir"] = start_interactive_run()
-                _state["interactive"] = True
-                atexit.register(_end_at_exit)
+                _state["run_dir"] = _open_hand_run()
         return Path(_state["run_dir"])
+
+
+def _open_hand_run() -> Path:
+    from .records.interactive import HandMirror, start_interactive_run
+
+    run_dir = start_interactive_run()
+    if _state["mirror"] is None:
+        _state["mirror"] = HandMirror.start(current_uri(), run_dir.parent)
+    if _state["mirror"] is not None:
+        _state["mirror"].opened(run_dir)
+    _state.update(interactive=True, error=None)
+    if not _state["hooked"]:
+        _state["hooked"] = True
+        atexit.register(_end_at_exit)
+        _watch_cells()
+    return run_dir
+
+
+def _watch_cells() -> None:
+    """In an IPython kernel: end the hand run when the notebook starts over, and note
+    whether each cell raised (nothing outside IPython; IPython is never imported here)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and hasattr(shell, "events"):
+        shell.events.register("pre_run_cell", _before_cell)
+        shell.events.register("post_run_cell", _after_cell)
+
+
+def _before_cell(info: Any) -> None:
+    if not _state["interactive"]:
+        return
+    from .records.interactive import starts_over
+
+    if starts_over(getattr(info, "raw_cell", "") or "", getattr(info, "cell_id", None),
+                   getattr(info, "cell_meta", None)):
+        ended = _end(None, wait=False)
+        if ended is not None:
+            print(f"nbops: run {ended[0]} ended ({ended[1]}); what the notebook records from "
+                  "now on goes to a new run")
+
+
+def _after_cell(result: Any) -> None:
+    if not _state["interactive"]:
+        return
+    exc = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+    _state["error"] = None if exc is None else _cell_error(exc)
+
+
+def _cell_error(exc: BaseException) -> RunError:
+    text = _scrubber().text(str(exc))
+    return {"ename": type(exc).__name__, "evalue": text, "cell_index": None,
+            "message": f"the last cell run raised {type(exc).__name__}: {text}"}
 
 
 def tracking_uri() -> str:
@@ -252,16 +308,29 @@ def output(name: str, value: Any) -> None:
 
 
 def _end_at_exit() -> None:
-    end_run(_at_exit=True)
+    _end(None, wait=False)
+    mirror: HandMirror | None = _state["mirror"]
+    if mirror is not None:
+        mirror.close(timeout=120)  # Jupyter kills a kernel sooner; its mirror goes on alone
 
 
-def end_run(status: Status = "succeeded", _at_exit: bool = False) -> None:
-    """Close the interactive run record (no-op headless, where the runner closes it)."""
+def end_run(status: Status | None = None) -> None:
+    """End the hand run and mirror it (returns once it is mirrored); the next recorded call
+    opens a new one. ``status`` by default: ``failed`` when the last cell run raised, else
+    ``succeeded``. A no-op headless, where the runner ends the run."""
+    _end(status, wait=True)
+
+
+def _end(status: Status | None, wait: bool) -> tuple[str, Status] | None:
+    """End the open hand run, if any: its id and status."""
     with _lock:
         if not _state["interactive"] or _state["run_dir"] is None:
-            return
-        run_dir = Path(_state["run_dir"])
-        _state.update(run_dir=None, interactive=False, steps={})
-    from .records.interactive import finish_interactive_run
+            return None
+        run_dir, error = Path(_state["run_dir"]), _state["error"]
+        _state.update(run_dir=None, interactive=False, steps={}, error=None)
+    from .records.interactive import end_hand_run
 
-    finish_interactive_run(run_dir, status, at_exit=_at_exit)
+    chosen: Status = status or ("failed" if error is not None else "succeeded")
+    end_hand_run(run_dir, chosen, error if chosen == "failed" else None, _state["mirror"],
+                 wait)
+    return run_dir.name, chosen

@@ -174,29 +174,51 @@ def _plot_histories(records: list[RunRecord], path: Path) -> None:
 @click.argument("run_ids", nargs=-1)
 @RUNS_DIR
 def runs_sync(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
-    """Mirror finished runs whose MLflow mirror is missing (a server that was down);
-    exit 1 while any still is."""
+    """Mirror finished runs whose MLflow mirror is missing (a server that was down, a
+    kernel killed mid-mirror) and say what was done to each; exit 1 while any mirror
+    fails. Runs still running are skipped (they are mirrored when they end)."""
     from ..records.queries import sync_runs
 
     results = sync_runs(list(run_ids) or None, runs_dir)
-    for run_id, synced, note in results:
-        click.echo(f"{run_id}  {'synced' if synced else 'NOT synced: ' + note}")
-    if not results:
-        click.echo("every finished run is mirrored")
-    if any(not synced for _, synced, _ in results):
+    count = {state: sum(r.state == state for r in results)
+             for state in ("synced", "already", "running", "untracked", "failed")}
+    for result in results:
+        if result.state != "already" or run_ids:  # all runs: the mirrored ones are counted
+            click.echo(f"{result.run_id}  {_SYNC_LINE[result.state]}{result.note}")
+    skipped = count["running"] + count["untracked"] + count["failed"]
+    parts = [f"{count['synced']} synced now", f"{count['already']} already synced",
+             f"{count['running']} running (skipped)", f"{count['untracked']} not tracked",
+             f"{count['failed']} NOT synced"]
+    summary = ", ".join(p for p in parts if not p.startswith("0 ")) or "no runs"
+    if results and not skipped:
+        summary += ": every finished run " + ("named " if run_ids else "") + "is mirrored"
+    click.echo(summary)
+    if count["failed"]:
         sys.exit(1)
+
+
+_SYNC_LINE = {"synced": "synced now, MLflow run ", "already": "already synced, MLflow run ",
+              "running": "running: skipped, mirrored when it ends",
+              "untracked": "not tracked (recorded with --tracking-uri none)",
+              "failed": "NOT synced: "}
 
 
 @runs_group.command("verify")
 @click.argument("run_ids", nargs=-1)
 @RUNS_DIR
 def runs_verify(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
-    """Re-hash every artifact; exit 1 naming each missing, changed or unlisted file."""
+    """Re-hash every artifact of finished runs; exit 1 naming each missing, changed or
+    unlisted file. A run still running is named as such and not checked."""
     from ..records.queries import verify_runs
 
-    problems = verify_runs(list(run_ids) or None, runs_dir)
-    for problem in problems:
+    found = verify_runs(list(run_ids) or None, runs_dir)
+    for run_id in found.running:
+        click.echo(f"{run_id}: running, not checked")
+    for problem in found.problems:
         click.echo(problem)
-    if problems:
+    if found.problems:
         sys.exit(1)
-    click.echo("all artifacts match their records")
+    if found.running:
+        click.echo("all artifacts of finished runs match their records")
+    else:
+        click.echo("all artifacts match their records")

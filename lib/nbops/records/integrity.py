@@ -1,6 +1,8 @@
 """Integrity of run folders: every file but ``run.json`` is listed with its sha256.
 
-``verify`` re-hashes a folder and names each missing, changed or unlisted file.
+``verify`` re-hashes a folder and names each missing, changed or unlisted file;
+``verify_runs`` does it for finished runs and leaves a run still ``running`` unchecked (its
+files are listed only when it ends).
 
 Three rules make opening, running and saving a recorded notebook in JupyterLab harmless:
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RecordError
@@ -110,14 +114,31 @@ def verify(run_dir: Path, record: RunRecord) -> list[str]:
     return problems
 
 
-def verify_runs(store: RunStore, run_ids: list[str] | None = None) -> list[str]:
-    """Problems found re-hashing the given runs (all runs when none are given)."""
-    problems: list[str] = []
+@dataclass
+class Verification:
+    """What ``verify_runs`` found: ``problems`` (one line each) and the ids of the runs
+    still ``running`` (their files change until they end: not checked)."""
+
+    problems: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
+
+
+def verify_runs(store: RunStore, run_ids: list[str] | None = None,
+                prepare: Callable[[RunRecord], RunRecord] | None = None) -> Verification:
+    """Re-hash the given runs (all runs when none are given). ``prepare`` sees each record
+    first (the caller reconciles records whose runner died); a record still ``running``
+    after it is listed in ``running`` and checked no further."""
+    found = Verification()
     for run_id in run_ids or store.ids():
         try:
             record = store.read(run_id)
+            if prepare is not None:
+                record = prepare(record)
         except RecordError as exc:
-            problems.append(f"{run_id}: {exc}")
+            found.problems.append(f"{run_id}: {exc}")
             continue
-        problems += verify(store.path(run_id), record)
-    return problems
+        if record["status"] == "running":
+            found.running.append(run_id)
+            continue
+        found.problems += verify(store.path(run_id), record)
+    return found

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from ..errors import NbopsError, RecordError
+from ..tracking.uri import NO_TRACKING
 from ..util.envvars import current_runs_dir
+from .integrity import Verification
 from .integrity import verify_runs as _verify_runs
 from .mirror import sync
 from .reconcile import reconcile
@@ -63,31 +65,59 @@ def list_records(runs_dir: str | Path | None = None, *, stage: str | None = None
 
 
 def verify_runs(run_ids: list[str] | None = None, runs_dir: str | Path | None = None
-                ) -> list[str]:
-    """Problems found re-hashing the given runs (all runs when none are given)."""
-    return _verify_runs(RunStore.at(runs_dir), run_ids)
+                ) -> Verification:
+    """Re-hash the given runs (all runs when none are given), each reconciled first: a run
+    still running is listed as such, not checked."""
+    store = RunStore.at(runs_dir)
+    return _verify_runs(store, run_ids, lambda record: reconcile(store, record))
+
+
+SyncState = Literal["synced", "already", "running", "untracked", "failed"]
+
+
+class SyncResult(NamedTuple):
+    """What ``sync_runs`` did with one run: ``synced`` (mirrored now), ``already``
+    (mirrored before), ``running`` (skipped: mirrored when it ends), ``untracked``
+    (recorded with ``--tracking-uri none``) or ``failed`` (``note`` says why)."""
+
+    run_id: str
+    state: SyncState
+    note: str = ""
 
 
 def sync_runs(run_ids: list[str] | None = None, runs_dir: str | Path | None = None
-              ) -> list[tuple[str, bool, str]]:
-    """Mirror finished runs whose mirror is missing (``mlflow.synced`` false): a tracking
-    server that was down, a runner that died. Returns ``(run id, synced, note)`` for each
-    run that needed it (all runs when none are given, else the ones named)."""
+              ) -> list[SyncResult]:
+    """Mirror finished runs whose mirror is missing (``mlflow`` absent or not ``synced``):
+    a tracking server that was down, a runner that died, a hand run whose kernel was
+    killed. A record whose runner died is reconciled first (``killed``, mirrored). Returns
+    what happened to each run (all runs when none are given, else the ones named)."""
     store = RunStore.at(runs_dir)
-    done: list[tuple[str, bool, str]] = []
+    done: list[SyncResult] = []
     for run_id in run_ids or store.ids():
         try:
             record = store.read(run_id)
+            was_synced = bool(record["mlflow"] and record["mlflow"]["synced"])
+            if record["status"] == "running":
+                record = reconcile(store, record)  # its runner died: killed, mirrored
         except RecordError as exc:
-            done.append((run_id, False, str(exc)))
+            done.append(SyncResult(run_id, "failed", str(exc)))
             continue
         info = record["mlflow"]
-        if record["status"] == "running" or info is None or info["synced"]:
+        if record["status"] == "running":
+            done.append(SyncResult(run_id, "running"))
             continue
-        after = sync(store.path(run_id))
-        synced = bool(after["mlflow"] and after["mlflow"]["synced"])
-        note = "" if synced else (after["warnings"][-1] if after["warnings"] else "not synced")
-        done.append((run_id, synced, note))
+        if info is not None and info["tracking_uri"] == NO_TRACKING:
+            done.append(SyncResult(run_id, "untracked"))
+            continue
+        if info is None or not info["synced"]:
+            record = sync(store.path(run_id))
+            info = record["mlflow"]
+        if info is not None and info["synced"]:
+            done.append(SyncResult(run_id, "already" if was_synced else "synced",
+                                   info["run_id"] or ""))
+        else:
+            done.append(SyncResult(run_id, "failed", record["warnings"][-1]
+                                   if record["warnings"] else "not synced"))
     return done
 
 

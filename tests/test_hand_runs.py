@@ -1,0 +1,199 @@
+"""Hand runs: a notebook run by hand in a real kernel, its cells sent as JupyterLab sends
+them (each with its cell id and metadata). Each Run All records a run of its own; a hand run
+ends (finalized, mirrored) on ``nbops.end_run()`` or when the kernel stops; ``runs verify``
+leaves a live run alone and ``runs sync`` says what it did."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager
+
+from conftest import ROOT, cli, wait_mirrored
+
+
+class Lab:
+    """A kernel for one notebook, as JupyterLab starts it (``JPY_SESSION_NAME``)."""
+
+    def __init__(self, notebook: Path, runs: Path) -> None:
+        env = {**os.environ, "JPY_SESSION_NAME": str(notebook), "NBOPS_RUNS_DIR": str(runs),
+               "PYTHONPATH": str(ROOT / "lib")}
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(env=env, cwd=str(notebook.parent))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+
+    def execute(self, cell: Any) -> tuple[str, str]:
+        """Run one cell; its reply status and the text it printed."""
+        msg = self.kc.session.msg("execute_request", {
+            "code": cell.source, "silent": False, "store_history": True,
+            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+            metadata={**cell.metadata, "cellId": cell.id})  # as JupyterLab's CodeCell does
+        self.kc.shell_channel.send(msg)
+        msg_id, printed = msg["header"]["msg_id"], []
+        while True:
+            out = self.kc.get_iopub_msg(timeout=240)
+            if out["parent_header"].get("msg_id") != msg_id:
+                continue
+            if out["msg_type"] == "stream":
+                printed.append(out["content"]["text"])
+            if out["msg_type"] == "status" and out["content"]["execution_state"] == "idle":
+                break
+        while True:
+            reply = self.kc.get_shell_msg(timeout=240)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"]["status"], "".join(printed)
+
+    def run_all(self, notebook: Any) -> list[str]:
+        """Run All: every cell in order, stopping at the first error."""
+        statuses = []
+        for cell in notebook.cells:
+            status, _ = self.execute(cell)
+            statuses.append(status)
+            if status != "ok":
+                break
+        return statuses
+
+    def shutdown(self, now: bool = False) -> None:
+        """As Jupyter stops a kernel: a shutdown request, SIGTERM at 2.5 s, SIGKILL at 5 s
+        (``now``: SIGKILL at once)."""
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=now)
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[Any]:
+    labs: list[Lab] = []
+
+    def make(notebook: Path, runs: Path) -> Lab:
+        labs.append(Lab(notebook, runs))
+        return labs[-1]
+
+    yield make
+    for lab in labs:
+        if lab.km.has_kernel:
+            lab.shutdown(now=True)
+
+
+def notebook(tmp_path: Path, *cells: str, tagged: bool = True) -> tuple[Path, Any]:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["nbops"] = {"stage": "handtrain"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        cells[0], metadata={"tags": ["parameters"]} if tagged else {})]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in cells[1:]]
+    path = tmp_path / "hand.ipynb"
+    nbformat.write(nb, path)
+    return path, nb
+
+
+def records(runs: Path) -> list[dict[str, Any]]:
+    found = [json.loads(p.read_text()) for p in runs.glob("*/run.json")]
+    return sorted(found, key=lambda r: r["started_at_epoch"])
+
+
+def tracked(runs: Path, record: dict[str, Any]) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(record["mlflow"]["tracking_uri"]).get_run(record["mlflow"]["run_id"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_each_run_all_is_a_run_of_its_own_mirrored_when_the_kernel_stops(
+        tmp_path: Path, lab_factory: Any) -> None:
+    runs = tmp_path / "runs"
+    path, nb = notebook(tmp_path, "lr: float = 0.1",
+                        "import nbops\nnbops.log_metric('train_accuracy', 0.5 + lr)")
+    lab = lab_factory(path, runs)
+    assert lab.run_all(nb) == ["ok", "ok"]
+    nb.cells[0].source = "lr: float = 0.2"  # the person edits the parameters, then Run All
+    nb.cells.append(nbformat.v4.new_code_cell("raise ValueError('bad data')"))
+    assert lab.run_all(nb) == ["ok", "ok", "error"]
+    done, live = records(runs)
+    assert (done["status"], live["status"]) == ("succeeded", "running")
+    lab.shutdown()
+    done, ended = records(runs)
+    assert ended["id"] == live["id"] and ended["status"] == "failed"  # its last cell raised
+    assert ended["error"]["ename"] == "ValueError" and "bad data" in ended["error"]["message"]
+    for record, value in ((done, 0.6), (ended, 0.7)):
+        assert [(p["step"], p["value"]) for p in record["metric_history"]["train_accuracy"]] \
+            == [(0, pytest.approx(value))]
+        mirrored = tracked(runs, wait_mirrored(runs / record["id"], timeout=300))
+        assert mirrored.info.status == ("FINISHED" if record is done else "FAILED")
+        assert mirrored.data.metrics["train_accuracy"] == pytest.approx(value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_live_hand_run_is_running_not_checked_and_sync_says_what_it_did(
+        tmp_path: Path, lab_factory: Any) -> None:
+    runs = tmp_path / "runs"
+    path, nb = notebook(tmp_path, "lr: float = 0.1",
+                        "import nbops\nnbops.log_metric('train_accuracy', 0.5 + lr)")
+    lab = lab_factory(path, runs)
+    assert lab.run_all(nb) == ["ok", "ok"]
+    [live] = records(runs)
+    verified = cli("runs", "verify", "--runs-dir", str(runs))
+    assert verified.returncode == 0, verified.stdout
+    assert verified.stdout.splitlines() == [f"{live['id']}: running, not checked",
+                                            "all artifacts of finished runs match their records"]
+    synced = cli("runs", "sync", "--runs-dir", str(runs))
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert synced.stdout.splitlines() == [
+        f"{live['id']}  running: skipped, mirrored when it ends", "1 running (skipped)"]
+    status, printed = lab.execute(nb.cells[0])  # Run All again: the live run ends
+    assert status == "ok" and printed.startswith(f"nbops: run {live['id']} ended (succeeded)")
+    record = wait_mirrored(runs / live["id"], timeout=300)
+    again = cli("runs", "sync", live["id"], "--runs-dir", str(runs))
+    assert again.returncode == 0
+    assert again.stdout.splitlines() == [
+        f"{live['id']}  already synced, MLflow run {record['mlflow']['run_id']}",
+        "1 already synced: every finished run named is mirrored"]
+    assert cli("runs", "verify", "--runs-dir", str(runs)).stdout.splitlines() == [
+        "all artifacts match their records"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_end_run_finalizes_and_mirrors_and_a_killed_kernel_leaves_a_killed_run(
+        tmp_path: Path, lab_factory: Any) -> None:
+    """No parameters cell: the first code cell starts the notebook over."""
+    runs = tmp_path / "runs"
+    path, nb = notebook(tmp_path, "import nbops", "nbops.log_metric('loss', 0.25)",
+                        "nbops.end_run()", tagged=False)
+    lab = lab_factory(path, runs)
+    assert lab.run_all(nb) == ["ok", "ok", "ok"]
+    [ended] = records(runs)  # end_run returned: the run is final and mirrored
+    assert ended["status"] == "succeeded" and ended["mlflow"]["synced"] is True
+    assert tracked(runs, ended).data.metrics == {"loss": 0.25}
+    assert lab.execute(nb.cells[1])[0] == "ok"  # recording again opens a new run
+    assert lab.execute(nb.cells[0])[1].startswith("nbops: run ")  # Run All: it ends
+    assert lab.execute(nb.cells[1])[0] == "ok"
+    lab.shutdown(now=True)  # SIGKILL: no exit handler runs
+    first, second, killed = records(runs)
+    assert (first["id"], second["status"]) == (ended["id"], "succeeded")
+    record = wait_mirrored(runs / killed["id"], timeout=300)  # by the kernel's mirror process
+    assert record["status"] == "killed"
+    assert tracked(runs, record).info.status == "KILLED"
+
+
+def test_the_first_cell_is_known_by_its_tags_its_id_or_its_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbops.records.interactive import starts_over
+
+    path, nb = notebook(tmp_path, "a = 1", "b = 2")
+    assert starts_over("anything", None, {"tags": ["parameters"]})  # the front end says
+    assert not starts_over("a = 1", None, {})  # no notebook known, no tag sent
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    assert starts_over("a = 1 ", nb.cells[0].id, {})  # by id (JupyterLab, VS Code)
+    assert not starts_over("a = 1", nb.cells[1].id, {})
+    assert starts_over("a = 1\n", None, None)  # by source (a front end without ids)
+    assert not starts_over("b = 2", None, None)
+    path, nb = notebook(tmp_path, "x = 1", "y = 2", tagged=False)  # no parameters cell
+    assert starts_over("x = 1", nb.cells[0].id, {}) and not starts_over("y = 2", None, {})
