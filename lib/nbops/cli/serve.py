@@ -28,6 +28,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
               "response path (its answers are only logged).")
 @click.option("--max-body-bytes", default=8 * 2**20, show_default=True,
               type=click.IntRange(1), help="Larger bodies get 413 before they are parsed.")
+@click.option("--max-columns", default=1000, show_default=True, type=click.IntRange(1),
+              help="Most columns a request may have when the model has no signature or "
+              "--allow-extra-columns is given (otherwise: the signature's); more get 422 "
+              "before a frame is built.")
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.001),
               help="Seconds a prediction may take before the request gets 504.")
 @click.option("--max-concurrency", default=64, show_default=True, type=click.IntRange(1),
@@ -42,8 +46,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 @RUNS_DIR
 @TRACKING_URI
 def serve_cmd(model: str, host: str, port: int, workers: int, challenger: str | None,
-              split: float, shadow: str | None, max_body_bytes: int, timeout: float,
-              max_concurrency: int, allow_extra_columns: bool, poll_seconds: float,
+              split: float, shadow: str | None, max_body_bytes: int, max_columns: int,
+              timeout: float, max_concurrency: int, allow_extra_columns: bool, poll_seconds: float,
               log_sample: float, no_log: bool, runs_dir: Path | None,
               tracking_uri: str | None) -> None:
     """Serve MODEL (name@alias, name/version or runs:/RUN_ID/NAME) over HTTP.
@@ -52,7 +56,7 @@ def serve_cmd(model: str, host: str, port: int, workers: int, challenger: str | 
     dataframe_records, instances, inputs; or CSV); GET /health, /ready, /version, /metrics.
     Predictions are logged under RUNS/predictions/<model>/ for monitoring.
     """
-    from ..serving.app import CONFIG_ENV, ServeConfig
+    from ..serving.config import CONFIG_ENV, ServeConfig
     from ..serving.model import parse_ref
 
     for ref in (model, challenger, shadow):
@@ -61,7 +65,8 @@ def serve_cmd(model: str, host: str, port: int, workers: int, challenger: str | 
     config = ServeConfig(model=model, challenger=challenger, split=split if challenger else 0,
                          shadow=shadow, runs_dir=str(runs_dir) if runs_dir else None,
                          tracking_uri=tracking_uri, max_body_bytes=max_body_bytes,
-                         timeout=timeout, max_concurrency=max_concurrency,
+                         max_columns=max_columns, timeout=timeout,
+                         max_concurrency=max_concurrency,
                          allow_extra_columns=allow_extra_columns, poll_seconds=poll_seconds,
                          log_predictions=not no_log, log_sample=log_sample)
     if host not in LOOPBACK:

@@ -12,7 +12,10 @@ Invariants:
   two processes never interleave; a line is written whole or not at all (one ``write`` of
   an encoded line from one thread);
 - writes happen on a background thread: a slow disk never delays a response; when its
-  queue is full, records are dropped and counted, never blocking;
+  queue is full, or a write fails (an unwritable folder, a full disk), records are dropped,
+  never blocking, and never silently: ``dropped`` counts the rows, ``last_error`` says why,
+  ``on_drop`` is called, and an error is logged (the first loss, then at most once a
+  minute);
 - a part is closed at ``max_part_bytes`` and the oldest parts of the model are deleted
   while the model's folder is over ``max_total_bytes`` (rotation: bounded on disk);
 - ``sample`` < 1 keeps that share of requests (decided per request, so a request's rows
@@ -28,16 +31,19 @@ line with ``row`` -1, no inputs and its ``error`` (read back only when asked for
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import random
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict, cast
 
+LOG = logging.getLogger("nbops.serve")
 FOLDER = "predictions"
 META = ("_time", "_model", "_version", "_variant", "_request_id", "_row", "_latency_ms")
 
@@ -75,12 +81,17 @@ class PredictionLog:
     """Appends entries on a background thread, with sampling and size-bounded rotation."""
 
     def __init__(self, folder: Path, *, sample: float = 1.0, max_part_bytes: int = 32 * 2**20,
-                 max_total_bytes: int = 1024 * 2**20, queue_size: int = 10_000) -> None:
+                 max_total_bytes: int = 1024 * 2**20, queue_size: int = 10_000,
+                 on_drop: Callable[[int], object] | None = None) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"log sample must be between 0 and 1, got {sample}")
         self.folder, self.sample = folder, sample
         self.max_part_bytes, self.max_total_bytes = max_part_bytes, max_total_bytes
         self.dropped = 0
+        self.last_error: str | None = None
+        self.on_drop = on_drop
+        self._drop_lock = threading.Lock()
+        self._drop_logged = float("-inf")
         self._queue: queue.Queue[list[LogEntry] | Batch | None] = queue.Queue(queue_size)
         self._part: Any = None
         self._path = folder / "(none)"
@@ -99,7 +110,7 @@ class PredictionLog:
         try:
             self._queue.put_nowait(entries)
         except queue.Full:
-            self.dropped += len(entries.predictions if isinstance(entries, Batch) else entries)
+            self._drop(entries, "the queue is full: the disk cannot keep up with the traffic")
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop."""
@@ -113,11 +124,25 @@ class PredictionLog:
                 break
             try:
                 self._write(_lines(entries))
-            except (OSError, ValueError, TypeError):
-                self.dropped += len(entries.predictions if isinstance(entries, Batch)
-                                    else entries)
+            except (OSError, ValueError, TypeError) as exc:
+                self._drop(entries, f"{type(exc).__name__}: {exc}")
         if self._part is not None:
             self._part.close()
+
+    def _drop(self, entries: list[LogEntry] | Batch, reason: str) -> None:
+        rows = len(entries.predictions if isinstance(entries, Batch) else entries)
+        with self._drop_lock:
+            self.dropped += rows
+            self.last_error = reason
+            now = time.monotonic()
+            tell = now - self._drop_logged >= 60  # the first loss, then once a minute
+            if tell:
+                self._drop_logged = now
+        if tell:
+            LOG.error("prediction log %s: dropped %d row(s), %d so far: %s", self.folder,
+                      rows, self.dropped, reason)
+        if self.on_drop is not None:
+            self.on_drop(rows)
 
     def _write(self, lines: list[bytes]) -> None:
         for line in lines:
@@ -131,6 +156,7 @@ class PredictionLog:
     def _rotate(self) -> None:
         if self._part is not None:
             self._part.close()
+            self._part = None
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         self._parts += 1
