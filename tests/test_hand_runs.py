@@ -111,6 +111,7 @@ def test_each_run_all_is_a_run_of_its_own_mirrored_when_the_kernel_stops(
     path, nb = notebook(tmp_path, "lr: float = 0.1",
                         "import nbops\nnbops.log_metric('train_accuracy', 0.5 + lr)")
     lab = lab_factory(path, runs)
+    assert lab.km.shutdown_wait_time == 5.0  # Jupyter's: SIGTERM at half of it, then SIGKILL
     assert lab.run_all(nb) == ["ok", "ok"]
     nb.cells[0].source = "lr: float = 0.2"  # the person edits the parameters, then Run All
     nb.cells.append(nbformat.v4.new_code_cell("raise ValueError('bad data')"))
@@ -197,3 +198,47 @@ def test_the_first_cell_is_known_by_its_tags_its_id_or_its_source(
     assert not starts_over("b = 2", None, None)
     path, nb = notebook(tmp_path, "x = 1", "y = 2", tagged=False)  # no parameters cell
     assert starts_over("x = 1", nb.cells[0].id, {}) and not starts_over("y = 2", None, {})
+
+
+def test_end_run_chooses_the_status_and_the_next_call_opens_a_new_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import nbops\nnbops.log_metric('m', 1)\nnbops.end_run('failed')\n"
+            "nbops.log_metric('m', 2)\n")  # the second run ends when the interpreter exits
+    env = {**os.environ, "NBOPS_RUNS_DIR": str(tmp_path / "runs"),
+           "MLFLOW_TRACKING_URI": "none", "PYTHONPATH": str(ROOT / "lib")}
+    env.pop("JPY_SESSION_NAME", None)
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=120)
+    first, second = records(tmp_path / "runs")
+    assert (first["status"], second["status"]) == ("failed", "succeeded")
+    assert [first["metrics"], second["metrics"]] == [{"m": 1.0}, {"m": 2.0}]
+
+
+@pytest.mark.slow
+def test_sync_says_what_it_did_to_each_run(tmp_path: Path) -> None:
+    from nbops.records.lifecycle import finalize, new_record
+    from nbops.records.store import RunStore
+    from nbops.tracking.uri import default_uri
+
+    runs = tmp_path / "runs"
+    store = RunStore(runs)
+
+    def finished(uri: str) -> str:
+        record = new_record("made", tmp_path, template=None, parameters={})
+        record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
+                            "synced": False}
+        store.create(record)
+        finalize(store, record, "succeeded", None)
+        return str(record["id"])
+
+    mirrored, untracked = finished(default_uri(runs)), finished("none")
+    first = cli("runs", "sync", "--runs-dir", str(runs))
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_id = json.loads((runs / mirrored / "run.json").read_text())["mlflow"]["run_id"]
+    not_tracked = f"{untracked}  not tracked (recorded with --tracking-uri none)"
+    assert sorted(first.stdout.splitlines()) == sorted([
+        f"{mirrored}  synced now, MLflow run {run_id}", not_tracked,
+        "1 synced now, 1 not tracked"])
+    again = cli("runs", "sync", "--runs-dir", str(runs))  # all runs: the mirrored are counted
+    assert again.stdout.splitlines() == [not_tracked, "1 already synced, 1 not tracked"]
