@@ -1,7 +1,8 @@
 """nbops: parameterized notebooks as reliable, recorded, monitored pipelines.
 
 Inside a notebook: ``nbops.log_metric``, ``log_params``, ``log_artifact``, ``log_figure``,
-``log_model``, ``output``, ``secret`` (``Secret`` declares one). From Python:
+``log_model``, ``output``, ``secret`` (``Secret`` declares one), and by hand ``end_run``
+(ends the hand run and mirrors it). From Python:
 ``nbops.run``, ``nbops.run_pipeline``, ``nbops.load_run``, ``nbops.list_runs`` and
 ``nbops.load_model``. Importing nbops is cheap:
 the recording API uses only the standard library, and everything else (papermill, MLflow)
