@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from ..records.types import PipelineRecord
 
 PIPELINE_FILE = click.argument("file", required=False, type=click.Path(path_type=Path))
+OVERRIDES = click.option("-p", "--param", "overrides", type=(str, str), multiple=True,
+                         metavar="STAGE.NAME VALUE",
+                         help="Override a stage parameter (repeatable).")
+FORCE = click.option("--force", is_flag=True, help="Run every stage, ignoring the cache.")
 
 
 @click.group("pipeline")
@@ -24,9 +28,8 @@ def pipeline_group() -> None:
 
 @pipeline_group.command("run")
 @PIPELINE_FILE
-@click.option("-p", "--param", "overrides", type=(str, str), multiple=True,
-              metavar="STAGE.NAME VALUE", help="Override a stage parameter (repeatable).")
-@click.option("--force", is_flag=True, help="Run every stage, ignoring the cache.")
+@OVERRIDES
+@FORCE
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Independent stages to run at once [default: 1; with --dask: one per "
                    "worker thread of the cluster].")
@@ -90,6 +93,7 @@ def _print_result(record: PipelineRecord, runs_dir: Path | None) -> None:
     from ..records.store import resolve_runs_dir
 
     click.echo(f"pipeline {record['id']}  {record['status']}  ({record['duration_s'] or 0:.1f} s)")
+    click.echo(up_to_date(record))
     for name, stage in record["stages"].items():
         cached = " (cached)" if stage["cached"] else ""
         if "sweep_id" in stage:
@@ -113,16 +117,42 @@ def _print_result(record: PipelineRecord, runs_dir: Path | None) -> None:
     click.echo(f"{'notebooks:':<19}{folder}/<run id>/notebook.ipynb (open in JupyterLab)")
 
 
+def up_to_date(record: PipelineRecord) -> str:
+    """The line that says how much ran: "everything up to date" when nothing did."""
+    stages = record["stages"].values()
+    cached = sum(1 for s in stages if s["cached"])
+    ran = sum(1 for s in stages if not s["cached"] and s["status"] != "pending")
+    if record["status"] == "succeeded" and ran == 0:
+        return f"everything up to date: all {cached} stages from the cache, none ran"
+    return f"{ran} stage(s) ran, {cached} from the cache"
+
+
 @pipeline_group.command("show")
 @PIPELINE_FILE
+@OVERRIDES
+@FORCE
 @RUNS_DIR
-def pipeline_show(file: Path | None, runs_dir: Path | None) -> None:
-    """Show the pipeline's DAG and each stage's cache state."""
-    from ..pipeline.cache import cache_states
+@TRACKING_URI
+@JSON
+def pipeline_show(file: Path | None, overrides: tuple[tuple[str, str], ...], force: bool,
+                  runs_dir: Path | None, tracking_uri: str | None, as_json: bool) -> None:
+    """Show the pipeline's DAG and what 'pipeline run' with the same FILE, -p and --force
+    would do with each stage: take it from the cache, run it (and why), or decide once the
+    stages it waits for have run."""
+    from ..pipeline.cache import Lookup
+    from ..pipeline.predict import predict
     from ..pipeline.spec import load
+    from ..records.store import RunStore, resolve_runs_dir
+    from ..tracking.uri import resolve_uri
 
-    pipe = load(file)
-    states = cache_states(pipe, runs_dir)
+    pipe = load(file, overrides)
+    folder = resolve_runs_dir(runs_dir)
+    lookup = Lookup(RunStore(folder), resolve_uri(tracking_uri, folder), pipe.path.parent)
+    states = predict(pipe, lookup, force)
+    if as_json:
+        click.echo(dumps({"name": pipe.name, "file": str(pipe.path),
+                          "stages": {n: p.to_dict() for n, p in states.items()}}))
+        return
     click.echo(f"pipeline {pipe.name} ({pipe.path}): {len(pipe.order)} stages")
     for position, name in enumerate(pipe.order, 1):
         stage = pipe.stages[name]
@@ -130,6 +160,8 @@ def pipeline_show(file: Path | None, runs_dir: Path | None) -> None:
         click.echo(f"  {position}. {name} [{stage.template.name}]{after}: {states[name]}")
         for param, (source, out) in stage.refs.items():
             click.echo(f"       {param} = {source}.outputs.{out}")
+    if all(p.will == "cache" for p in states.values()):
+        click.echo("everything up to date: 'nbops pipeline run' would run no stage")
 
 
 @pipeline_group.command("ls")

@@ -23,6 +23,7 @@ from typing import Any
 import nbformat
 
 from ..errors import TemplateError, TypeMismatch, did_you_mean
+from .reads import RegistryRead, parse_reads
 from .types import TypeSpec, coerce, infer_spec, parse_annotation
 
 PARAMETERS_TAG = "parameters"
@@ -59,6 +60,7 @@ class Template:
     description: str = ""
     cache: bool = True  # False: the result depends on mutable outside state (the registry)
     secrets: dict[str, str] = field(default_factory=dict)  # name -> help (no values here)
+    reads: tuple[RegistryRead, ...] = ()  # outside state it reads (see contract.reads)
 
     @property
     def kernel_name(self) -> str:
@@ -71,7 +73,7 @@ class Template:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "sha256": self.sha256,
                 "stage": self.stage, "outputs": self.outputs, "description": self.description,
-                "cache": self.cache,
+                "cache": self.cache, "reads": [r.to_dict() for r in self.reads],
                 "parameters": [p.to_dict() for p in self.parameters.values()],
                 "secrets": [{"name": n, "help": h} for n, h in self.secrets.items()]}
 
@@ -104,7 +106,7 @@ def load_template(path: Path, name: str | None = None) -> Template:
         stage=str(meta.get("stage", path.stem)), outputs=list(meta.get("outputs", [])),
         parameters=params, has_parameters_cell=bool(cells), notebook=nb,
         description=str(meta.get("description", "")), cache=meta.get("cache", True) is True,
-        secrets=secrets,
+        secrets=secrets, reads=parse_reads(path, meta.get("reads"), set(params)),
     )
 
 

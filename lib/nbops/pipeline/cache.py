@@ -1,17 +1,22 @@
 """The stage cache: a stage's key, its parameters from upstream outputs, cached runs.
 
 A stage is served from the cache when an earlier successful run had the same cache key:
-the sha256 of its template content, its resolved parameters and the artifact hashes and
-outputs of its upstream stages. The cached record is verified (every file re-hashed)
-before it is reused. A template that declares ``"cache": false`` in its ``nbops``
-metadata (its result depends on state outside its inputs: the registry, an alias) is never
-served from the cache; it runs every time, so what it reports is true now.
+the sha256 of its template content, its parameters as the key sees them (a file or folder
+by its content, not its path: see ``content``), the fingerprints of the stages it runs
+``after`` without taking their outputs, its secrets' fingerprints, and the outside state
+its template declares it reads (``nbops.reads``: see ``state``), as that state was when
+the cached run ended. The cached record is verified (every file re-hashed) before it is
+reused. A template that declares ``"cache": false`` is never served from the cache.
+
+:func:`decide` is the one place that decides: ``pipeline run`` acts on it and
+``pipeline show`` reports it, so the prediction and the run agree.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +25,116 @@ from ..contract.secrets import fingerprints
 from ..errors import NbopsError
 from ..records.integrity import verify
 from ..records.relocate import portable, rebase
-from ..records.store import RunStore, resolve_runs_dir
+from ..records.store import RunStore
 from ..records.types import RunRecord
 from ..util.files import dumps
-from .spec import Pipeline, Stage
+from .content import by_content, key_parameters
+from .spec import Stage
+from .state import describe, read_state, resolved_reads
 
 _VOLATILE = {"notebook.ipynb", ".record/notebook.ipynb", "kernel.log", "events.jsonl"}
 
 
 def fingerprint(record: RunRecord) -> dict[str, Any]:
-    """What a downstream stage depends on: outputs and content hashes of data artifacts
-    (paths into runs written portably: a copied project has the same fingerprints)."""
+    """What a downstream stage depends on: outputs (paths into runs by their content) and
+    content hashes of data artifacts: a copied project has the same fingerprints."""
     arts = sorted((a["path"], a["sha256"]) for a in record["artifacts"]
                   if a["path"] not in _VOLATILE)
-    return {"outputs": portable(record["outputs"]), "artifacts": arts}
-
-
-def cache_key(stage: Stage, resolved: dict[str, Any], upstream: dict[str, RunRecord],
-              secrets: Mapping[str, str] | None = None) -> str:
-    return run_key(stage.template.sha256, resolved, upstream, secrets)
+    return {"outputs": by_content(record["outputs"], None), "artifacts": arts}
 
 
 def run_key(template_sha256: str, resolved: dict[str, Any],
             upstream: dict[str, RunRecord], secrets: Mapping[str, str] | None = None) -> str:
-    """sha256 of the template's content, the resolved parameters and the upstream
-    fingerprints: what a stage or a sweep trial is cached under. ``secrets``: the keyed
-    fingerprints of its secrets (``contract.secrets.fingerprints``), never their values:
-    a run with another credential is another run."""
+    """sha256 of the template's content, the parameters (paths into runs by their content),
+    and the upstream fingerprints: what a stage or a sweep trial is cached under.
+    ``secrets``: the keyed fingerprints of its secrets (``contract.secrets.fingerprints``),
+    never their values: a run with another credential is another run."""
     payload: dict[str, Any] = {
-        "template": template_sha256, "parameters": portable(resolved),
+        "template": template_sha256, "parameters": portable(by_content(resolved, None)),
         "upstream": {name: fingerprint(rec) for name, rec in sorted(upstream.items())}}
     if secrets:  # absent otherwise: keys of templates without secrets stay as they were
         payload["secrets"] = dict(sorted(secrets.items()))
     return hashlib.sha256(dumps(payload, indent=None).encode()).hexdigest()
+
+
+def with_state(inputs_key: str, state: list[dict[str, Any]]) -> str:
+    """The full key: the inputs' key, and the outside state read (none: the inputs' key)."""
+    if not state:
+        return inputs_key
+    payload = {"inputs": inputs_key, "reads": state}
+    return hashlib.sha256(dumps(payload, indent=None).encode()).hexdigest()
+
+
+@dataclass
+class Decision:
+    """What the cache says of one stage before it would run."""
+
+    inputs_key: str  # template, parameters by content, ``after`` stages, secrets
+    key: str  # with the outside state read now (see ``with_state``)
+    reads: list[dict[str, Any]] = field(default_factory=list)  # the reads, resolved
+    state: list[dict[str, Any]] = field(default_factory=list)  # what they found now
+    cached: RunRecord | None = None
+    reason: str = ""  # why it runs (empty when cached)
+
+
+@dataclass
+class Lookup:
+    """Where and how stages are looked up: the same for ``pipeline run`` and ``show``."""
+
+    store: RunStore
+    uri: str  # the tracking store that registry reads look at
+    base: Path  # the pipeline's folder: relative paths are read from there
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> fingerprints
+    ready: Callable[[], None] | None = None  # called before the registry is read
+
+    def decide(self, stage: Stage, resolved: dict[str, Any], upstream: dict[str, RunRecord],
+               forced: str | None = None) -> Decision:
+        """The stage's keys and its cached run, or why it runs (``forced``: the reason it
+        must, such as "--force")."""
+        data_sources = {source for source, _ in stage.refs.values()}
+        ordering = {n: r for n, r in upstream.items() if n not in data_sources}
+        keyed = key_parameters(stage.template, resolved, self.base, self.store.root)
+        secrets = (self.secrets[stage.name] if stage.name in self.secrets
+                   else fingerprints(stage.template, self.store.root))
+        inputs_key = run_key(stage.template.sha256, keyed, ordering, secrets)
+        reads = resolved_reads(stage.template, resolved)
+        state = self._read(reads)
+        decision = Decision(inputs_key, with_state(inputs_key, state), reads, state)
+        if forced:
+            decision.reason = forced
+        elif not stage.template.cache:
+            decision.reason = ("never cached: its template declares nbops.cache false "
+                               "(it reads state nbops cannot describe)")
+        else:
+            decision.cached = find_cached(self.store, decision.key)
+            if decision.cached is None:
+                decision.reason = self._miss(decision)
+        return decision
+
+    def state_after(self, decision: Decision) -> tuple[str, list[dict[str, Any]]]:
+        """The full key and the state read once the stage's run has ended (what its record
+        is cached under: a stage may change what it reads)."""
+        state = self._read(decision.reads)
+        return with_state(decision.inputs_key, state), state
+
+    def _read(self, reads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if reads and self.ready is not None:
+            self.ready()
+        return read_state(reads, self.uri, self.store.root)
+
+    def _miss(self, decision: Decision) -> str:
+        if decision.reads:
+            for run_id in reversed(self.store.ids()):
+                try:
+                    summary = self.store.read(run_id, full=False)
+                except NbopsError:
+                    continue
+                ref = summary["pipeline"]
+                if (ref is not None and ref.get("inputs_key") == decision.inputs_key
+                        and summary["status"] == "succeeded"):
+                    return (f"what it reads changed since run {run_id} (now: "
+                            f"{describe(decision.state)})")
+        return "no earlier run with these inputs"
 
 
 def stage_parameters(stage: Stage, done: dict[str, RunRecord],
@@ -112,36 +194,3 @@ def _key_of(record: RunRecord) -> str | None:
         if ref is not None and ref.get("cache_key"):
             return str(ref["cache_key"])
     return None
-
-
-def cache_states(pipe: Pipeline, runs_dir: Path | None = None) -> dict[str, str]:
-    """For ``pipeline show``: which stages a run would take from the cache."""
-    store = RunStore(resolve_runs_dir(runs_dir))
-    done: dict[str, RunRecord] = {}
-    states: dict[str, str] = {}
-    for name in pipe.order:
-        stage = pipe.stages[name]
-        if any(d not in done for d in stage.upstream):
-            states[name] = "will run (an upstream stage will run)"
-            continue
-        if stage.sweep is not None:
-            states[name] = "will sweep (each trial is cached on its own: nbops sweep ls)"
-            continue
-        upstream = {d: done[d] for d in stage.upstream}
-        try:
-            key = cache_key(stage, stage_parameters(stage, upstream, store.root), upstream,
-                            fingerprints(stage.template, store.root))
-        except NbopsError as exc:
-            states[name] = f"will run ({exc})"
-            continue
-        cached = find_cached(store, key)
-        if cached is None:
-            states[name] = "will run (no cached run)"
-        elif not stage.template.cache:  # downstream is judged as if its outputs stay put
-            done[name] = cached
-            states[name] = ("will run (never cached: it reads outside state such as the "
-                            "registry)")
-        else:
-            done[name] = cached
-            states[name] = f"cached (run {cached['id']})"
-    return states

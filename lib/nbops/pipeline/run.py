@@ -33,7 +33,7 @@ from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
 from ..tracking.uri import resolve_uri
 from ..util.envvars import thread_budget
-from .cache import cache_key, find_cached, stage_parameters
+from .cache import Decision, Lookup, stage_parameters
 from .hooks import StageSweeper, SweepStageContext
 from .scheduler import DEFAULT_SCHEDULER, Scheduler, get_scheduler, open_scheduler
 from .spec import Pipeline, load
@@ -75,7 +75,10 @@ class PipelineRun:
         self.cached: set[str] = set()
         self.forced: set[str] = set()
         self.mirrors: dict[str, Future[RunRecord]] = {}  # stage -> its record's mirror
-        self.secrets: dict[str, dict[str, str]] = {}  # stage -> its secrets' fingerprints
+        self.lookup = Lookup(self.store, self.uri, pipe.path.parent,
+                             ready=self._store_ready)
+        self.decisions: dict[str, Decision] = {}  # stage -> what the cache said of it
+        self._warmed = False
         self.origin = options.origin or make_origin()  # every stage run carries it
         self.pending_mirrors: list[Future[RunRecord]] = []
         self.started = time.time()
@@ -110,8 +113,8 @@ class PipelineRun:
         self._check_sweeps()
         # every stage's secrets have values (a usage error before anything runs); their
         # keyed fingerprints are part of the stages' cache keys
-        self.secrets = {n: fingerprints(s.template, self.runs_dir)
-                        for n, s in self.pipe.stages.items()}
+        self.lookup.secrets = {n: fingerprints(s.template, self.runs_dir)
+                               for n, s in self.pipe.stages.items()}
         scheduler = self._open_scheduler()
         self._save()
         stop = threading.Event()
@@ -119,11 +122,9 @@ class PipelineRun:
         try:
             with stop_on_signals(stop):
                 self._local = bool(getattr(scheduler, "in_process", False))
-                if self._local:  # kernels start here: warm them
-                    self._warm(executor, scheduler.jobs)
-                self._schedule(scheduler, stop)
+                self._schedule(scheduler, stop, executor)
                 if self.opts.on_drift == "retrain" and self._retrain_requested():
-                    self._schedule(scheduler, stop)
+                    self._schedule(scheduler, stop, executor)
         finally:
             scheduler.shutdown(cancel=stop.is_set())
             executor.close()
@@ -132,9 +133,13 @@ class PipelineRun:
         return self.record
 
     def _warm(self, executor: Executor, jobs: int) -> None:
-        """Let the executor start kernels for the stages ahead (the pool preloads their
-        imports) while the first stages are looked up and run."""
-        notebooks = [self.pipe.stages[n].template.notebook for n in self.pipe.order]
+        """Once a stage is to run here, let the executor start kernels for the stages not
+        yet done (the pool preloads their imports); an up-to-date pipeline starts none."""
+        if self._warmed or not self._local:
+            return
+        self._warmed = True
+        notebooks = [self.pipe.stages[n].template.notebook for n in self.pipe.order
+                     if n not in self.done]
         executor.prepare(notebooks, parallel=jobs, threads=thread_budget(jobs),
                          expected=len(notebooks))
 
@@ -150,7 +155,8 @@ class PipelineRun:
             raise
         return scheduler
 
-    def _schedule(self, scheduler: Scheduler, stop: threading.Event) -> None:
+    def _schedule(self, scheduler: Scheduler, stop: threading.Event,
+                  executor: Executor) -> None:
         running: dict[Future[RunRecord], str] = {}
         failed = False
         while True:
@@ -158,7 +164,7 @@ class PipelineRun:
                 for name in self._ready(running.values()):
                     if len(running) >= scheduler.jobs:
                         break
-                    future = self._start_stage(name, scheduler, stop)
+                    future = self._start_stage(name, scheduler, stop, executor)
                     if future is None:
                         failed = failed or self.record["stages"][name]["status"] == "failed"
                         continue
@@ -172,8 +178,8 @@ class PipelineRun:
                 name = running.pop(future)
                 failed = self._collect(name, future) not in ("succeeded",) or failed
 
-    def _start_stage(self, name: str, scheduler: Scheduler,
-                     stop: threading.Event) -> Future[RunRecord] | None:
+    def _start_stage(self, name: str, scheduler: Scheduler, stop: threading.Event,
+                     executor: Executor) -> Future[RunRecord] | None:
         """Serve the stage from the cache, or submit it; None when nothing was submitted."""
         stage = self.pipe.stages[name]
         entry = self.record["stages"][name]
@@ -189,10 +195,12 @@ class PipelineRun:
             self._save()
             return None
         if stage.sweep is not None:
+            self._warm(executor, scheduler.jobs)
             return self._start_sweep(name, resolved, upstream, scheduler, stop)
-        key = cache_key(stage, resolved, upstream, self.secrets.get(name))
-        cached = (None if self.opts.force or name in self.forced or not stage.template.cache
-                  else find_cached(self.store, key))
+        forced = ("--force" if self.opts.force else
+                  "retrain after drift" if name in self.forced else None)
+        decision = self.decisions[name] = self.lookup.decide(stage, resolved, upstream, forced)
+        cached = decision.cached
         if cached is not None:
             self.done[name] = cached
             self.cached.add(name)
@@ -200,17 +208,22 @@ class PipelineRun:
             self._say(f"[{self._position(name)}] {name}: cached from run {cached['id']}")
             self._save()
             return None
-        entry["status"] = "running"
-        self._say(f"[{self._position(name)}] {name}: running {stage.template.name}")
+        entry.update({"status": "running", "reason": decision.reason})
+        self._warm(executor, scheduler.jobs)
+        self._say(f"[{self._position(name)}] {name}: running {stage.template.name} "
+                  f"({decision.reason})")
         tags = {"nbops.pipeline_run": self.id, "nbops.pipeline_stage": name}
-        if self._local:  # the parent is made meanwhile; our mirror of the stage links it
-            self._parent_soon()
+        if self._local and not decision.reads:  # the parent is made meanwhile; our
+            self._parent_soon()                  # mirror of the stage links it
+        elif self._local:  # the kernel opens the store: it must exist (made with the parent)
+            self._parent_run()
         elif parent := self._parent_run():  # a remote worker's record carries it from start
             tags["mlflow.parentRunId"] = parent
         task = StageTask(
             stage=name, template_path=stage.template.path, parameters=resolved,
             cwd=self.pipe.path.parent, runs_dir=self.runs_dir, tracking_uri=self.opts.tracking_uri,
-            pipeline={"run_id": self.id, "stage": name, "cache_key": key}, tags=tags,
+            pipeline={"run_id": self.id, "stage": name, "cache_key": decision.key,
+                      "inputs_key": decision.inputs_key}, tags=tags,
             executor=self.opts.executor, progress=self.opts.progress and scheduler.jobs == 1,
             threads=thread_budget(scheduler.jobs), retryable=stage.retryable, mirror="driver",
             origin=self.origin)
@@ -288,6 +301,8 @@ class PipelineRun:
             self._save()
             return "failed"
         entry.update({"status": result["status"], "run_id": result["id"], "cached": False})
+        if result["status"] == "succeeded" and name in self.decisions:
+            result = self._keyed_after(name, result)
         self.mirrors[name] = self._tracking.submit(self._mirror_stage,
                                                    self.store.path(result["id"]))
         self.pending_mirrors.append(self.mirrors[name])
@@ -300,6 +315,20 @@ class PipelineRun:
         self._save()
         return result["status"]
 
+    def _keyed_after(self, name: str, result: RunRecord) -> RunRecord:
+        """A stage that reads outside state is cached under that state as its run left it
+        (``register`` changes what it reads): its record's key is rewritten so."""
+        decision = self.decisions[name]
+        if not decision.reads or result["pipeline"] is None:
+            return result
+        key, state = self.lookup.state_after(decision)
+        with mirror_lock(self.runs_dir):
+            record = self.store.read(result["id"])
+            assert record["pipeline"] is not None
+            record["pipeline"].update({"cache_key": key, "reads": state})
+            self.store.write(record)
+        return record
+
     def _position(self, name: str) -> str:
         return f"{self.pipe.order.index(name) + 1}/{len(self.pipe.order)}"
 
@@ -309,6 +338,11 @@ class PipelineRun:
         if self._parent is None:
             self._parent = self._tracking.submit(self._start_parent)
         return self._parent
+
+    def _store_ready(self) -> None:
+        """Before the registry is read here: a store being created meanwhile is finished."""
+        if self._parent is not None:
+            self._parent.result()
 
     def _parent_run(self) -> str | None:
         return self._parent_soon().result()

@@ -86,7 +86,9 @@ class RunnerInfo(TypedDict):
 class PipelineRef(TypedDict):
     run_id: str
     stage: str
-    cache_key: str
+    cache_key: str  # with the outside state read when the run ended (pipeline.cache)
+    inputs_key: NotRequired[str]  # without it (records before nbops 0.1 have none)
+    reads: NotRequired[list[dict[str, Any]]]  # that state (the template's nbops.reads)
 
 
 class SweepRef(TypedDict):
@@ -148,6 +150,7 @@ class StageState(TypedDict, total=False):
     cached: bool
     error: str | None
     sweep_id: str  # a stage with a ``sweep:`` block: the sweep that chose its run
+    reason: str  # why it ran (pipeline.cache.Decision.reason); absent when cached
 
 
 class Retrained(TypedDict):

@@ -221,7 +221,8 @@ class SweepRun:
             self._say(f"{self._position(number)} ({shown}): failed before running: {exc}")
             return None
         key = run_key(self.template.sha256, resolved, self.opts.upstream, self.secrets)
-        cached = (None if self.opts.force or not self.template.cache
+        # a trial's key holds no outside state: a template that reads some always runs
+        cached = (None if self.opts.force or not self.template.cache or self.template.reads
                   else self._cached(key, resolved))
         if cached is not None:
             value = self._value(number, cached)
