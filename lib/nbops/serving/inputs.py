@@ -110,9 +110,10 @@ def json_shape(body: bytes) -> tuple[int, int]:
     colons inside strings do not count; for malformed JSON the figures are approximate."""
     import numpy as np
 
-    bare = body.replace(b"\\\\", b"").replace(b'\\"', b"")  # escapes: every " left is real
-    raw = np.frombuffer(bare, np.uint8)
-    outside = (np.cumsum(raw == ord('"'), dtype=np.int32) & 1) == 0
+    if b"\\" in body:  # drop escapes: every " left then opens or closes a string
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    raw = np.frombuffer(body, np.uint8)
+    outside = ~np.logical_xor.accumulate(raw == ord('"'))  # one byte a character, no more
     where = np.flatnonzero(outside & np.isin(raw, np.frombuffer(b"[]{}:", np.uint8)))
     marks = raw[where]
     del raw, outside, where
