@@ -171,6 +171,43 @@ def test_a_request_answered_504_while_parsing_never_reaches_the_model(tmp_path: 
     server.stop()
 
 
+def test_only_the_models_own_failures_are_logged_as_failed_predictions(tmp_path: Path) -> None:
+    import asyncio
+
+    from nbops.serving.config import ServeConfig
+    from nbops.serving.model import LoadedModel
+    from nbops.serving.predlog import PredictionLog, read_log
+    from nbops.serving.server import Server
+
+    class Failing:
+        def predict(self, frame: Any) -> list[int]:
+            raise ArithmeticError("the model broke")
+
+    server = Server(ServeConfig(model=f"{NAME}/1", runs_dir=str(tmp_path),
+                                tracking_uri="none"))
+    server.slots["champion"].current = LoadedModel(
+        Failing(), {"name": NAME, "version": 1, "alias": None, "run_id": "r",
+                    "model_path": "", "reference": ""}, SIGNATURE)
+    server.log = PredictionLog(tmp_path / "log")
+
+    def ask(body: bytes, request_id: str) -> Any:
+        async def read() -> bytes:
+            return body
+
+        return asyncio.run(server.invoke(read, "application/json", request_id, None))
+
+    bad = ask(_json({"inputs": {"a": [1.0], "b": ["x"], "colour": ["red"]}}), "client-fault")
+    broken = ask(_json({"inputs": GOOD}), "model-fault")
+    server.stop()
+    assert (bad.status, bad.payload["field"]) == (422, "b")
+    assert broken.status == 500 and "ArithmeticError: the model broke" in broken.payload["error"]
+    failures = read_log(tmp_path / "log", errors=True)
+    assert list(failures["_request_id"]) == ["model-fault"]
+    metrics = server.metrics.render()[0].decode()
+    assert 'nbops_errors_total{cause="model",code="500",variant="champion"} 1.0' in metrics
+    assert 'nbops_errors_total{cause="client",code="422",variant="champion"} 1.0' in metrics
+
+
 # --- a real server ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
