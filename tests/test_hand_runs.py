@@ -237,8 +237,11 @@ def test_sync_says_what_it_did_to_each_run(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     run_id = json.loads((runs / mirrored / "run.json").read_text())["mlflow"]["run_id"]
     not_tracked = f"{untracked}  not tracked (recorded with --tracking-uri none)"
-    assert sorted(first.stdout.splitlines()) == sorted([
-        f"{mirrored}  synced now, MLflow run {run_id}", not_tracked,
-        "1 synced now, 1 not tracked"])
-    again = cli("runs", "sync", "--runs-dir", str(runs))  # all runs: the mirrored are counted
-    assert again.stdout.splitlines() == [not_tracked, "1 already synced, 1 not tracked"]
+    assert first.stdout.splitlines() == [f"{mirrored}  synced now, MLflow run {run_id}",
+                                         "1 synced now, 1 not tracked"]
+    again = cli("runs", "sync", "--runs-dir", str(runs))  # all runs: these two are counted
+    assert again.stdout.splitlines() == ["1 already synced, 1 not tracked"]
+    named = cli("runs", "sync", untracked, mirrored, "--runs-dir", str(runs))
+    assert named.stdout.splitlines() == [not_tracked,
+                                         f"{mirrored}  already synced, MLflow run {run_id}",
+                                         "1 already synced, 1 not tracked"]

@@ -183,7 +183,7 @@ def runs_sync(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
     count = {state: sum(r.state == state for r in results)
              for state in ("synced", "already", "running", "untracked", "failed")}
     for result in results:
-        if result.state != "already" or run_ids:  # all runs: the mirrored ones are counted
+        if run_ids or result.state not in ("already", "untracked"):  # else only counted
             click.echo(f"{result.run_id}  {_SYNC_LINE[result.state]}{result.note}")
     skipped = count["running"] + count["untracked"] + count["failed"]
     parts = [f"{count['synced']} synced now", f"{count['already']} already synced",
