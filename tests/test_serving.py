@@ -189,6 +189,9 @@ def test_overload_gets_503_with_retry_after_and_the_server_stays_up(
     assert codes[504] >= 64 and codes[503] >= 1 and set(codes) <= {503, 504}, codes
     busy = next(a for a in answers if a.status_code == 503)
     assert busy.headers["retry-after"] == "1" and "(limit 64)" in busy.json()["error"]
+    metrics = httpx.get(f"{base}/metrics").text  # busy is the server's fault, not the model's
+    assert 'nbops_errors_total{cause="server",code="503",variant="champion"}' in metrics
+    assert 'nbops_errors_total{cause="model",code="504",variant="champion"}' in metrics
     assert wait_idle(base) == 0  # the slow predictions finish; capacity comes back
     assert post(base, split_body()).status_code == 200
     assert httpx.get(f"{base}/health").json() == {"status": "ok"}

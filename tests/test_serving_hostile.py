@@ -386,3 +386,4 @@ def test_prediction_log_rows_that_cannot_be_written_are_counted_and_logged(
         folder.unlink()
     text = log.read_text()
     assert "prediction log" in text and "dropped 2 row(s)" in text, text[-2000:]
+    assert text.count("prediction log") == 1  # the first loss; then at most once a minute
