@@ -103,6 +103,7 @@ def _move(file: Path, alias: str, version: int) -> None:
     registry.promote("m", version, alias, reason="test", tracking_uri=_registry(file)[1])
 
 
+@pytest.mark.timeout(600)  # a dozen pipeline runs: 3-4 min on a loaded 2-core machine
 def test_registry_reads_are_keyed_and_predicted(tmp_path: Path) -> None:
     file = _registry_pipeline(tmp_path)
     fresh = _scenario(file, {"reg", "pick", "consume"})
@@ -121,6 +122,7 @@ def test_registry_reads_are_keyed_and_predicted(tmp_path: Path) -> None:
                cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
     assert done.returncode == 0, done.stderr
     assert "everything up to date: all 3 stages from the cache, none ran" in done.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in done.stdout  # where to look
     assert "running" not in done.stderr and "reg: cached from run" in done.stderr
 
     # an alias only reg reads moves: reg runs (and finds its version again); pick reads
@@ -143,6 +145,7 @@ def test_registry_reads_are_keyed_and_predicted(tmp_path: Path) -> None:
     assert record["stages"]["consume"]["reason"] == "no earlier run with these inputs"
 
 
+@pytest.mark.timeout(600)  # a dozen pipeline runs: 3-4 min on a loaded 2-core machine
 def test_files_by_content_parameters_and_force_are_predicted(tmp_path: Path) -> None:
     file = _file_pipeline(tmp_path)
     everything = {"count", "tail", "produce", "consume"}

@@ -73,7 +73,7 @@ def pipeline_run(file: Path | None, overrides: tuple[tuple[str, str], ...], forc
     if as_json:
         click.echo(dumps(record))
     else:
-        _print_result(record, runs_dir)
+        _print_result(record, runs_dir, tracking_uri)
     sys.exit(0 if record["status"] == "succeeded" else 1)
 
 
@@ -89,8 +89,10 @@ def _check_dask(value: str | None) -> str | None:
     return value
 
 
-def _print_result(record: PipelineRecord, runs_dir: Path | None) -> None:
+def _print_result(record: PipelineRecord, runs_dir: Path | None,
+                  tracking_uri: str | None) -> None:
     from ..records.store import resolve_runs_dir
+    from ..tracking.uri import resolve_uri
 
     click.echo(f"pipeline {record['id']}  {record['status']}  ({record['duration_s'] or 0:.1f} s)")
     click.echo(up_to_date(record))
@@ -111,7 +113,9 @@ def _print_result(record: PipelineRecord, runs_dir: Path | None) -> None:
         click.echo(f"{label + ':':<19}{shown}")
     folder = resolve_runs_dir(runs_dir)
     click.echo(f"{'run records:':<19}{folder} (nbops runs ls; nbops runs show RUN_ID)")
-    uri = record["mlflow"]["tracking_uri"] if record["mlflow"] else ""
+    # nothing ran: no parent run, the store is still where the stages' runs are
+    uri = (record["mlflow"]["tracking_uri"] if record["mlflow"] else
+           resolve_uri(tracking_uri, folder))
     if uri.startswith("sqlite:"):
         click.echo(f"{'MLflow UI:':<19}mlflow ui --backend-store-uri {uri}")
     click.echo(f"{'notebooks:':<19}{folder}/<run id>/notebook.ipynb (open in JupyterLab)")
