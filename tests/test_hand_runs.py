@@ -245,3 +245,59 @@ def test_sync_says_what_it_did_to_each_run(tmp_path: Path) -> None:
     assert named.stdout.splitlines() == [not_tracked,
                                          f"{mirrored}  already synced, MLflow run {run_id}",
                                          "1 already synced, 1 not tracked"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_run_all_twice_in_jupyterlab_records_two_runs(tmp_path: Path) -> None:
+    """The same in JupyterLab in a real browser: Run All Cells twice, then the kernel is
+    shut down from the server (as its Shut Down Kernel menu does)."""
+    import shutil
+    import time
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    from conftest import jupyter_server
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    path, _ = notebook(folder, "lr: float = 0.1",
+                       "import nbops\nnbops.log_metric('train_accuracy', 0.5 + lr)")
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with jupyter_server("jupyterlab", tmp_path, folder) as server, sync_playwright() as pw:
+        runs = Path(server["env"]["NBOPS_RUNS_DIR"])
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server['base']}/lab/tree/hand.ipynb?reset&token={server['token']}")
+        page.wait_for_selector(".jp-Notebook", timeout=120_000)
+        idle = ("() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+                ".some(e => e.textContent.includes('| Idle'))")
+        page.wait_for_function(idle, timeout=120_000)
+        for count in (1, 2):
+            page.click("text=Run", timeout=10_000)
+            page.click("text=Run All Cells", timeout=10_000)
+            deadline = time.time() + 120  # until this Run All's metric is recorded
+            while time.time() < deadline and not (
+                    len(records(runs)) >= count
+                    and (runs / records(runs)[-1]["id"] / "events.jsonl").is_file()):
+                time.sleep(0.3)
+            page.wait_for_function(idle, timeout=120_000)
+        first, second = records(runs)
+        assert (first["status"], second["status"]) == ("succeeded", "running")
+        assert page.locator(f"text=nbops: run {first['id']} ended (succeeded)").count() == 1
+        api = f"{server['base']}/api/kernels?token={server['token']}"
+        [kernel] = json.loads(urllib.request.urlopen(api, timeout=30).read())
+        urllib.request.urlopen(urllib.request.Request(
+            f"{server['base']}/api/kernels/{kernel['id']}?token={server['token']}",
+            method="DELETE"), timeout=60)
+        browser.close()
+    for record in records(runs):
+        record = wait_mirrored(runs / record["id"], timeout=300)
+        assert record["status"] == "succeeded"
+        assert [p["step"] for p in record["metric_history"]["train_accuracy"]] == [0]
