@@ -34,7 +34,7 @@ def snapshot(folder: Path) -> Snapshot:
 
 def processes_at(folder: Path) -> list[str]:
     """Processes (other than this one) whose working folder is in ``folder`` or whose
-    environment names it: what could still write there."""
+    environment or command line names it: what could still write there."""
     needle = str(folder)
     left = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -45,7 +45,8 @@ def processes_at(folder: Path) -> list[str]:
             environ = proc.environ()
         except (psutil.Error, OSError):
             continue
-        if cwd.startswith(needle) or any(needle in v for v in environ.values()):
+        named = any(needle in part for part in proc.info["cmdline"] or [])
+        if cwd.startswith(needle) or named or any(needle in v for v in environ.values()):
             left.append(f"{proc.pid}: {' '.join(proc.info['cmdline'] or [])[:200]}")
     return left
 
@@ -219,6 +220,16 @@ def test_a_bad_mirror_timeout_is_refused_before_anything_runs(tmp_path: Path) ->
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "NBOPS_MIRROR_TIMEOUT='soon' is not a positive number" in done.stderr
     assert not runs.exists()
+
+
+def test_bad_input_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The mirror child starts before the inputs are checked; a bad input stops it."""
+    runs = tmp_path / "runs"
+    done = cli("run", str(NOTEBOOKS / "ok.ipynb"), "-p", "nope", "1", "--runs-dir", str(runs),
+               cwd=tmp_path)
+    assert done.returncode == 2 and "unknown parameter 'nope'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not runs.exists() and processes_at(runs) == []
 
 
 def test_a_run_waits_600_s_for_its_mirror_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:

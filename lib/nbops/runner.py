@@ -20,16 +20,16 @@ from typing import Any, Literal
 
 from .contract import params
 from .contract.secrets import fingerprints
-from .contract.secrets import resolve as resolve_secrets
+from .contract.secrets import for_run as secrets_for_run
 from .contract.template import Template
 from .contract.template import resolve as resolve_template
 from .execution.base import ExecutionRequest, Executor
 from .execution.registry import DEFAULT_EXECUTOR, get_executor
-from .records.background import mirror_timeout
+from .records.background import MirrorProcess, mirror_timeout
 from .records.background import spawn as spawn_mirror
 from .records.lifecycle import finalize, internal_error, new_record
 from .records.mirror import mirror
-from .records.store import KERNEL_LOG, NOTEBOOK_FILE, RunStore, resolve_runs_dir
+from .records.store import EVENTS_FILE, KERNEL_LOG, NOTEBOOK_FILE, RunStore, resolve_runs_dir
 from .records.types import Origin, PipelineRef, RunRecord, SweepRef, TemplateRef
 from .tracking.base import BackgroundTracker
 from .tracking.check import check_uri
@@ -37,7 +37,7 @@ from .tracking.uri import resolve_uri
 from .util.envvars import LOOP_USER, USER, kernel_env
 from .util.files import encode_json
 from .util.process import process_start_time
-from .util.secrets import Scrubber, secret_env
+from .util.secrets import scrub_file
 
 MirrorMode = Literal["inline", "process", "driver"]
 """``inline``: the runner mirrors the finished record to the tracking store itself (a thread
@@ -66,6 +66,9 @@ class RunOptions:
     threads: int | None = None  # numerical thread pools in the kernel (OMP_NUM_THREADS, ...)
     mirror: MirrorMode = "inline"
     origin: Origin | None = None  # who and why (default: records.lifecycle.make_origin)
+    # the secrets every template of this run's pipeline, sweep or loop declares: withheld
+    # from its kernel unless its own template declares them, scrubbed from what it writes
+    secret_names: tuple[str, ...] = ()
 
 
 def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
@@ -78,9 +81,26 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
             written, no kernel).
     """
     opts = options or RunOptions()
+    if opts.mirror != "process":
+        return _run(template, parameters, cli_params, params_file, opts, None)
+    wait = mirror_timeout()
+    # the mirror child imports MLflow while the inputs are checked and the kernel runs
+    child = spawn_mirror(resolve_uri(opts.tracking_uri, resolve_runs_dir(opts.runs_dir)))
+    try:
+        record = _run(template, parameters, cli_params, params_file, opts, child)
+    finally:  # the record is final (or none was made): the child mirrors it, we wait
+        mirrored = child.close(wait)
+    return mirrored or record
+
+
+def _run(template: str | Path, parameters: Mapping[str, Any] | None,
+         cli_params: Iterable[tuple[str, str]], params_file: Path | None, opts: RunOptions,
+         child: MirrorProcess | None) -> RunRecord:
     tpl = resolve_template(template)
     resolved, given = params.resolve(tpl, cli=cli_params, file=params_file, overrides=parameters)
-    secret_values = resolve_secrets(tpl)  # from the environment only: never a parameter
+    # from the environment or the credentials file only: never a parameter
+    secrets = secrets_for_run(tpl, opts.secret_names)
+    secret_values = secrets.values
     executor = get_executor(opts.executor) if isinstance(opts.executor, str) else opts.executor
     notebook = params.inject(tpl.notebook, given)
     notebook.metadata.setdefault("nbops", {})["parameters"] = encode_json(resolved)
@@ -94,10 +114,9 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     request = ExecutionRequest(notebook=notebook, output_path=Path(), cwd=cwd, env={},
                                cell_timeout=opts.cell_timeout, run_timeout=opts.timeout,
                                progress=opts.progress, kernel_name=tpl.kernel_name,
-                               scrubber=Scrubber(secret_values) if secret_values else None)
+                               scrubber=secrets.scrubber if secrets.scrubber else None)
     executor.check(request)  # e.g. the template's kernel is installed; before any record
     check_uri(uri, runs_dir)  # in seconds: no kernel runs for a mirror that cannot happen
-    wait = mirror_timeout() if opts.mirror == "process" else 0.0
     tracker = (BackgroundTracker(uri, runs_dir)  # MLflow imports and opens its store meanwhile
                if opts.mirror == "inline" else None)
     record = new_record(tpl.stage, cwd, template=_template_ref(tpl), parameters=resolved,
@@ -110,24 +129,23 @@ def run(template: str | Path, parameters: Mapping[str, Any] | None = None, *,
     record["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None,
                         "synced": False}
     run_dir = store.create(record)
-    child = spawn_mirror(run_dir, uri) if opts.mirror == "process" else None
+    if child is not None:
+        child.attach(run_dir)
     request.output_path, request.kernel_log = run_dir / NOTEBOOK_FILE, run_dir / KERNEL_LOG
-    request.env = {**kernel_env(run_dir, uri, opts.threads), **secret_env(secret_values)}
+    request.env = secrets.kernel_env(kernel_env(run_dir, uri, opts.threads))
     if record["origin"]["trigger"] == "loop":  # the loop proposes in its own name, so the
         request.env[USER] = LOOP_USER          # person who runs it may approve
     request.on_kernel_start = lambda pid: _note_kernel(store, record, pid)
     try:
-        try:
-            with stop_on_signals(opts.stop) as stop:
-                result = executor.execute(request, stop)
-        except BaseException as exc:  # a bug of ours must not leave the record 'running'
-            finalize(store, record, "failed", internal_error(exc))
-            raise
-        record["runner"]["kernel_pid"] = result.kernel_pid
-        finalize(store, record, result.status, result.error, declared_outputs=tpl.outputs)
-    finally:
-        if child is not None:  # the record is final: the child mirrors it, we wait
-            record = child.finish(wait)
+        with stop_on_signals(opts.stop) as stop:
+            result = executor.execute(request, stop)
+    except BaseException as exc:  # a bug of ours must not leave the record 'running'
+        finalize(store, record, "failed", internal_error(exc))
+        raise
+    record["runner"]["kernel_pid"] = result.kernel_pid
+    # the kernel scrubbed its events of its own secrets; the driver's others too
+    scrub_file(run_dir / EVENTS_FILE, secrets.scrubber)
+    finalize(store, record, result.status, result.error, declared_outputs=tpl.outputs)
     if tracker is not None:
         mirror(tracker, store, record)
     return record

@@ -2,13 +2,14 @@
 per driver. Whoever starts a mirror waits for it: when an nbops command returns, its
 records are final and mirrored (or say why not), and nothing of it writes any more.
 
-- :func:`spawn`: ``nbops run`` starts a small child process as soon as the run's record
-  exists. While the kernel runs, the child imports MLflow and opens the tracking store
-  (creating and migrating it under the store's lock the first time); when the runner
-  calls :meth:`MirrorProcess.finish` (the record is final) the child mirrors the record
-  and exits, and the runner waits for that, at most :func:`mirror_timeout` seconds. If the
-  runner dies instead, the child finds the record still ``running`` and reconciles it
-  (marked ``killed``, mirrored).
+- :func:`spawn`: ``nbops run`` starts a small child process first thing; it imports MLflow
+  while the runner checks the template and parameters (and is stopped, having written
+  nothing, if they are wrong). Once the run's record exists (:meth:`MirrorProcess.attach`)
+  the child opens the tracking store (creating and migrating it under the store's lock the
+  first time) while the kernel runs; when the record is final (:meth:`MirrorProcess.close`)
+  the child mirrors it and exits, and the runner waits for that, at most
+  :func:`mirror_timeout` seconds. If the runner dies instead, the child finds the record
+  still ``running`` and reconciles it (marked ``killed``, mirrored).
 - :class:`MirrorQueue`: a driver (a pipeline, a sweep, a Dask scheduler) hands finished
   records to one background thread of this process, which mirrors them in order; each
   submission returns a future, and a record submitted twice gets the same future. The
@@ -33,8 +34,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..tracking.base import Tracker, open_tracker
-from ..util.envvars import MIRROR_TIMEOUT, kernel_env
+from ..tracking.base import Tracker, open_tracker, tracker_kind
+from ..tracking.mlflow import preload
+from ..util.envvars import MIRROR_TIMEOUT, kernel_base_env
 from .mirror import mirror_lock, sync
 from .reconcile import reconcile
 from .store import RunStore
@@ -64,31 +66,55 @@ def mirror_timeout() -> float:
 
 
 class MirrorProcess:
-    """The handle of a mirror child: :meth:`finish` once the record is final."""
+    """The handle of a mirror child: :meth:`attach` once the record exists, :meth:`close`
+    once it is final (or when no record was made)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], run_dir: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
-        self.run_dir = run_dir
+        self.run_dir: Path | None = None
 
-    def finish(self, timeout: float) -> RunRecord:
-        """Tell the child the record is final and wait until it has mirrored it (at most
-        ``timeout`` seconds; then it is stopped). Returns the record as it is on disk; a
-        mirror that failed or overran left a warning in it and on stderr."""
+    def attach(self, run_dir: Path) -> None:
+        """Give the child the run's folder: it opens the tracking store meanwhile."""
+        self.run_dir = run_dir
+        assert self.process.stdin is not None
+        with contextlib.suppress(OSError):  # a child already gone: close() says so
+            self.process.stdin.write(os.fsencode(str(run_dir)) + b"\n")
+            self.process.stdin.flush()
+
+    def close(self, timeout: float) -> RunRecord | None:
+        """The record is final (or none was made): wait until the child has mirrored it,
+        at most ``timeout`` seconds (then it is stopped). Returns the record as it is on
+        disk (None without a record: the child, which wrote nothing, is stopped); a mirror
+        that failed or overran left a warning in it and on stderr."""
+        if self.run_dir is None:
+            self._stop()
+            return None
         if self.process.stdin is not None and not self.process.stdin.closed:
-            self.process.stdin.close()
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
         try:
             code = self.process.wait(timeout)
             problem = f"ended with exit code {code}" if code else ""
         except KeyboardInterrupt:  # Ctrl-C while waiting: the record is final already
             print(f"nbops: the MLflow mirror of run {self.run_dir.name} goes on in process "
-                  f"{self.process.pid}; if it is stopped, 'nbops runs sync {self.run_dir.name}' "
-                  "mirrors the run", file=sys.stderr)
+                  f"{self.process.pid}; if it is stopped, 'nbops runs sync "
+                  f"{self.run_dir.name}' mirrors the run", file=sys.stderr)
             raise
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)  # its own session: nothing left
-            self.process.wait()
+            self._stop()
             problem = f"did not finish within {timeout:g} s ({MIRROR_TIMEOUT}) and was stopped"
+        return self._note(problem)
+
+    def _stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: nothing left
+        self.process.wait()
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+
+    def _note(self, problem: str) -> RunRecord:
+        assert self.run_dir is not None
         store = RunStore(self.run_dir.parent)
         if not problem:
             return store.read(self.run_dir.name)
@@ -104,23 +130,36 @@ class MirrorProcess:
         return record
 
 
-def spawn(run_dir: Path, tracking_uri: str) -> MirrorProcess:
-    """Start the mirror child of ``run_dir``: in its own session (Ctrl-C in the terminal
-    stops the run, which then waits for its mirror), its warnings on this stderr."""
+# the child skips rfc3987_syntax as the command line does (cli.app.fast_start): jsonschema
+# treats it as optional, and importing it builds a grammar (1-2 s of CPU) for nothing
+_CHILD = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+          "from nbops.records.background import _main; sys.exit(_main(sys.argv[1]))")
+
+
+def spawn(tracking_uri: str) -> MirrorProcess:
+    """Start a mirror child before the run's record exists (it imports MLflow meanwhile,
+    and writes nothing until :meth:`MirrorProcess.attach`): in its own session (Ctrl-C in
+    the terminal stops the run, which then waits for its mirror), its warnings on this
+    stderr."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "nbops.records.background", str(run_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        env=kernel_env(run_dir, tracking_uri), start_new_session=True)
-    return MirrorProcess(process, run_dir)
+        [sys.executable, "-c", _CHILD, tracking_uri], stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, env=kernel_base_env(), start_new_session=True)
+    return MirrorProcess(process)
 
 
-def _child(run_dir: Path) -> None:
+def _child(tracking_uri: str) -> None:
+    if tracker_kind(tracking_uri) == "mlflow":
+        preload()  # MLflow's import: seconds, while the runner checks the run's inputs
+    line = sys.stdin.buffer.readline()
+    if not line.endswith(b"\n"):
+        return  # no record was made (bad input), or the runner died before it
+    run_dir = Path(os.fsdecode(line[:-1]))
     store = RunStore(run_dir.parent)
     record = store.read(run_dir.name)
     info = record["mlflow"]
     tracker: Tracker | None = None
     if info is not None and info["tracking_uri"]:
-        try:  # while the kernel runs: MLflow's import and store set-up take seconds
+        try:  # while the kernel runs: opening (or creating) the store takes a second
             tracker = open_tracker(info["tracking_uri"], run_dir.parent)
         except Exception:  # noqa: BLE001 - sync opens it again and records why it failed
             tracker = None
@@ -176,15 +215,11 @@ def mirror_queue() -> MirrorQueue:
         return _QUEUE
 
 
-def _main(run_dir: Path) -> int:
+def _main(tracking_uri: str) -> int:
     try:
-        _child(run_dir)
+        _child(tracking_uri)
     except Exception as exc:  # noqa: BLE001 - the runner notes it in the record
-        print(f"nbops: error: mirroring {run_dir.name} failed: {type(exc).__name__}: {exc}",
+        print(f"nbops: error: the MLflow mirror failed: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(Path(sys.argv[1])))
