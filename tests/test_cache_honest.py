@@ -167,3 +167,28 @@ def test_files_by_content_parameters_and_force_are_predicted(tmp_path: Path) -> 
     forced = _scenario(file, everything, "--force")
     assert {(p["will"], p["reason"]) for p in forced.values()} == {("run", "--force")}
     assert {p["will"] for p in _show(file).values()} == {"cache"}
+
+
+@pytest.mark.parametrize("reads, needle", [
+    ({"kind": "registry", "model": "name"}, "must be a list"),
+    ([{"kind": "files", "model": "model_name"}], "kind one of registry"),
+    ([{"kind": "registry"}], "needs 'model'"),
+    ([{"kind": "registry", "model": "model_nam"}],
+     "'model' must name a parameter of the template, got 'model_nam' (parameters: alias, "
+     "model_name). Did you mean 'model_name'?"),
+    ([{"kind": "registry", "model": "model_name", "stage": "x"}], "unknown fields ['stage']"),
+])
+def test_a_bad_reads_declaration_is_refused_naming_it(tmp_path: Path, reads: Any,
+                                                      needle: str) -> None:
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["nbops"] = {"stage": "infer", "outputs": [], "reads": reads}
+    notebook.cells = [nbformat.v4.new_code_cell(
+        'model_name: str = "m"  # model\nalias: str = "champion"  # alias',
+        metadata={"tags": ["parameters"]})]
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(notebook, path)
+    done = cli("run", str(path), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "nbops.reads" in done.stderr and needle in done.stderr, done.stderr

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import TemplateError
+from ..errors import TemplateError, did_you_mean
 
 KINDS = ("registry",)
 _FIELDS = {"kind", "model", "version", "alias"}
@@ -91,8 +91,9 @@ def parse_reads(path: Path, raw: Any, parameters: set[str]) -> tuple[RegistryRea
         for field_name in ("model", "version", "alias"):
             value = item.get(field_name)
             if value is not None and (not isinstance(value, str) or value not in parameters):
+                hint = did_you_mean(value, parameters) if isinstance(value, str) else ""
                 raise TemplateError(f"{where}: '{field_name}' must name a parameter of the "
                                     f"template, got {value!r} (parameters: "
-                                    f"{', '.join(sorted(parameters)) or 'none'})")
+                                    f"{', '.join(sorted(parameters)) or 'none'}).{hint}")
         found.append(RegistryRead(item["model"], item.get("version"), item.get("alias")))
     return tuple(found)
