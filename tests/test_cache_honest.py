@@ -192,3 +192,18 @@ def test_a_bad_reads_declaration_is_refused_naming_it(tmp_path: Path, reads: Any
     done = cli("run", str(path), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "nbops.reads" in done.stderr and needle in done.stderr, done.stderr
+
+
+def test_a_store_that_cannot_be_read_makes_the_stage_run(tmp_path: Path) -> None:
+    """Never served from the cache on an unverified registry: the reason says why."""
+    from nbops.pipeline.cache import Lookup
+    from nbops.pipeline.predict import predict
+    from nbops.pipeline.spec import load
+    from nbops.records.store import RunStore
+
+    (tmp_path / "mlflow.db").write_bytes(b"not a database" * 100)
+    file = _write(tmp_path, {"pick": {"template": str(NOTEBOOKS / "fake_pick.ipynb")}})
+    lookup = Lookup(RunStore(tmp_path / "runs"), f"sqlite:///{tmp_path / 'mlflow.db'}",
+                    tmp_path)
+    found = predict(load(file), lookup)["pick"]
+    assert found.will == "run" and found.reason.startswith("what it reads cannot be read now")

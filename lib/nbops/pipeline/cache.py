@@ -30,7 +30,7 @@ from ..records.types import RunRecord
 from ..util.files import dumps
 from .content import by_content, key_parameters
 from .spec import Stage
-from .state import describe, read_state, resolved_reads
+from .state import describe, read_state, resolved_reads, unreadable
 
 _VOLATILE = {"notebook.ipynb", ".record/notebook.ipynb", "kernel.log", "events.jsonl"}
 
@@ -105,6 +105,8 @@ class Lookup:
         elif not stage.template.cache:
             decision.reason = ("never cached: its template declares nbops.cache false "
                                "(it reads state nbops cannot describe)")
+        elif (trouble := unreadable(state)) is not None:
+            decision.reason = f"what it reads cannot be read now ({trouble})"
         else:
             decision.cached = find_cached(self.store, decision.key)
             if decision.cached is None:

@@ -12,9 +12,10 @@ A version's identity is its MLflow run and source, its tags (paths into runs wri
 portably; the ``nbops.promotion.*`` tags left out: they repeat the alias moves) and the
 content of its model folder (``nbops.model_path``, hashed). A missing store, model,
 version or alias is part of the state too ("absent"), so a stage that found nothing runs
-again once something is there. The snapshot a stage's cache key holds is taken when its
-run has ended: a stage that changes what it reads (``register`` registers and promotes)
-is served from the cache while the registry stays as that run left it.
+again once something is there; a store that cannot be read makes the stage run. The
+snapshot a stage's cache key holds is taken when its run has ended: a stage that changes
+what it reads (``register`` registers and promotes) is served from the cache while the
+registry stays as that run left it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,18 @@ def read_state(reads: list[dict[str, Any]], uri: str, runs_dir: Path) -> list[di
     if uri == NO_TRACKING or (uri.startswith("sqlite:///") and
                               not Path(uri[len("sqlite:///"):]).is_file()):
         return [{"read": read, "store": "absent"} for read in reads]
-    return [_one(read, uri, runs_dir) for read in reads]
+    found = []
+    for read in reads:
+        try:
+            found.append(_one(read, uri, runs_dir))
+        except Exception as exc:  # noqa: BLE001 - any store trouble: the stage runs
+            found.append({"read": read, "unreadable": f"{type(exc).__name__}: {exc}"})
+    return found
+
+
+def unreadable(state: list[dict[str, Any]]) -> str | None:
+    """Why some read could not be made (then the stage is never served from the cache)."""
+    return next((str(e["unreadable"]) for e in state if "unreadable" in e), None)
 
 
 def describe(state: list[dict[str, Any]]) -> str:
