@@ -22,6 +22,7 @@ from nbops.contract.template import load_template, parse_secrets
 from nbops.errors import ConfigError, ParameterError, TemplateError
 from nbops.execution.pool import close_pools
 from nbops.pipeline.cache import run_key
+from nbops.records.store import RunStore
 from nbops.runner import RunOptions, run
 from nbops.util.secrets import (
     KEY_FILE,
@@ -304,3 +305,201 @@ def test_templates_lists_secrets_without_values(tmp_path: Path) -> None:
     done = cli("templates", cwd=tmp_path, env={"SERVICE_TOKEN": TOKEN})
     assert done.returncode == 0, done.stderr
     assert "SERVICE_TOKEN: Secret" in done.stdout and TOKEN not in done.stdout
+
+
+# --- confined to the stages that declare them (issue 22, class 3) ------------------------
+
+USES = NOTEBOOKS / "secret_split.ipynb"  # declares SERVICE_TOKEN, prints it in two halves
+SNOOP = NOTEBOOKS / "snoop.ipynb"  # declares nothing, looks for SERVICE_TOKEN anyway
+NOTHING = {"env": None, "launch": [], "kept": None}
+
+
+def write_pipeline(folder: Path, stages: list[tuple[str, Path]]) -> Path:
+    """A pipeline running ``stages`` in this order (each ``after`` the one before)."""
+    spec: dict[str, Any] = {}
+    for i, (name, template) in enumerate(stages):
+        spec[name] = {"template": str(template), "parameters": {"marker": name}}
+        if i:
+            spec[name]["after"] = [stages[i - 1][0]]
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"name": "confined", "stages": spec}))
+    return path
+
+
+def stream_text(notebook: Path) -> str:
+    """Every cell's stream outputs, joined as a reader sees them."""
+    nb = nbformat.read(notebook, 4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs if o.output_type == "stream")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["pool", "papermill"])
+def test_a_stage_that_does_not_declare_a_secret_never_gets_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str) -> None:
+    """Given through the environment, SERVICE_TOKEN reaches the stage that declares it
+    only: the other stage's environment, launch environment (/proc/self/environ: a forked
+    pool kernel's is its zygote's) and module state hold nothing; nothing under the runs
+    folder (records, notebooks, record copies, kernel logs, mlflow.db and its artifacts)
+    holds the value, not even split over two printed outputs."""
+    from nbops.execution.pool import _forking_allowed
+    from nbops.pipeline.run import PipelineOptions, run_pipeline
+
+    if executor == "pool":
+        assert _forking_allowed("python3")  # the forked path is the one exercised
+    monkeypatch.setenv("SERVICE_TOKEN", TOKEN)
+    runs = tmp_path / "runs"
+    path = write_pipeline(tmp_path, [("use", USES), ("snoop", SNOOP)])
+    try:
+        record = run_pipeline(path, PipelineOptions(runs_dir=runs, executor=executor))
+    finally:
+        close_pools()
+    assert record["status"] == "succeeded", record["error"]
+    store = RunStore(runs)
+    use = store.read(str(record["stages"]["use"]["run_id"]))
+    snoop = store.read(str(record["stages"]["snoop"]["run_id"]))
+    assert use["outputs"]["length"] == len(TOKEN)  # the declaring stage had the value
+    assert snoop["outputs"]["seen"] == NOTHING
+    assert snoop["logged_params"] == {"env": "None"}
+    assert "secrets" not in snoop
+    assert (runs / "mlflow.db").exists() and use["mlflow"] and use["mlflow"]["synced"]
+    assert grep(runs, TOKEN) == []
+    for name in ("notebook.ipynb", ".record/notebook.ipynb"):  # the split print, merged
+        text = stream_text(runs / use["id"] / name)
+        assert TOKEN not in text and "[secret SERVICE_TOKEN]" in text, text
+        assert TOKEN[:8] not in text
+
+
+@pytest.mark.slow
+def test_reuse_kernel_gives_a_stage_with_other_secrets_a_fresh_kernel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--reuse-kernel: stages with the same secrets share a kernel; a stage whose secrets
+    differ gets a fresh one, so module state cannot carry a secret to it."""
+    from nbops.pipeline.run import PipelineOptions, run_pipeline
+
+    monkeypatch.setenv("SERVICE_TOKEN", TOKEN)
+    runs = tmp_path / "runs"
+    path = write_pipeline(tmp_path, [("use", USES), ("again", USES), ("snoop", SNOOP),
+                                     ("snoop2", SNOOP)])
+    try:
+        record = run_pipeline(path, PipelineOptions(runs_dir=runs, tracking_uri="none",
+                                                    executor="reuse"))
+    finally:
+        close_pools()
+    assert record["status"] == "succeeded", record["error"]
+    store = RunStore(runs)
+    runs_of = {n: store.read(str(s["run_id"])) for n, s in record["stages"].items()}
+    pids = {n: r["runner"]["kernel_pid"] for n, r in runs_of.items()}
+    assert pids["use"] == pids["again"] != pids["snoop"] == pids["snoop2"]
+    assert runs_of["snoop"]["outputs"]["seen"] == NOTHING
+    assert runs_of["snoop2"]["outputs"]["seen"] == NOTHING
+    assert grep(runs, TOKEN) == []
+
+
+@pytest.mark.slow
+def test_a_run_never_gets_the_credentials_files_other_secrets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name the credentials file holds is a secret: withheld from a template that does
+    not declare it, even when the environment sets it too."""
+    credentials = tmp_path / "credentials.yaml"  # outside any git work tree
+    credentials.write_text(yaml.safe_dump({"SERVICE_TOKEN": TOKEN}))
+    monkeypatch.setenv("NBOPS_CREDENTIALS", str(credentials))
+    monkeypatch.setenv("SERVICE_TOKEN", TOKEN)
+    runs = tmp_path / "runs"
+    record = run(SNOOP, options=RunOptions(runs_dir=runs, cwd=tmp_path, tracking_uri="none",
+                                           executor="papermill"))
+    assert record["status"] == "succeeded", record["error"]
+    assert record["outputs"]["seen"] == NOTHING
+    assert grep(runs, TOKEN) == []
+
+
+def test_split_stream_outputs_are_merged_before_they_are_scrubbed() -> None:
+    nb = nbformat.v4.new_notebook()
+    half = 8
+    nb.cells = [nbformat.v4.new_code_cell("print(t[:8], end=''); print(t[8:])", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text=TOKEN[:half]),
+        nbformat.v4.new_output("stream", name="stdout", text=[TOKEN[half:-3], TOKEN[-3:]]),
+        nbformat.v4.new_output("stream", name="stderr", text="other stream\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="after\n")])]
+    Scrubber({"API": TOKEN}).notebook(nb)
+    outputs = nb.cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [
+        ("stdout", "[secret API]"), ("stderr", "other stream\n"), ("stdout", "after\n")]
+
+
+def test_a_run_withholds_every_secret_its_driver_knows(tmp_path: Path) -> None:
+    """The kernel of a run gets its own template's secrets only: the names its driver's
+    templates declare, the credentials file's names and those NBOPS_SECRETS lists are
+    taken out of the environment it inherits, and their values are scrubbed."""
+    from nbops.contract.secrets import for_run, withheld_names
+
+    credentials = tmp_path / "credentials.yaml"
+    credentials.write_text(yaml.safe_dump({"FILE_TOKEN": "from-the-file-1", "PATH": "x",
+                                           "SHORT": "abc"}))
+    env = {"NBOPS_CREDENTIALS": str(credentials), "SERVICE_TOKEN": TOKEN, "PATH": "/bin",
+           "OTHER_TOKEN": "other-value-22", "OUTER_TOKEN": "outer-value-33",
+           "NBOPS_SECRETS": "OUTER_TOKEN", "PLAIN": "kept"}
+    assert withheld_names(["OTHER_TOKEN"], env=env) == {
+        "OTHER_TOKEN", "OUTER_TOKEN", "FILE_TOKEN", "SHORT"}  # never PATH
+    mine = for_run(load_template(TEMPLATE), ["OTHER_TOKEN"], env=env)
+    assert mine.values == {"SERVICE_TOKEN": TOKEN}
+    kernel = mine.kernel_env(env)
+    assert kernel == {"NBOPS_CREDENTIALS": str(credentials), "SERVICE_TOKEN": TOKEN,
+                      "PATH": "/bin", "PLAIN": "kept", "NBOPS_SECRETS": "SERVICE_TOKEN"}
+    assert mine.scrubber.text(f"{TOKEN} other-value-22 outer-value-33 from-the-file-1") == (
+        "[secret SERVICE_TOKEN] [secret OTHER_TOKEN] [secret OUTER_TOKEN] "
+        "[secret FILE_TOKEN]")
+    theirs = for_run(load_template(SNOOP), ["SERVICE_TOKEN"], env=env)
+    assert theirs.values == {} and theirs.kernel_env(env) == {  # OTHER_TOKEN: not known
+        "NBOPS_CREDENTIALS": str(credentials), "PATH": "/bin", "PLAIN": "kept",
+        "OTHER_TOKEN": "other-value-22"}
+    assert theirs.scrubber.text(TOKEN) == "[secret SERVICE_TOKEN]"
+
+
+def test_a_pool_started_with_a_variable_a_run_withholds_is_not_used_for_it() -> None:
+    from nbops.execution.pool import pool_for, secrets_key
+
+    base = {"PATH": "/bin", "OMP_NUM_THREADS": "7"}
+    try:
+        leaky = pool_for("python3", {**base, "SERVICE_TOKEN": TOKEN}, False)
+        clean = pool_for("python3", base, False)
+        assert clean is not leaky and "SERVICE_TOKEN" not in clean.env
+        assert pool_for("python3", {**base, "NBOPS_RUN_DIR": "/r"}, False) is clean
+        run_env = {**base, "SERVICE_TOKEN": TOKEN, "NBOPS_SECRETS": "SERVICE_TOKEN"}
+        assert pool_for("python3", run_env, False) is clean  # its own: never in a pool
+    finally:
+        close_pools()
+    assert secrets_key(base) == "" != secrets_key(run_env)
+    assert secrets_key(run_env) != secrets_key({**run_env, "SERVICE_TOKEN": TOKEN + "x"})
+    assert TOKEN not in secrets_key(run_env)
+
+
+@pytest.mark.slow
+def test_every_stage_is_scrubbed_of_every_secret_of_its_pipeline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage that finds another stage's secret by itself (here: in a file) and prints it,
+    writes it to file descriptor 2, logs it as a param and an output and raises with it
+    leaves it nowhere: notebook, record copy, kernel log, events, run.json, the pipeline
+    record's error, mlflow.db."""
+    from nbops.pipeline.run import PipelineOptions, run_pipeline
+
+    monkeypatch.setenv("SERVICE_TOKEN", TOKEN)
+    found = tmp_path / "found.txt"
+    found.write_text(TOKEN)
+    runs = tmp_path / "runs"
+    path = write_pipeline(tmp_path, [("use", USES), ("snoop", SNOOP)])
+    spec = yaml.safe_load(path.read_text())
+    spec["stages"]["snoop"]["parameters"]["read"] = str(found)
+    path.write_text(yaml.safe_dump(spec))
+    try:
+        record = run_pipeline(path, PipelineOptions(runs_dir=runs, executor="pool"))
+    finally:
+        close_pools()
+    assert record["status"] == "failed"
+    mark = "[secret SERVICE_TOKEN]"
+    assert record["error"] is not None and f"found {mark}" in record["error"]
+    snoop = RunStore(runs).read(str(record["stages"]["snoop"]["run_id"]))
+    assert snoop["outputs"]["found"] == mark and snoop["logged_params"]["found"] == mark
+    assert f"found on fd 2: {mark}" in (runs / snoop["id"] / "kernel.log").read_text()
+    assert snoop["mlflow"] is not None and snoop["mlflow"]["synced"]
+    assert grep(runs, TOKEN) == []

@@ -8,20 +8,36 @@ root). The file is YAML, a mapping of names to strings, and must not be tracked 
 git work tree it has to be git-ignored, or it is refused (a credentials file that can be
 committed will be). Values are checked here, before any record or kernel exists: a missing,
 empty, non-text or too short value is a usage error naming the secret, never its value.
+
+A run learns its secrets from :func:`for_run`: the values of those its template declares,
+the names its kernel must not be given (every secret the driver of the run knows: the
+names any template of the pipeline, sweep or loop declares, the credentials file's names,
+and those ``NBOPS_SECRETS`` lists here) and a scrubber of every value among them: a run is
+scrubbed of its driver's secrets, not only of its own.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..util.secrets import MIN_LENGTH, fingerprint, fingerprint_key
+from ..util.secrets import (
+    MIN_LENGTH,
+    SECRETS_VAR,
+    Scrubber,
+    fingerprint,
+    fingerprint_key,
+    names_in,
+    secret_env,
+    without,
+)
 from .config import config_file, read_section
 from .limits import load_yaml
-from .template import Template
+from .template import Template, reserved_secret_name
 
 CREDENTIALS_VAR = "NBOPS_CREDENTIALS"  # path of a credentials file (wins over nbops.yaml)
 
@@ -74,6 +90,69 @@ def resolve(template: Template, *, env: Mapping[str, str] | None = None,
                               "value")
         values[name] = value
     return values
+
+
+@dataclass
+class RunSecrets:
+    """What one run gets of the secrets: see :func:`for_run`."""
+
+    values: dict[str, str] = field(default_factory=dict)  # its template's, by name
+    withheld: frozenset[str] = frozenset()  # never in its kernel's environment as given
+    scrubber: Scrubber = field(default_factory=Scrubber)  # every value its driver knows
+
+    def kernel_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` without any secret the run's driver knows, plus the run's own (each as
+        the variable of its name, listed in ``NBOPS_SECRETS``)."""
+        return {**without(base, {*self.withheld, SECRETS_VAR}), **secret_env(self.values)}
+
+
+def declared(templates: Iterable[Template]) -> tuple[str, ...]:
+    """Every secret name the templates declare, sorted: what a driver passes its runs."""
+    return tuple(sorted({name for t in templates for name in t.secrets}))
+
+
+def withheld_names(names: Iterable[str] = (), *, env: Mapping[str, str] | None = None,
+                   start: Path | None = None) -> frozenset[str]:
+    """The variables no kernel gets unless its template declares them: ``names`` (what the
+    driver's templates declare), the names the credentials file holds (when it can be
+    read: one that cannot is refused when a run needs it) and those ``NBOPS_SECRETS``
+    lists in ``env``; a name the kernel relies on (``PATH``, ...) is never one."""
+    env = os.environ if env is None else env
+    found = {*names, *names_in(env)}
+    try:
+        found |= set(_read_file(credentials_file(start, env)))
+    except ConfigError:
+        pass
+    return frozenset(n for n in found if reserved_secret_name(n) is None)
+
+
+def for_run(template: Template, driver: Iterable[str] = (), *,
+            env: Mapping[str, str] | None = None, start: Path | None = None) -> RunSecrets:
+    """A run's secrets: the values of those ``template`` declares (:func:`resolve`), the
+    names withheld from its kernel (:func:`withheld_names` of ``driver``, the names every
+    template of its pipeline, sweep or loop declares, and its own), and a scrubber of
+    every value it knows among them (the others' values from the environment, else the
+    credentials file; ones too short or not text are skipped: they were never given).
+
+    Raises:
+        ConfigError: as :func:`resolve`.
+    """
+    env = os.environ if env is None else env
+    values = resolve(template, env=env, start=start)
+    withheld = withheld_names([*driver, *template.secrets], env=env, start=start)
+    scrubber = Scrubber(values)
+    others = sorted(withheld - set(values))
+    stored: dict[str, object] = {}
+    if any(not env.get(n) for n in others):
+        try:
+            stored = _read_file(credentials_file(start, env))
+        except ConfigError:
+            stored = {}
+    for name in others:
+        value = env.get(name) or stored.get(name)
+        if isinstance(value, str) and len(value) >= MIN_LENGTH:
+            scrubber.add(name, value)
+    return RunSecrets(values, withheld, scrubber)
 
 
 def lookup(name: str, *, env: Mapping[str, str] | None = None,

@@ -138,10 +138,12 @@ class Executor(ABC):
         """
 
     def prepare(self, notebooks: Sequence[Any], *, parallel: int, threads: int | None,
-                expected: int | None) -> None:
+                expected: int | None, secret_names: Sequence[str] = ()) -> None:
         """Hook: get ready for ``expected`` runs (None: unknown) of these notebooks,
         ``parallel`` at a time, each kernel with a budget of ``threads`` (a pool starts
-        kernels now). Default: nothing to prepare."""
+        kernels now; never with a secret: ``secret_names``, what the driver's templates
+        declare, and the others of ``contract.secrets.withheld_names`` are left out of
+        their environment). Default: nothing to prepare."""
         return None
 
     def close(self) -> None:

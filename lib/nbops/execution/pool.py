@@ -19,7 +19,8 @@ Two executors use it (``--executor pool``, the pipelines' default, and ``--execu
   figures closed, and its environment and working folder set to the run's. What still
   carries over is documented in the README: imported modules and their module-level state,
   ``sys.path``, random generator states of libraries, thread settings, logging and
-  warning filters.
+  warning filters. So a kernel serves only runs with the same secrets (names and values)
+  as its first: a run whose secrets differ gets a fresh kernel.
 
 Invariants: a kernel is handed to one run at a time; a kernel for a planned run is forked
 once the zygote has that run's needs (its imports, and what its template's runs imported
@@ -29,7 +30,9 @@ that died, timed out or was stopped is never handed out again; :func:`close_pool
 (called at the end of a pipeline or sweep, and at exit) leaves no kernel or zygote process
 behind. Kernels learn their run's environment and working folder when they are handed
 out, before any cell runs; the thread budget is part of the pool's identity because
-numerical libraries read it when they are imported.
+numerical libraries read it when they are imported. No kernel or zygote is started with a
+secret: a pool's launch environment holds no variable a run that uses it withholds (a run
+whose environment lacks one of the pool's variables gets a pool of its own).
 """
 
 from __future__ import annotations
@@ -60,11 +63,12 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
+from ..contract.secrets import withheld_names
 from ..errors import CellFailed, KernelDied
 from ..util.envvars import RUN_DIR, THREAD_VARS, TRACKING_URI, kernel_base_env
 from ..util.files import atomic_write_json
 from ..util.process import kill_process_tree
-from ..util.secrets import SECRETS_VAR, Scrubber, ScrubbingPipe, names_in
+from ..util.secrets import SECRETS_VAR, Scrubber, ScrubbingPipe, names_in, without
 from .base import CellTracker, ExecutionRequest
 from .forking import Zygote, ZygoteProvisioner, forkable
 from .outcome import ExecutionResult
@@ -223,6 +227,7 @@ class WarmKernel:
     # run may reach the log after the next run began); its stdout and stderr pass through it
     scrubber: Scrubber = field(default_factory=Scrubber)
     pipe: ScrubbingPipe | None = None
+    secrets: str | None = None  # the secrets of the runs it served (see secrets_key)
 
     @property
     def pid(self) -> int | None:
@@ -239,9 +244,15 @@ class WarmKernel:
         when it is reused); from now on its log is scrubbed of the run's secrets too."""
         if scrubber:
             self.scrubber.merge(scrubber)
+        self.secrets = secrets_key(env)
         code = _setup_code({**self.own_env, **env}, cwd, reset)
         run_sync(_execute_silently)(self.km, code, START_TIMEOUT)
         self.uses += 1
+
+    def serves(self, secrets: str) -> bool:
+        """Whether this kernel may run a run with these secrets (:func:`secrets_key`):
+        a reused kernel's modules may still hold the secrets of the runs it served."""
+        return self.uses == 0 or self.secrets == secrets
 
     def imported(self) -> list[str]:
         """The modules (of installed packages) imported in the kernel, in import order;
@@ -310,9 +321,7 @@ class KernelPool:
 
     def __init__(self, kernel_name: str, env: dict[str, str], reuse: bool) -> None:
         self.kernel_name = kernel_name
-        # never a run's folder, store or secrets: kernels are started before their run
-        private = {*_RUN_VARS, SECRETS_VAR, *names_in(env)}
-        self.env = {k: v for k, v in env.items() if k not in private}
+        self.env = launch_env(env)
         self.reuse = reuse
         self.size = 1
         self.expected: int | None = None  # runs still to come, when known
@@ -370,15 +379,25 @@ class KernelPool:
             self.upcoming = deque(list(m) for m in upcoming)
         self._fill()
 
-    def acquire(self) -> WarmKernel:
-        """A ready kernel (waiting for one being started), or one started now."""
+    def acquire(self, secrets: str = "") -> WarmKernel:
+        """A ready kernel (waiting for one being started), or one started now; one that
+        served runs with other secrets than ``secrets`` (:func:`secrets_key`) is never
+        handed out (it is shut down when no idle kernel serves them)."""
+        spoiled = None
         with self._lock:
             if self._closed:
                 raise KernelDied("the kernel pool was closed")
             if self.expected is not None:
                 self.expected = max(0, self.expected - 1)
-            kernel = self._idle.pop() if self._idle else None
+            fitting = [k for k in self._idle if k.serves(secrets)]
+            if fitting:
+                kernel: WarmKernel | None = fitting[-1]
+                self._idle.remove(fitting[-1])
+            else:
+                kernel, spoiled = None, self._idle.pop() if self._idle else None
             pending = self._starting.popleft() if kernel is None and self._starting else None
+        if spoiled is not None:
+            self._discard(spoiled)
         if kernel is None:
             kernel = (pending.result() if pending is not None
                       else self._start())
@@ -387,7 +406,7 @@ class KernelPool:
         self._fill()
         if not kernel.alive():
             self._discard(kernel)
-            return self.acquire()
+            return self.acquire(secrets)
         return kernel
 
     def release(self, kernel: WarmKernel, healthy: bool) -> None:
@@ -541,17 +560,23 @@ class KernelPool:
             zygote.close()  # it kills any kernel of its own still running
 
 
-_POOLS: dict[tuple[Any, ...], KernelPool] = {}
+_POOLS: dict[tuple[Any, ...], list[KernelPool]] = {}
 _POOLS_LOCK = threading.Lock()
 
 
 def pool_for(kernel_name: str, env: dict[str, str], reuse: bool) -> KernelPool:
-    """The process's pool for this kernel, thread budget and mode (made on first use)."""
+    """The process's pool for this kernel, thread budget and mode whose kernels were
+    started with no variable ``env`` lacks (a secret ``env`` withholds; made on first
+    use)."""
     key = (kernel_name, reuse, tuple(env.get(var) for var in THREAD_VARS))
     with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = _POOLS[key] = KernelPool(kernel_name, env, reuse)
+        pools = _POOLS.setdefault(key, [])
+        launch = launch_env(env).keys()
+        for pool in pools:
+            if pool.env.keys() <= launch:
+                return pool
+        pool = KernelPool(kernel_name, env, reuse)
+        pools.append(pool)
         return pool
 
 
@@ -571,7 +596,9 @@ def let_go(pool: KernelPool) -> None:
         if pool.holders > 0:
             return
         for key, known in list(_POOLS.items()):
-            if known is pool:
+            if pool in known:
+                known.remove(pool)
+            if not known:
                 del _POOLS[key]
     pool.close()
 
@@ -579,7 +606,7 @@ def let_go(pool: KernelPool) -> None:
 def close_pools() -> None:
     """Shut down every pool of this process (no kernel is left behind)."""
     with _POOLS_LOCK:
-        pools = list(_POOLS.values())
+        pools = [pool for known in _POOLS.values() for pool in known]
         _POOLS.clear()
     for pool in pools:
         pool.close()
@@ -596,11 +623,12 @@ class PoolExecutor(PapermillExecutor):
         self._held: list[KernelPool] = []
 
     def prepare(self, notebooks: Sequence[Any], *, parallel: int, threads: int | None,
-                expected: int | None) -> None:
-        """Start ``parallel`` kernels now with the imports of ``notebooks`` preloaded; the
-        pools stay until :meth:`close`."""
+                expected: int | None, secret_names: Sequence[str] = ()) -> None:
+        """Start ``parallel`` kernels now with the imports of ``notebooks`` preloaded, and
+        without any secret (``secret_names`` and the other withheld names); the pools stay
+        until :meth:`close`."""
         kinds = {_kernel_of(nb) for nb in notebooks}
-        env = kernel_base_env(threads)
+        env = without(kernel_base_env(threads), withheld_names(secret_names))
         for kernel_name in sorted(kinds):
             pool = hold(kernel_name, env, self.reuse)
             self._held.append(pool)
@@ -619,7 +647,7 @@ class PoolExecutor(PapermillExecutor):
         pool = pool_for(request.kernel_name, request.env, self.reuse)
         key = template_key(request.notebook)
         pool.want(imports_of(request.notebook), key)
-        kernel = self._ready_kernel(pool, request)
+        kernel = self._ready_kernel(pool, request, secrets_key(request.env))
         healthy = False
         offset = kernel.log.stat().st_size if kernel.log.exists() else 0
         try:
@@ -638,11 +666,13 @@ class PoolExecutor(PapermillExecutor):
             pool.release(kernel, healthy)
 
     @staticmethod
-    def _ready_kernel(pool: KernelPool, request: ExecutionRequest) -> WarmKernel:
-        """A pool kernel set up for this run; one that fails its set-up (died meanwhile)
-        is replaced once by a new kernel."""
+    def _ready_kernel(pool: KernelPool, request: ExecutionRequest, secrets: str
+                      ) -> WarmKernel:
+        """A pool kernel set up for this run (one that served runs with other secrets is
+        never reused for it); one that fails its set-up (died meanwhile) is replaced once
+        by a new kernel."""
         for attempt in (1, 2):
-            kernel = pool.acquire()
+            kernel = pool.acquire(secrets)
             try:
                 kernel.prepare_run(request.env, request.cwd, reset=kernel.uses > 0,
                                    scrubber=request.scrubber)
@@ -741,6 +771,22 @@ def _modules_expression() -> str:
             f"m.__file__.startswith({_learnable_prefixes()!r}) and "
             "not any(p.startswith('_') for p in n.split('.')) and "
             f"not n.startswith({UNLEARNABLE!r})])")
+
+
+def launch_env(env: dict[str, str]) -> dict[str, str]:
+    """What a pool kernel is started with, of a run's ``env``: never a run's folder, store
+    or secrets (kernels are started before their run)."""
+    return without(env, {*_RUN_VARS, SECRETS_VAR, *names_in(env)})
+
+
+def secrets_key(env: dict[str, str]) -> str:
+    """What tells the secrets of runs apart: a digest of the names ``NBOPS_SECRETS`` lists
+    in ``env`` and their values ("" for none; kept in memory only)."""
+    names = sorted(names_in(env))
+    if not names:
+        return ""
+    pairs = json.dumps([[n, env.get(n, "")] for n in names])
+    return hashlib.sha256(pairs.encode()).hexdigest()
 
 
 def _kernel_of(notebook: Any) -> str:

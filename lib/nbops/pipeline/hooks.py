@@ -41,6 +41,7 @@ class SweepStageContext:
     report: Callable[[str], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     origin: Origin | None = None  # who started the pipeline, and why
+    secret_names: tuple[str, ...] = ()  # every secret the pipeline's templates declare
 
 
 class StageSweeper(Protocol):

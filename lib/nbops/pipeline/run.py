@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..contract.secrets import fingerprints
+from ..contract.secrets import declared, fingerprints
 from ..errors import NbopsError, PipelineError
 from ..execution.base import Executor
 from ..execution.registry import get_executor
@@ -80,6 +80,8 @@ class PipelineRun:
         self.decisions: dict[str, Decision] = {}  # stage -> what the cache said of it
         self._warmed = False
         self.origin = options.origin or make_origin()  # every stage run carries it
+        # withheld from every stage that does not declare them; scrubbed from every stage
+        self.secret_names = declared(s.template for s in pipe.stages.values())
         self.pending_mirrors: list[Future[RunRecord]] = []
         self.started = time.time()
         self.tracker: Tracker | None = None
@@ -141,7 +143,7 @@ class PipelineRun:
         notebooks = [self.pipe.stages[n].template.notebook for n in self.pipe.order
                      if n not in self.done]
         executor.prepare(notebooks, parallel=jobs, threads=thread_budget(jobs),
-                         expected=len(notebooks))
+                         expected=len(notebooks), secret_names=self.secret_names)
 
     def _open_scheduler(self) -> Scheduler:
         """The scheduler, once it has checked that its workers see our folders."""
@@ -226,7 +228,7 @@ class PipelineRun:
                       "inputs_key": decision.inputs_key}, tags=tags,
             executor=self.opts.executor, progress=self.opts.progress and scheduler.jobs == 1,
             threads=thread_budget(scheduler.jobs), retryable=stage.retryable, mirror="driver",
-            origin=self.origin)
+            origin=self.origin, secret_names=self.secret_names)
         return scheduler.submit(task, stop)
 
     def _check_sweeps(self) -> None:
@@ -253,7 +255,8 @@ class PipelineRun:
             pipeline_run=self.id, cwd=self.pipe.path.parent, runs_dir=self.runs_dir,
             tracking_uri=self.opts.tracking_uri, jobs=scheduler.jobs,
             executor=self.opts.executor, force=self.opts.force or name in self.forced,
-            parent_run=self._parent_run(), report=self.opts.report, origin=self.origin)
+            parent_run=self._parent_run(), report=self.opts.report, origin=self.origin,
+            secret_names=self.secret_names)
         sweep_id, future = self.opts.sweeper.submit(context, stop)
         entry["sweep_id"] = sweep_id
         self._say(f"[{self._position(name)}] {name}: sweep {sweep_id}")

@@ -39,6 +39,9 @@ class StageTask:
     retryable: bool = False  # may run again after its worker was lost (pipeline.yaml)
     sweep: SweepRef | None = None  # a trial of a sweep (see nbops.sweep)
     origin: Origin | None = None  # who started the pipeline or sweep, and why
+    # the secret names every template of the pipeline or sweep declares (names only: the
+    # values are read where the stage runs), withheld from this stage unless it declares them
+    secret_names: tuple[str, ...] = ()
 
 
 def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:
@@ -47,5 +50,6 @@ def run_task(task: StageTask, stop: threading.Event | None = None) -> RunRecord:
                          stop=stop, tags=dict(task.tags), progress=task.progress,
                          pipeline=task.pipeline, sweep=task.sweep, executor=task.executor,
                          timeout=task.timeout, cell_timeout=task.cell_timeout,
-                         threads=task.threads, mirror=task.mirror, origin=task.origin)
+                         threads=task.threads, mirror=task.mirror, origin=task.origin,
+                         secret_names=task.secret_names)
     return run(task.template_path, task.parameters, options=options)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract import params
-from ..contract.secrets import fingerprints
+from ..contract.secrets import declared, fingerprints
 from ..contract.template import Template
 from ..errors import MetricNotFound, NbopsError, UsageError
 from ..execution.base import Executor
@@ -94,6 +94,7 @@ class SweepOptions:
     parent_tags: dict[str, str] = field(default_factory=dict)  # e.g. the pipeline's run
     poll_s: float = 0.2
     origin: Origin | None = None  # who and why (default: records.lifecycle.make_origin)
+    secret_names: tuple[str, ...] = ()  # every secret a pipeline around it declares
 
 
 class SweepRun:
@@ -111,6 +112,8 @@ class SweepRun:
         # the template's secrets have values (a usage error before any trial); their keyed
         # fingerprints are part of every trial's cache key
         self.secrets = fingerprints(template, self.runs_dir)
+        # withheld from the trials' kernels unless the template declares them; scrubbed
+        self.secret_names = tuple(sorted({*options.secret_names, *declared([template])}))
         self.origin = options.origin or make_origin()  # every trial carries it
         self.started = time.time()
         self.tracker: Tracker | None = None
@@ -172,7 +175,7 @@ class SweepRun:
         """Let the executor start kernels for the trials (the pool preloads the template's
         imports, one spare kernel per job)."""
         executor.prepare([self.template.notebook], parallel=jobs, threads=thread_budget(jobs),
-                         expected=self.spec.trials)
+                         expected=self.spec.trials, secret_names=self.secret_names)
 
     def _loop(self, strategy: Strategy, scheduler: Scheduler, stop: threading.Event) -> None:
         running: dict[Future[RunRecord], int] = {}
@@ -249,7 +252,7 @@ class SweepRun:
             pipeline=({"run_id": pipeline["run_id"], "stage": pipeline["stage"],
                        "cache_key": key} if pipeline else None),
             sweep={"sweep_id": self.id, "trial": number, "cache_key": key},
-            origin=self.origin)
+            origin=self.origin, secret_names=self.secret_names)
         self._stops[number] = threading.Event()
         return scheduler.submit(task, self._stops[number])
 

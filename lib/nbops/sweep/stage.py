@@ -67,7 +67,7 @@ class PipelineSweeper:
             base={k: v for k, v in context.parameters.items() if k not in spec.space},
             upstream=context.upstream,
             pipeline={"run_id": context.pipeline_run, "stage": stage.name},
-            origin=context.origin,
+            origin=context.origin, secret_names=context.secret_names,
             parent_tags=({"mlflow.parentRunId": context.parent_run}
                          if context.parent_run else {}))
         sweep = SweepRun(stage.template, spec, options)

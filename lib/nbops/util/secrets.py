@@ -27,7 +27,7 @@ import secrets as _random
 import select
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, quote_plus
@@ -120,7 +120,11 @@ class Scrubber:
 
     def notebook(self, nb: Any) -> None:
         """Scrub a notebook in place: cell sources, stream text, error names, values and
-        tracebacks, text-like output data, and the cells' and notebook's metadata."""
+        tracebacks, text-like output data, and the cells' and notebook's metadata.
+
+        Adjacent stream outputs of the same stream are merged first (a value printed in
+        two pieces, ``print(t[:8], end='')`` then ``print(t[8:])``, arrives as two
+        outputs that only together spell it)."""
         if self._pattern is None:
             return
         self._in_place(nb.metadata)
@@ -130,6 +134,8 @@ class Scrubber:
             else:
                 self._in_place(cell.get("source"))
             self._in_place(cell.get("metadata", {}))
+            if isinstance(cell.get("outputs"), list):
+                merge_streams(cell["outputs"])
             for output in cell.get("outputs", []):
                 self._output(output)
 
@@ -169,6 +175,49 @@ class Scrubber:
                     data[mime] = self.text(data[mime])
                 else:
                     self._in_place(data[mime])
+
+
+def merge_streams(outputs: list[Any]) -> None:
+    """Merge, in place, each run of adjacent stream outputs of the same stream (stdout,
+    stderr) into its first output, as a reader sees them."""
+    merged: list[Any] = []
+    for output in outputs:
+        last = merged[-1] if merged else None
+        if (last is not None and output.get("output_type") == "stream"
+                and last.get("output_type") == "stream"
+                and output.get("name") == last.get("name")):
+            last["text"] = _joined(last.get("text", "")) + _joined(output.get("text", ""))
+        else:
+            merged.append(output)
+    outputs[:] = merged
+
+
+def _joined(text: Any) -> str:
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
+def scrub_file(path: Path, scrubber: Scrubber) -> None:
+    """Rewrite the text file ``path`` scrubbed (replaced atomically; nothing when it is
+    missing or has nothing to scrub)."""
+    if not scrubber:
+        return
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    text = data.decode("utf-8", "surrogateescape")
+    clean = scrubber.text(text)
+    if clean == text:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random.token_hex(4)}")
+    tmp.write_bytes(clean.encode("utf-8", "surrogateescape"))
+    os.replace(tmp, path)
+
+
+def without(env: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """``env`` without the variables ``names``."""
+    drop = set(names)
+    return {k: v for k, v in env.items() if k not in drop}
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> Scrubber:
