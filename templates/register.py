@@ -16,7 +16,7 @@
 # %% [markdown]
 # # Stage `register`
 #
-# Register the evaluated model in the MLflow Model Registry, only when the evaluation verdict passed, with lineage tags and the alias `challenger`; promote it to `champion` when it beats the current champion on the same test data (or when there is none).
+# Register the evaluated model in the MLflow Model Registry, only when the evaluation verdict passed, with lineage tags and the alias `challenger`; promote it to `champion` when it is strictly better than the current champion on the same test data (or when there is none: a tie keeps the champion). A model the registry already holds (the same model files, or the same run's model folder, from any copy of the project) is reused, never registered again.
 
 # %% tags=["parameters"]
 from pathlib import Path
@@ -41,7 +41,9 @@ from sklearn import metrics as skm
 
 import nbops
 from nbops.datasets import load_table
-from nbops.errors import PromotionBlocked, RegistryNotFound
+from nbops.errors import PromotionBlocked
+from nbops.promotion.policy import beats
+from nbops.promotion.registration import register_model
 from nbops.promotion.service import promote
 from nbops.tracking import registry
 
@@ -87,29 +89,24 @@ print(f"challenger {primary_metric}: {challenger_score:.4f}")
 # ## Register and promote
 
 # %%
-tags = {"nbops.model_path": str(model_path), "nbops.train_run": train_run,
+tags = {"nbops.train_run": train_run,
         "nbops.evaluate_run": evaluate_run, "nbops.register_run": nbops.current_run_id(),
         "nbops.test_sha256": test_sha256, "nbops.train_sha256": train_sha256,
         f"nbops.score.{primary_metric}": str(challenger_score)}
-# the same model (the same run's model folder) is never registered twice: a re-run reuses it
-try:
-    existing = [v for v in registry.list_versions(model_name) if v["tags"].get("nbops.model_path") == str(model_path)]
-except RegistryNotFound:  # the first version of this model
-    existing = []
-if existing:
-    version = existing[0]["version"]
-    print(f"{model_name} v{version} already holds this model (run {train_run}): not registered again")
-else:
-    version = registry.register_version(model_name, run_id=source_run, artifact_path="models/model",
-                                        tags=tags, alias="challenger")
+# the same model (its files' hashes, or the same run's model folder) is never registered twice,
+# from any copy of the project: a re-run reuses the version that holds it
+registration = register_model(model_name, model_path, run_id=source_run, tags=tags)
+version, reused = registration["version"], registration["reused"]
+if reused:
+    print(f"{model_name} v{version} already holds this model ({registration['matched']}): reused, not registered again")
 champion = registry.version_by_alias(model_name, "champion")
 champion_score = None
-if champion is not None and champion["version"] != version and not existing:
+if champion is not None and champion["version"] != version and not reused:
     champion_score = score(nbops.load_model(champion["tags"]["nbops.model_path"]))
     print(f"champion v{champion['version']} {primary_metric}: {champion_score:.4f}")
-# a model registered before was judged then: a re-run never moves the champion again
-better = not existing and (champion_score is None or (
-    challenger_score < champion_score if lower_is_better else challenger_score >= champion_score))
+# strictly better only (a tie keeps the champion); a reused version was judged when it was
+# registered: a re-run never moves the champion again
+better = not reused and beats(challenger_score, champion_score, lower_is_better)
 blocked = ""
 if better:  # through the project's promotion policy (nbops.yaml): evidence, approvals
     try:
@@ -129,6 +126,7 @@ if blocked:
 nbops.log_metric(f"challenger_{primary_metric}", challenger_score)
 nbops.output("model_name", model_name)
 nbops.output("version", version)
+nbops.output("reused", bool(reused))  # True: an existing version already held this model
 nbops.output("aliases", aliases)
 nbops.output("promoted", bool(promoted))
 nbops.output("champion_version", champion_version)

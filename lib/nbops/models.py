@@ -9,6 +9,7 @@ refuses to unpickle anything that changed; MLflow's own pickle guard
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import warnings
@@ -87,6 +88,25 @@ def save_model(model: Any, dest: Path, input_example: Any = None) -> str:
                 model, str(dest), pip_requirements=_pins("torch", "cloudpickle", "numpy"),
                 input_example=input_example, serialization_format="pickle")
     return flavor
+
+
+def model_digest(folder: str | Path) -> str:
+    """One sha256 for a model folder's content: over every file's relative path and sha256
+    (a symlink: its target), in sorted order. Paths outside the folder play no part, so a
+    copied or moved project gives the same digest; the registry uses it as the model's
+    identity (``nbops.model_sha256``).
+
+    Raises:
+        NbopsError: ``folder`` is not a folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise NbopsError(f"{folder} is not a model folder")
+    digest = hashlib.sha256()
+    for rel, target in walk_files(root):
+        content = f"link:{target}" if target is not None else sha256_file(root / rel)
+        digest.update(f"{rel}\0{content}\n".encode())
+    return digest.hexdigest()
 
 
 def verify_model_files(run_dir: Path, model_path: str, artifacts: list[Artifact]) -> None:

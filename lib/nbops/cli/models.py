@@ -77,7 +77,8 @@ def models_show(name: str, runs_dir: Path | None, tracking_uri: str | None,
 def models_promote(name: str, version: int, alias: str, reason: str,
                    expect_current: str | None, who: str | None, runs_dir: Path | None,
                    tracking_uri: str | None) -> None:
-    """Point ALIAS of NAME at VERSION, if the project's promotion policy allows."""
+    """Point ALIAS of NAME at VERSION, if the project's promotion policy allows (an alias
+    already at VERSION: nothing to do, nothing recorded)."""
     from ..errors import ConfigError
     from ..promotion.service import promote
     from ..tracking.registry import UNSET
@@ -94,6 +95,9 @@ def models_promote(name: str, version: int, alias: str, reason: str,
                               f"{expect_current!r}")
     decision = promote(name, version, alias, reason=reason, who=who, expected=expected,
                        runs_dir=runs_dir, tracking_uri=tracking_uri)
+    if not decision["moved"]:
+        click.echo(f"{name}: {alias} already points to v{version}; nothing recorded")
+        return
     evidence = ", ".join(f"{e['kind']} ({e['run_id']})" for e in decision["evidence"])
     click.echo(f"{name}: {alias} -> v{version}" + (f"; evidence: {evidence}" if evidence else ""))
 
@@ -127,7 +131,8 @@ def models_approve(name: str, version: int, alias: str, reason: str, who: str | 
 @TRACKING_URI
 def models_rollback(name: str, alias: str, reason: str, who: str | None,
                     runs_dir: Path | None, tracking_uri: str | None) -> None:
-    """Point ALIAS of NAME back at the version it held before its last move."""
+    """Point ALIAS of NAME back at the version it held before its last move (always a
+    different version)."""
     from ..promotion.service import rollback
 
     version = rollback(name, alias, reason=reason, who=who, runs_dir=runs_dir,

@@ -11,6 +11,9 @@ that alias::
 
 An alias without an entry (or no file) needs nothing: promotion is immediate, and still
 recorded in the ledger. Unknown keys and evidence names are errors, not ignored.
+
+Whatever the policy, a challenger replaces a champion only with a strictly better score on
+the compared metric (:func:`beats`): a tie never promotes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,15 @@ class AliasPolicy(TypedDict):
 
 
 NO_POLICY: AliasPolicy = {"evidence": [], "approvals": 0}
+
+
+def beats(challenger: float, champion: float | None, lower_is_better: bool = False) -> bool:
+    """Whether a challenger's score wins the champion alias: True when there is no champion
+    (``None``), else only when strictly better (a tie keeps the champion; NaN never wins).
+    """
+    if champion is None:
+        return True
+    return challenger < champion if lower_is_better else challenger > champion
 
 
 def load_policy(alias: str, config: Path | None = None) -> AliasPolicy:

@@ -7,6 +7,9 @@ the open proposal that saw the same evidence, and either moves the alias through
 ``PromotionBlocked`` saying what is missing and what to run next. An approval counts only
 from someone other than the proposer, and only while the evidence it saw is unchanged.
 
+Promoting a version to the alias it already holds is no move: nothing is checked, proposed
+or recorded, and the result says so (``Decision.moved`` is False).
+
 A rollback is an emergency action: it needs no evidence or approval, and is recorded like
 any move.
 """
@@ -40,8 +43,12 @@ def where(runs_dir: str | Path | None = None, tracking_uri: str | None = None) -
 
 
 class Decision(TypedDict):
-    """Where a promotion stands: evidence found, approvals counted, what is missing."""
+    """Where a promotion stands: evidence found, approvals counted, what is missing.
 
+    ``moved`` is False when the alias already pointed at the version: then nothing was
+    recorded, and the policy was not applied (``evidence`` and ``missing`` are empty)."""
+
+    moved: bool
     policy: AliasPolicy
     evidence: list[Evidence]
     usable: list[str]  # run ids of the evidence the policy accepts
@@ -70,8 +77,8 @@ def decide(model: str, version: int, alias: str, place: Where, who: str,
         missing.append(f"approvals: {len(approvers)} of {policy['approvals']} (others than "
                        f"the proposer run: nbops models approve {model} {version} --alias "
                        f"{alias})")
-    return {"policy": policy, "evidence": evidence, "usable": usable, "proposer": proposer,
-            "approvers": approvers, "missing": missing}
+    return {"moved": False, "policy": policy, "evidence": evidence, "usable": usable,
+            "proposer": proposer, "approvers": approvers, "missing": missing}
 
 
 def promote(model: str, version: int, alias: str = "champion", *, reason: str = "",
@@ -80,6 +87,10 @@ def promote(model: str, version: int, alias: str = "champion", *, reason: str = 
             config: Path | None = None) -> Decision:
     """Move ``alias`` to ``version`` if the policy allows; else propose and raise.
 
+    An alias already at ``version`` is left alone: nothing is recorded, and the returned
+    decision has ``moved`` False (unless ``expected`` names another version: then the
+    compare-and-set fails as for any move).
+
     Raises:
         PromotionBlocked: evidence or approvals missing (a proposal is recorded), or the
             alias is not at ``expected`` any more.
@@ -87,6 +98,10 @@ def promote(model: str, version: int, alias: str = "champion", *, reason: str = 
     place = where(runs_dir, tracking_uri)
     actor = who or ledger.current_user()
     registry.get_version(model, version, place["tracking_uri"])  # unknown → RegistryError
+    if expected in (None, version) and registry.current_target(
+            model, alias, place["tracking_uri"]) == version:
+        return {"moved": False, "policy": load_policy(alias, config), "evidence": [],
+                "usable": [], "proposer": None, "approvers": [], "missing": []}
     decision = decide(model, version, alias, place, actor, config)
     if decision["missing"]:
         if decision["proposer"] is None:
@@ -95,9 +110,9 @@ def promote(model: str, version: int, alias: str = "champion", *, reason: str = 
         raise PromotionBlocked(f"not promoting {model} v{version} to {alias!r} yet; missing: "
                                + "; ".join(decision["missing"]) + ". Proposal recorded "
                                f"(nbops models history {model}).")
-    registry.promote(model, version, alias, reason=reason or "promoted",
-                     tracking_uri=place["tracking_uri"], expected=expected,
-                     evidence=decision["usable"], who=actor)
+    decision["moved"] = registry.promote(  # False: it got there meanwhile (checked locked)
+        model, version, alias, reason=reason or "promoted", tracking_uri=place["tracking_uri"],
+        expected=expected, evidence=decision["usable"], who=actor)
     return decision
 
 

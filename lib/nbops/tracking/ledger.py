@@ -74,13 +74,18 @@ def current_user() -> str:
 
 
 @contextlib.contextmanager
-def locked(runs_dir: Path, model: str) -> Iterator[None]:
-    """Hold the ledger's lock (one writer across processes)."""
+def locked(runs_dir: Path, model: str, purpose: Literal["ledger", "register"] = "ledger"
+           ) -> Iterator[None]:
+    """Hold the ledger's lock (one writer across processes); ``purpose="register"``: the
+    model's registration lock instead (find-or-register a version), a separate file, so
+    that a registration may move an alias (which takes the ledger's lock) while it holds it.
+    """
     from filelock import FileLock
 
     target = path_of(runs_dir, model)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=60):
+    suffix = ".lock" if purpose == "ledger" else ".register.lock"
+    with FileLock(str(target) + suffix, timeout=60):
         yield
 
 

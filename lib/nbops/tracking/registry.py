@@ -7,6 +7,11 @@ the current target of an alias; every move nbops makes is appended to the promot
 mirrored to MLflow: the alias's history as JSON in a tag of the registered model
 (``nbops.alias_history.<alias>``) and the move itself in a tag of the version it points
 to (``nbops.promotion.<alias>``), so the MLflow UI shows it too.
+
+A move to the version the alias already holds is no move: nothing is written (no ledger
+entry, no alias write, no tag), so a rollback always returns to a *different* version; the
+no-op entries (``previous == version``) that older nbops wrote are skipped by
+:func:`rollback`.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def register_version(model_name: str, *, run_id: str, artifact_path: str,
+def register_version(model_name: str, *, run_id: str | None, artifact_path: str,
                      tags: dict[str, str], alias: str | None = "challenger",
                      tracking_uri: str | None = None) -> int:
     """Register ``runs:/{run_id}/{artifact_path}`` as a new version; set ``alias`` on it.
@@ -118,38 +123,46 @@ def _get_version(mlflow_client: MlflowClient, model_name: str, version: int) -> 
 
 def promote(model_name: str, version: int, alias: str = "champion", *, reason: str = "",
             tracking_uri: str | None = None, expected: int | None = None,
-            evidence: list[str] | None = None, who: str | None = None) -> None:
+            evidence: list[str] | None = None, who: str | None = None) -> bool:
     """Point ``alias`` at ``version``; the move goes to the ledger and the alias history.
 
     Args:
         expected: compare-and-set: the version the alias must hold now (``UNSET``: none).
+
+    Returns:
+        True if the alias moved; False if it already pointed at ``version`` (then nothing
+        was written anywhere).
 
     Raises:
         RegistryError: no such version. PromotionBlocked: the alias moved since.
     """
     mlflow_client = client(tracking_uri)
     _get_version(mlflow_client, model_name, version)
-    _move_alias(mlflow_client, model_name, alias, version, reason or "promoted",
-                expected=expected, evidence=evidence, who=who)
+    return _move_alias(mlflow_client, model_name, alias, version, reason or "promoted",
+                       expected=expected, evidence=evidence, who=who) is not None
 
 
 def rollback(model_name: str, alias: str = "champion", *, reason: str = "",
              tracking_uri: str | None = None, who: str | None = None) -> int:
     """Point ``alias`` back at the version it had before its last move; returns it.
 
+    The last move is the last one that changed the version: entries that "moved" the alias
+    to the version it already held (written by older nbops) are skipped, so the target
+    always differs from the current version.
+
     Raises:
         RegistryError: the alias has no earlier version to go back to.
     """
     mlflow_client = client(tracking_uri)
-    history = _history(mlflow_client, model_name, alias)
-    if not history or history[-1]["previous"] is None:
+    moves = [m for m in _history(mlflow_client, model_name, alias)
+             if m["previous"] != m["version"]]
+    target = moves[-1]["previous"] if moves else None
+    if target is None:
         raise RegistryError(f"alias {alias!r} of model {model_name!r} has no earlier version "
                             "to roll back to (see: nbops models history)")
-    target = history[-1]["previous"]
-    assert target is not None
     _move_alias(mlflow_client, model_name, alias, target,
-                reason or f"rollback from v{history[-1]['version']}",
-                expected=history[-1]["version"], who=who)
+                reason or f"rollback from v{moves[-1]['version']}",
+                expected=moves[-1]["version"], who=who)
     return target
 
 
@@ -181,7 +194,9 @@ def _history(mlflow_client: MlflowClient, model_name: str, alias: str) -> list[A
 
 def _move_alias(mlflow_client: MlflowClient, model_name: str, alias: str, version: int,
                 reason: str, *, expected: int | None = None, evidence: list[str] | None = None,
-                who: str | None = None) -> None:
+                who: str | None = None) -> ledger.LedgerEntry | None:
+    """Move ``alias`` under the ledger's lock, after the compare-and-set check; None (and
+    nothing written) when it already points at ``version``."""
     from mlflow.exceptions import MlflowException
 
     runs_dir = ledger.home(str(mlflow_client.tracking_uri))
@@ -197,6 +212,8 @@ def _move_alias(mlflow_client: MlflowClient, model_name: str, alias: str, versio
             raise PromotionBlocked(f"alias {alias!r} of {model_name!r} is {now}, not {was} as "
                                    "expected: someone moved it meanwhile; look again (nbops "
                                    f"models show {model_name}) and retry")
+        if previous == version:
+            return None
         with contextlib.redirect_stdout(sys.stderr):
             mlflow_client.set_registered_model_alias(model_name, alias, str(version))
         entry = ledger.append(runs_dir, model_name, "move", alias, version, previous=previous,
@@ -208,6 +225,7 @@ def _move_alias(mlflow_client: MlflowClient, model_name: str, alias: str, versio
                                            json.dumps(history[-50:]))
     mlflow_client.set_model_version_tag(model_name, str(version), PROMOTION_TAG + alias,
                                         json.dumps(entry))
+    return entry
 
 
 def _version(found: Any) -> ModelVersion:
