@@ -113,6 +113,14 @@ def test_json_shape_counts_depth_and_keys_outside_strings_only() -> None:
     assert json_shape(b'{"x": "\\\\"}') == (1, 1)  # an escaped backslash ends the string
 
 
+def test_csv_fields_are_counted_per_line_outside_quotes() -> None:
+    from nbops.serving.inputs import csv_fields
+
+    assert csv_fields(b"a,b,c\n1,2,3\n").tolist() == [3, 3]
+    assert csv_fields(b'\n\n"x,y",b\n"1\n,2",3').tolist() == [2, 2]
+    assert csv_fields(b'a,b\r\n"said ""hi, you""",2\r\n\r\n').tolist() == [2, 2, 1]
+
+
 def test_a_model_without_signature_gets_the_column_cap_and_short_error_texts() -> None:
     from nbops.serving.inputs import parse_body
 
@@ -309,6 +317,11 @@ def test_wide_requests_are_refused_by_shape_with_short_errors_and_no_memory_kept
         error = answer.json()["error"]
         assert f"{WIDTH:,}" in error and "the model takes 3 columns: 'a', 'b', 'colour'" in error
         assert len(answer.content) < 1000, (what, len(answer.content))  # not every name
+    # a data line wider than its header: pandas would take the first values as an index
+    for line in (b"9,9,0.5,1.0,red", b",".join([b"1"] * WIDTH)):
+        answer = post(server["base"], b"a,b,colour\n" + line + b"\n", "text/csv")
+        assert answer.status_code == 400, (answer.status_code, answer.text[:300])
+        assert "line 2 has" in answer.json()["error"] and len(answer.content) < 1000
     grown = process.memory_info().rss - before
     assert grown < 300 * 2**20, f"the server kept {grown / 2**20:.0f} MiB"
     assert server["proc"].poll() is None

@@ -20,9 +20,10 @@ Booleans are never numbers here, even though Python's ``bool`` is an ``int``.
 
 Invariant: the shape of a body is measured before it is parsed or turned into a frame,
 so the work a request causes is bounded by the limits, not by what it claims: the JSON
-text is scanned for its depth and its widest object without building anything, a CSV
-header's fields are counted before pandas reads it, and parsed JSON is checked for its
-column count before pandas sees it. Error texts name at most ``SHOWN`` columns.
+text is scanned for its depth and its widest object without building anything, a CSV's
+fields are counted line by line before pandas reads it (a data line wider than the header
+is refused: pandas would silently turn its first values into an index), and parsed JSON
+is checked for its column count before pandas sees it. Error texts name at most ``SHOWN`` columns.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def parse_body(body: bytes, content_type: str, columns: list[ColumnSpec] | None 
         raise RequestRejected(400, f"the body is not UTF-8: byte {exc.start} "
                                    f"(0x{body[exc.start]:02x}) cannot be decoded") from None
     if kind == "text/csv":
-        return _csv(text, columns or [], limit)
+        return _csv(text, body, columns or [], limit)
     depth, widest = json_shape(body)
     if depth > MAX_DEPTH:
         raise RequestRejected(400, f"the JSON body is nested {depth:,} levels deep; requests "
@@ -145,18 +146,39 @@ def _too_wide(count: int, given: list[str], columns: list[ColumnSpec], limit: in
                           unknown[0] if unknown else None)
 
 
-def _csv(text: str, columns: list[ColumnSpec], limit: int) -> Any:
+def csv_fields(body: bytes) -> Any:
+    """The number of fields on each line of a CSV text (an array, the header first; blank
+    lines at the start skipped), found without parsing it: commas and newlines inside
+    quotes do not count (a doubled quote inside a quoted field keeps the parity)."""
+    import numpy as np
+
+    stripped = body.lstrip(b"\r\n")
+    raw = np.frombuffer(stripped, np.uint8)
+    outside = ~np.logical_xor.accumulate(raw == ord('"'))
+    ends = np.flatnonzero((raw == ord("\n")) & outside)
+    commas = np.flatnonzero((raw == ord(",")) & outside)
+    del raw, outside
+    lines = len(ends) + (0 if len(ends) and ends[-1] == len(stripped) - 1 else 1)
+    return np.bincount(np.searchsorted(ends, commas), minlength=lines) + 1
+
+
+def _csv(text: str, body: bytes, columns: list[ColumnSpec], limit: int) -> Any:
     import csv
 
+    import numpy as np
     import pandas as pd
 
-    header = text.lstrip("\r\n").split("\n", 1)[0]
-    count = header.count(",") + 1
-    if count > limit and '"' in header:  # quoted names may hold commas: count exactly
-        count = len(next(csv.reader([header])))
-    if count > limit:
-        given = next(csv.reader([header[:4096]]), [])
-        _too_wide(count, [g.strip() for g in given], columns, limit)
+    fields = csv_fields(body)
+    header = int(fields[0])
+    if header > limit:
+        first = text.lstrip("\r\n")[:4096].split("\n", 1)[0]
+        given = next(csv.reader([first]), [])
+        _too_wide(header, [g.strip() for g in given], columns, limit)
+    wider = np.flatnonzero(fields > header)
+    if len(wider):  # pandas would silently take the first values as an index
+        line = int(wider[0])
+        raise RequestRejected(400, f"malformed CSV: line {line + 1} has {int(fields[line]):,} "
+                                   f"fields; the header has {header:,}")
     try:
         return pd.read_csv(io.StringIO(text))
     except (ValueError, pd.errors.ParserError) as exc:
