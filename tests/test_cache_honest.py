@@ -107,7 +107,9 @@ def _move(file: Path, alias: str, version: int) -> None:
 def test_registry_reads_are_keyed_and_predicted(tmp_path: Path) -> None:
     file = _registry_pipeline(tmp_path)
     fresh = _scenario(file, {"reg", "pick", "consume"})
-    assert [fresh[n]["will"] for n in ("reg", "pick", "consume")] == ["run", "decide", "decide"]
+    # nothing ran here yet: every stage will run, and show knows it
+    assert [(fresh[n]["will"], fresh[n]["reason"]) for n in ("reg", "pick")] == [
+        ("run", "no earlier run with these inputs"), ("run", "no earlier run of its template")]
     # reg changed what it reads (it registered v1 and made it champion): it is cached under
     # the state its run left, which its record keeps
     first = _run(file, "--force")

@@ -6,7 +6,8 @@ Each stage is looked up with :meth:`~nbops.pipeline.cache.Lookup.decide`, the fu
 ``cache`` (with the run it reuses) or ``run`` (with the reason). A stage that waits for
 an upstream stage that will run cannot be known before that one has run (a stage that
 writes the same content again leaves its downstream cached): it is ``decide``, naming the
-stages it waits for, unless it runs anyway (``--force``, ``nbops.cache: false``).
+stages it waits for, unless it runs anyway (``--force``, ``nbops.cache: false``, or no
+succeeded run of its template in the runs folder: nothing it could be served from).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ..errors import NbopsError
+from ..records.store import RunStore
 from ..records.types import RunRecord
 from .cache import Lookup, stage_parameters
 from .spec import Pipeline
@@ -51,12 +53,14 @@ def predict(pipe: Pipeline, lookup: Lookup, force: bool = False) -> dict[str, Pr
     """Each stage's prediction, in the pipeline's order."""
     done: dict[str, RunRecord] = {}
     found: dict[str, Prediction] = {}
+    ran = _templates_run(lookup.store)
     for name in pipe.order:
         stage = pipe.stages[name]
         waiting = [d for d in stage.upstream if d not in done]
         if waiting:
-            if force or not stage.template.cache:
-                reason = "--force" if force else "never cached: nbops.cache false"
+            if force or not stage.template.cache or stage.template.sha256 not in ran:
+                reason = ("--force" if force else "never cached: nbops.cache false"
+                          if not stage.template.cache else "no earlier run of its template")
                 found[name] = Prediction("run", reason, waits_for=waiting)
             else:
                 found[name] = Prediction("decide", "an upstream stage will run",
@@ -78,4 +82,17 @@ def predict(pipe: Pipeline, lookup: Lookup, force: bool = False) -> dict[str, Pr
                                      run_id=decision.cached["id"])
         else:
             found[name] = Prediction("run", decision.reason)
+    return found
+
+
+def _templates_run(store: RunStore) -> set[str]:
+    """The sha256 of every template with a succeeded run in the store."""
+    found = set()
+    for run_id in store.ids():
+        try:
+            summary = store.read(run_id, full=False)
+        except NbopsError:
+            continue
+        if summary["status"] == "succeeded" and summary["template"]:
+            found.add(summary["template"]["sha256"])
     return found
