@@ -503,3 +503,48 @@ def test_every_stage_is_scrubbed_of_every_secret_of_its_pipeline(
     assert f"found on fd 2: {mark}" in (runs / snoop["id"] / "kernel.log").read_text()
     assert snoop["mlflow"] is not None and snoop["mlflow"]["synced"]
     assert grep(runs, TOKEN) == []
+
+
+def test_a_loop_knows_the_secrets_of_all_its_templates(tmp_path: Path) -> None:
+    """The loop passes its runs (monitor, A/B test) and its retrain pipeline the secrets
+    of every template it may run, so each withholds those it does not declare."""
+    from nbops.loop.config import LoopConfig
+    from nbops.loop.trial import secret_names
+
+    retrain = write_pipeline(tmp_path, [("use", USES), ("snoop", SNOOP)])
+    cfg = LoopConfig(model="m", retrain=retrain, experiment=tmp_path / "missing.yaml",
+                     monitor_template=str(SNOOP), root=tmp_path)
+    assert secret_names(cfg) == ("SERVICE_TOKEN",)  # a missing pipeline adds none
+    cfg.retrain = tmp_path / "missing.yaml"
+    assert secret_names(cfg) == ()
+    from nbops.pipeline.run import PipelineOptions, PipelineRun
+    from nbops.pipeline.spec import load
+
+    pipe = load(retrain)
+    assert PipelineRun(pipe, PipelineOptions(runs_dir=tmp_path / "runs")).secret_names == (
+        "SERVICE_TOKEN",)
+    around = PipelineOptions(runs_dir=tmp_path / "runs", secret_names=("LOOP_TOKEN",))
+    assert PipelineRun(pipe, around).secret_names == ("LOOP_TOKEN", "SERVICE_TOKEN")
+
+
+def test_a_run_ended_by_a_bug_of_ours_is_scrubbed_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbops.execution.base import ExecutionRequest
+    from nbops.execution.outcome import ExecutionResult
+    from nbops.execution.papermill import PapermillExecutor
+
+    class Broken(PapermillExecutor):
+        def execute(self, request: ExecutionRequest, stop: Any = None) -> ExecutionResult:
+            raise RuntimeError(f"a bug that quotes {request.env['SERVICE_TOKEN']}")
+
+    monkeypatch.setenv("SERVICE_TOKEN", TOKEN)
+    runs = tmp_path / "runs"
+    with pytest.raises(RuntimeError, match="a bug that quotes"):
+        run(TEMPLATE, options=RunOptions(runs_dir=runs, tracking_uri="none",
+                                         executor=Broken()))
+    store = RunStore(runs)
+    (run_id,) = store.ids()
+    record = store.read(run_id)
+    assert record["status"] == "failed" and record["error"] is not None
+    assert "a bug that quotes [secret SERVICE_TOKEN]" in record["error"]["message"]
+    assert grep(runs, TOKEN) == []

@@ -140,7 +140,8 @@ def _run(template: str | Path, parameters: Mapping[str, Any] | None,
         with stop_on_signals(opts.stop) as stop:
             result = executor.execute(request, stop)
     except BaseException as exc:  # a bug of ours must not leave the record 'running'
-        finalize(store, record, "failed", internal_error(exc))
+        scrub_file(run_dir / EVENTS_FILE, secrets.scrubber)
+        finalize(store, record, "failed", secrets.scrubber.value(internal_error(exc)))
         raise
     record["runner"]["kernel_pid"] = result.kernel_pid
     # the kernel scrubbed its events of its own secrets; the driver's others too

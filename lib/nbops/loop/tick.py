@@ -55,7 +55,7 @@ from .decide import Facts, PerformanceFacts, decide
 from .fresh import FOLDER as FRESH_FOLDER
 from .fresh import build
 from .performance import measure
-from .trial import Trial, blocking, carried, opened, snapshot
+from .trial import Trial, blocking, carried, opened, secret_names, snapshot
 
 LOCK = "loop/.tick.lock"
 HOLDER = "loop/tick.json"  # who holds the lease (for the message a second tick prints)
@@ -205,7 +205,7 @@ class Cycle:
                   **self.cfg.monitor_parameters}
         record = run(template.path, params, options=RunOptions(
             runs_dir=self.runs, tracking_uri=self.uri, origin=self.origin,
-            tags={"nbops.cycle": self.record["id"]}))
+            tags={"nbops.cycle": self.record["id"]}, secret_names=secret_names(self.cfg)))
         self.record["monitor_run"] = record["id"]
         if record["status"] != "succeeded":
             message = record["error"]["message"] if record["error"] else record["status"]
@@ -298,7 +298,8 @@ class Cycle:
         overrides = self._fresh()
         self._say(f"retrain: running {pipeline}")
         options = PipelineOptions(runs_dir=self.runs, tracking_uri=self.uri, force=True,
-                                  origin=self.origin, report=self.report)
+                                  origin=self.origin, report=self.report,
+                                  secret_names=secret_names(self.cfg))
         pipe = run_pipeline_with_sweeps(pipeline, options, overrides)
         self.record["pipeline_run"] = pipe["id"]
         outputs = _stage_outputs(pipe, self.runs)

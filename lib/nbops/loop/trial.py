@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..contract.config import config_file
+from ..contract.secrets import declared
 from ..contract.template import resolve as resolve_template
 from ..errors import NbopsError, PromotionBlocked
 from ..promotion.policy import load_policy
@@ -52,6 +53,27 @@ from .fresh import labels_of
 Verdict = Literal["promote", "refuse", "wait"]
 OPEN = ("open", "awaiting_approval")
 TEMPLATE = "ab_evaluate"
+
+
+def secret_names(cfg: LoopConfig) -> tuple[str, ...]:
+    """Every secret the loop's templates declare (the monitor's, the A/B test's, the
+    stages of the retrain and experiment pipelines): withheld from each run of the loop
+    that does not declare it, scrubbed from all. A template or pipeline that cannot be
+    loaded adds none (the run that needs it says why)."""
+    from ..pipeline.spec import load
+
+    templates = []
+    for name in (cfg.monitor_template, TEMPLATE):
+        try:
+            templates.append(resolve_template(name))
+        except NbopsError:
+            pass
+    for path in dict.fromkeys((cfg.retrain, cfg.experiment)):
+        try:
+            templates += [stage.template for stage in load(path).stages.values()]
+        except NbopsError:
+            pass
+    return declared(templates)
 
 
 def carried(history: list[CycleRecord]) -> CycleTrial | None:
@@ -164,7 +186,8 @@ class Trial:
             return "wait"
         record = run(resolve_template(TEMPLATE).path, self._parameters(trial, labels, window),
                      options=RunOptions(runs_dir=self.runs, tracking_uri=self.uri,
-                                        origin=self.origin, tags={"nbops.cycle": self.cycle}))
+                                        origin=self.origin, tags={"nbops.cycle": self.cycle},
+                                        secret_names=secret_names(self.cfg)))
         trial["ab_run"] = record["id"]
         if record["status"] != "succeeded":
             message = record["error"]["message"] if record["error"] else record["status"]

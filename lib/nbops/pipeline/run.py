@@ -58,6 +58,8 @@ class PipelineOptions:
     dask: str | None = None  # --dask ADDRESS|local:N (wins over ``scheduler``)
     sweeper: StageSweeper | None = None  # runs stages with a ``sweep:`` block (nbops.sweep)
     origin: Origin | None = None  # who and why (default: records.lifecycle.make_origin)
+    # secrets of templates around the pipeline (a loop's): withheld and scrubbed like its own
+    secret_names: tuple[str, ...] = ()
 
 
 class PipelineRun:
@@ -81,7 +83,8 @@ class PipelineRun:
         self._warmed = False
         self.origin = options.origin or make_origin()  # every stage run carries it
         # withheld from every stage that does not declare them; scrubbed from every stage
-        self.secret_names = declared(s.template for s in pipe.stages.values())
+        self.secret_names = tuple(sorted({*options.secret_names, *declared(
+            s.template for s in pipe.stages.values())}))
         self.pending_mirrors: list[Future[RunRecord]] = []
         self.started = time.time()
         self.tracker: Tracker | None = None
