@@ -47,12 +47,12 @@ def same_model(version: registry.ModelVersion, digest: str, model_path: str,
     run is not tracked); "" when it does not."""
     tags = version["tags"]
     if tags.get(DIGEST_TAG) == digest:
-        return f"the same model files (sha256 {digest[:12]})"
+        return f"the same model files: sha256 {digest[:12]}"
     registered = tags.get(PATH_TAG, "")
     if registered and portable(registered) == portable(model_path):
-        return f"the same model folder ({portable(model_path)})"
+        return f"the same model folder: {portable(model_path)}"
     if source is not None and version["source"] == source:
-        return f"the same MLflow source ({source})"
+        return f"the same MLflow source: {source}"
     return ""
 
 
