@@ -4,6 +4,8 @@
   directory upwards): per alias, which evidence a version needs and how many approvals;
 - ``evidence``: what the run records say about a version (a passing evaluate verdict, an
   A/B win), as run ids;
+- ``registration``: register a model folder once: a version already holding the same model
+  (its files' sha256, the same run's model folder, the same MLflow source) is reused;
 - ``service``: promote (policy-checked, compare-and-set), approve, roll back, and the
   registry as people read it (models, versions, lineage, alias history with moves made
   outside nbops marked unrecorded).
