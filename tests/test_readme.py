@@ -142,9 +142,11 @@ def _env() -> dict[str, str]:
 
 
 def _copy(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, symlinks=True,
-                    ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints", "__pycache__"
-                                                  ) if source == ROOT else None)
+    """Copy a folder; from the repository, without what a clone would not have (runs a
+    notebook opened there recorded, checkpoints, caches)."""
+    from_repo = ROOT in source.parents
+    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(
+        "runs", ".ipynb_checkpoints", "__pycache__") if from_repo else None)
     return target
 
 
