@@ -504,6 +504,27 @@ def test_optuna_learns_completed_and_pruned_trials_with_their_curves(tpl: Any) -
     assert trials[once].state == TrialState.COMPLETE and trials[once].value == 0.5
 
 
+def test_mlflow_preloaded_by_the_driver_while_a_tracker_opens(tmp_path: Path) -> None:
+    """The sweep imports MLflow in a thread while its parent run's tracker opens: MLflow's
+    modules import each other, so two threads importing them at once both failed
+    ("partially initialized module"): no parent run and no trial mirrored."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading\nfrom pathlib import Path\n"
+            "from nbops.sweep.driver import _import_mlflow\n"
+            "from nbops.tracking.base import open_tracker\n"
+            "thread = threading.Thread(target=_import_mlflow)\nthread.start()\n"
+            "tracker = open_tracker(sys.argv[1], Path(sys.argv[2]))\nthread.join()\n"
+            "print('experiment', tracker.experiment_id)\n")
+    for attempt in range(2):
+        runs = tmp_path / str(attempt)
+        done = subprocess.run([sys.executable, "-c", code, f"sqlite:///{runs / 'mlflow.db'}",
+                               str(runs)], env=_env(), capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "experiment" in done.stdout, done.stderr[-2000:]
+
+
 # -- a sweep stage in a pipeline ---------------------------------------------------------
 
 def _pipeline(tmp_path: Path, train: dict[str, Any], echo_ref: str) -> Path:

@@ -22,7 +22,6 @@ Invariants:
 
 from __future__ import annotations
 
-import importlib
 import math
 import threading
 import time
@@ -57,6 +56,7 @@ from ..records.types import (
 from ..runner import stop_on_signals
 from ..tracking.base import Tracker, open_tracker
 from ..tracking.check import check_uri
+from ..tracking.mlflow import import_mlflow
 from ..tracking.uri import NO_TRACKING, resolve_uri
 from ..util.envvars import thread_budget
 from .pruning import Pruning, curve, tag_pruned
@@ -67,9 +67,10 @@ from .strategies import Curve, Outcome, Strategy, make_strategy
 
 
 def _import_mlflow() -> None:
-    """Import MLflow ahead of the parent run (nothing is written)."""
+    """Import MLflow ahead of the parent run (nothing is written; under the tracker's import
+    lock, so opening the tracker meanwhile waits for it instead of racing it)."""
     try:
-        importlib.import_module("mlflow")
+        import_mlflow()
     except Exception:  # noqa: BLE001 - the parent run reports tracking trouble itself
         return
 

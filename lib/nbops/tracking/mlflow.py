@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,15 @@ _STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "killed": "KILLED", "run
 # carries this tag set to "pruned"; its MLflow run ends FINISHED, as Optuna's own MLflow
 # callback records pruned trials (pruning is an outcome of the search, not an interruption).
 TRIAL_STATE_TAG = "nbops.trial_state"
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_mlflow() -> None:
+    """Import MLflow's client, one thread at a time: its modules import each other, and two
+    threads importing them at once (a driver preloading MLflow while another opens a tracker)
+    both fail with "partially initialized module" (seen 6 times in 6 tries here)."""
+    with _IMPORT_LOCK:
+        import mlflow.tracking  # noqa: F401
 
 
 class MlflowTracker:
@@ -45,6 +55,8 @@ class MlflowTracker:
         for noisy in ("mlflow.store.db.utils", "alembic", "mlflow.tracking._tracking_service"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         from filelock import FileLock
+
+        import_mlflow()
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
