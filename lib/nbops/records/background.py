@@ -131,9 +131,13 @@ class MirrorProcess:
 
 
 # the child skips rfc3987_syntax as the command line does (cli.app.fast_start): jsonschema
-# treats it as optional, and importing it builds a grammar (1-2 s of CPU) for nothing
-_CHILD = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
-          "from nbops.records.background import _main; sys.exit(_main(sys.argv[1]))")
+# treats it as optional, and importing it builds a grammar (1-2 s of CPU) for nothing; it
+# ends with os._exit once its work is written (every record write is fsync'ed, MLflow's
+# SQLite commits are durable): an interpreter holding MLflow took seconds to tear down,
+# which the runner, waiting for its mirror, would pay
+_CHILD = ("import sys, os; sys.modules.setdefault('rfc3987_syntax', None); "
+          "from nbops.records.background import _main; code = _main(sys.argv[1]); "
+          "sys.stdout.flush(); sys.stderr.flush(); os._exit(code)")
 
 
 def spawn(tracking_uri: str) -> MirrorProcess:
