@@ -108,6 +108,10 @@ if champion is not None and champion["version"] != version and not reused:
 # registered: a re-run never moves the champion again
 better = not reused and beats(challenger_score, champion_score, lower_is_better)
 blocked = ""
+if not reused and champion_score is not None and challenger_score == champion_score:
+    # offline evidence cannot tell them apart: the champion stays; an A/B test can decide
+    blocked = (f"v{version} ties champion v{champion['version']} on the same test data ({primary_metric} "
+               f"{challenger_score:.4f} vs {champion_score:.4f}): not promoted; an A/B test can decide")
 if better:  # through the project's promotion policy (nbops.yaml): evidence, approvals
     try:
         promote(model_name, version, "champion", reason=(
@@ -132,4 +136,4 @@ nbops.output("promoted", bool(promoted))
 nbops.output("champion_version", champion_version)
 nbops.output("score", challenger_score)
 nbops.output("champion_score", champion_score)
-nbops.output("blocked", blocked)  # why a better model was not promoted (the policy: evidence, approvals)
+nbops.output("blocked", blocked)  # why a challenger not worse than the champion was not promoted (the policy's evidence or approvals, or a tie)
