@@ -75,6 +75,16 @@ class RecordError(NbopsError):
     """A run record on disk is corrupt or of an unknown schema."""
 
 
+class NotRegularFileError(NbopsError):
+    """A path nbops would read is a FIFO, socket, device or folder: never opened (reading a
+    FIFO or a device can block forever)."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(f"{path}: not a regular file: {kind}")
+        self.path = path
+        self.kind = kind
+
+
 class VerificationError(NbopsError):
     """Artifacts on disk do not match their run record."""
 

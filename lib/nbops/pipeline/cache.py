@@ -93,7 +93,8 @@ class Lookup:
         must, such as "--force")."""
         data_sources = {source for source, _ in stage.refs.values()}
         ordering = {n: r for n, r in upstream.items() if n not in data_sources}
-        keyed = key_parameters(stage.template, resolved, self.base, self.store.root)
+        special: list[str] = []
+        keyed = key_parameters(stage.template, resolved, self.base, self.store.root, special)
         secrets = (self.secrets[stage.name] if stage.name in self.secrets
                    else fingerprints(stage.template, self.store.root))
         inputs_key = run_key(stage.template.sha256, keyed, ordering, secrets)
@@ -107,10 +108,14 @@ class Lookup:
                                "(it reads state nbops cannot describe)")
         elif (trouble := unreadable(state)) is not None:
             decision.reason = f"what it reads cannot be read now ({trouble})"
+        elif special:
+            decision.reason = f"an input cannot be keyed by its content ({special[0]})"
         else:
-            decision.cached = find_cached(self.store, decision.key)
+            failed: list[str] = []
+            decision.cached = find_cached(self.store, decision.key, failed=failed)
             if decision.cached is None:
-                decision.reason = self._miss(decision)
+                decision.reason = (f"the earlier run with these inputs fails verification "
+                                   f"({failed[0]})" if failed else self._miss(decision))
         return decision
 
     def state_after(self, decision: Decision) -> tuple[str, list[dict[str, Any]]]:
@@ -171,11 +176,13 @@ def cache_index(store: RunStore) -> dict[str, list[str]]:
     return index
 
 
-def find_cached(store: RunStore, key: str,
-                index: dict[str, list[str]] | None = None) -> RunRecord | None:
+def find_cached(store: RunStore, key: str, index: dict[str, list[str]] | None = None,
+                failed: list[str] | None = None) -> RunRecord | None:
     """The newest succeeded, intact run with this cache key (a pipeline stage's or a sweep
     trial's: both keys hash the same things); ``index`` from :func:`cache_index` spares
-    reading every record again."""
+    reading every record again. A candidate that fails verification (a changed file, a
+    FIFO or device in its folder: never opened) is skipped, and its first problem is added
+    to ``failed``."""
     candidates = index.get(key, []) if index is not None else reversed(store.ids())
     for run_id in candidates:
         try:
@@ -185,8 +192,11 @@ def find_cached(store: RunStore, key: str,
             record = store.read(run_id)
         except NbopsError:
             continue
-        if not verify(store.path(run_id), record):
+        problems = verify(store.path(run_id), record)
+        if not problems:
             return record
+        if failed is not None:
+            failed.append(problems[0])
     return None
 
 

@@ -23,13 +23,15 @@ Three rules make opening, running and saving a recorded notebook in JupyterLab h
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RecordError
-from ..util.files import sha256_file, walk_files
+from ..errors import NotRegularFileError, RecordError
+from ..util.files import read_regular, sha256_file, walk_files
 from .store import EVIDENCE_NOTEBOOK, NOTEBOOK_FILE, RunStore
 from .types import Artifact, RunRecord
 
@@ -41,34 +43,62 @@ NOTEBOOK = NOTEBOOK_FILE
 
 def hash_artifacts(run_dir: Path) -> list[Artifact]:
     """Every file of the run folder but ``run.json``, at any depth, with sha256 and size;
-    a symlink is listed as one (with its target), never followed."""
+    a symlink is listed as one (with its target), never followed. A FIFO, socket or device
+    is never opened and not listed (``verify`` names it: see :func:`scan`)."""
+    return scan(run_dir)[0]
+
+
+def scan(run_dir: Path) -> tuple[list[Artifact], dict[str, str]]:
+    """The run folder's files as :func:`hash_artifacts` lists them, and the paths that are
+    not regular files (FIFOs, sockets, devices) with what they are; those are never
+    opened, so a FIFO or a device cannot block a check."""
     found: list[Artifact] = []
-    working_copy = (run_dir / EVIDENCE_NOTEBOOK).is_file()  # then notebook.ipynb is not kept
+    special: dict[str, str] = {}
+    working_copy = _is_regular(run_dir / EVIDENCE_NOTEBOOK)  # then notebook.ipynb is not kept
     for rel, target in walk_files(run_dir):
         if _SKIP.search(rel) or (working_copy and rel == NOTEBOOK):
             continue
         if target is not None:
             digest = hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
             found.append({"path": rel, "sha256": digest, "bytes": 0, "symlink": target})
-        else:
-            path = run_dir / rel
+            continue
+        path = run_dir / rel
+        try:
             digest = (notebook_digest(path) if rel in (NOTEBOOK, EVIDENCE_NOTEBOOK)
-                      else sha256_file(path))
-            found.append({"path": rel, "sha256": digest, "bytes": path.stat().st_size})
-    return found
+                      else sha256_file(path, follow=False))
+            size = os.lstat(path).st_size
+        except NotRegularFileError as exc:
+            special[rel] = exc.kind
+            continue
+        except FileNotFoundError:  # removed while walking: missing, as verify says
+            continue
+        found.append({"path": rel, "sha256": digest, "bytes": size})
+    return found, special
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def notebook_digest(path: Path) -> str:
-    """sha256 of what a notebook records (cells' type, source, outputs), see module doc."""
+    """sha256 of what a notebook records (cells' type, source, outputs), see module doc.
+
+    Raises:
+        NotRegularFileError: ``path`` is not a regular file (never opened).
+    """
     import json
 
+    data = read_regular(path, follow=False)
     try:
-        notebook = json.loads(path.read_text(encoding="utf-8"))
+        notebook = json.loads(data.decode("utf-8"))
         cells = [_cell(c) for c in notebook["cells"]]
         # an empty cell records nothing (JupyterLab adds one on a click below the last cell)
         cells = [c for c in cells if str(c["source"]).strip() or c["outputs"]]
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-        return sha256_file(path)
+        return hashlib.sha256(data).hexdigest()
     text = json.dumps(cells, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -90,20 +120,26 @@ def _cell(cell: dict[str, object]) -> dict[str, object]:
 
 
 def verify(run_dir: Path, record: RunRecord) -> list[str]:
-    """Problems found re-hashing the run folder: missing, changed or unlisted files, and
-    symlinks where the record has none."""
+    """Problems found re-hashing the run folder: missing, changed or unlisted files,
+    symlinks where the record has none, and files that are not regular files (a FIFO, a
+    socket, a device: named, never opened)."""
     problems = []
     listed = {a["path"]: a for a in record["artifacts"]}
-    present = {a["path"]: a for a in hash_artifacts(run_dir)}
+    files, special = scan(run_dir)
+    present = {a["path"]: a for a in files}
     for path, art in listed.items():
         now = present.get(path)
-        if now is None:
+        if path in special:
+            problems.append(f"{record['id']}: changed {path} (now not a regular file: "
+                            f"{special[path]})")
+        elif now is None:
             problems.append(f"{record['id']}: missing {path}")
         elif "symlink" in now and now.get("symlink") != art.get("symlink"):
             problems.append(f"{record['id']}: changed {path} (now a symlink to "
                             f"{now['symlink']})")
         elif now["sha256"] != art["sha256"] and not (
-                path == NOTEBOOK and sha256_file(run_dir / path) == art["sha256"]):
+                path == NOTEBOOK and sha256_file(run_dir / path, follow=False)
+                == art["sha256"]):
             # (records written before notebooks were hashed by content hold its bytes' hash)
             problems.append(f"{record['id']}: changed {path} (sha256 {art['sha256'][:12]}… "
                             f"recorded, {now['sha256'][:12]}… on disk)")
@@ -111,6 +147,9 @@ def verify(run_dir: Path, record: RunRecord) -> list[str]:
         if path not in listed:
             link = f" (a symlink to {now['symlink']})" if "symlink" in now else ""
             problems.append(f"{record['id']}: unlisted {path}{link}")
+    for path, kind in special.items():
+        if path not in listed:
+            problems.append(f"{record['id']}: unlisted {path} (not a regular file: {kind})")
     return problems
 
 

@@ -12,8 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecordError
-from ..util.files import decode_json, encode_json
+from ..errors import NotRegularFileError, RecordError
+from ..util.files import decode_json, encode_json, read_regular
 
 RUN_SCHEMA = "nbops.run/1"
 PIPELINE_SCHEMA = "nbops.pipeline/1"
@@ -74,11 +74,14 @@ def validate(document: Any, schema: str, shallow: bool = False) -> None:
 
 def load_document(file: Path, schema: str, shallow: bool = False) -> Any:
     """Read, decode and validate a persisted document; every failure is a RecordError that
-    names the file (``FileNotFoundError`` passes through for the caller to explain)."""
+    names the file (``FileNotFoundError`` passes through for the caller to explain). Only a
+    regular file is opened: a folder, FIFO, socket or device is a RecordError, never read."""
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_regular(file).decode("utf-8")
     except FileNotFoundError:
         raise
+    except NotRegularFileError as exc:
+        raise RecordError(f"{file} is unreadable: not a regular file: {exc.kind}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{file} is unreadable: {exc}") from None
     try:

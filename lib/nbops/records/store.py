@@ -8,13 +8,14 @@ folder with its sha256, so that ``nbops runs verify`` can prove nothing changed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
-from ..errors import RunNotFoundError, did_you_mean
+from ..errors import RecordError, RunNotFoundError, did_you_mean
 from ..util.envvars import resolve_runs_dir
 from ..util.files import atomic_write_json, decode_json
 from .schema import RUN_SCHEMA, load_document, validate
@@ -80,18 +81,26 @@ class RunStore:
         """
         if "/" in run_id or run_id in ("", ".", ".."):
             raise RunNotFoundError(f"invalid run id {run_id!r}")
+        file = self.path(run_id) / RUN_FILE
         try:
-            record = load_document(self.path(run_id) / RUN_FILE, RUN_SCHEMA, shallow=not full)
+            record = load_document(file, RUN_SCHEMA, shallow=not full)
         except FileNotFoundError:
+            if os.path.lexists(file):
+                raise RecordError(f"{file} is unreadable: a symlink to a missing file "
+                                  f"({os.readlink(file)})") from None
             hint = did_you_mean(run_id, self.ids())
             raise RunNotFoundError(f"no run '{run_id}' in {self.root}.{hint} "
                                    "List runs with 'nbops runs ls'.") from None
         return _complete(record)
 
     def ids(self) -> list[str]:
+        """Every folder holding a ``run.json`` of any kind: one that is a folder, a FIFO
+        or a dangling symlink is a run whose record is unreadable (``read`` says so, and
+        ``runs ls`` and ``runs verify`` name it), not a folder to ignore."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / RUN_FILE).is_file())
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and os.path.lexists(p / RUN_FILE))
 
 
 def _complete(record: dict[str, Any]) -> RunRecord:

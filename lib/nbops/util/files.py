@@ -7,13 +7,17 @@ new file, never a truncated one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from ..errors import NotRegularFileError
 
 _FLOAT_TAG = "$float"
 
@@ -99,9 +103,58 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symlink"))
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` describes, in words: ``"a regular file"``, ``"a FIFO"``, ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((words for test, words in _KINDS if test(mode)), "a special file")
+
+
+def open_regular(path: Path, follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading, only if it is a regular file (``follow``: a symlink to
+    one is accepted too).
+
+    It is opened non-blocking (a FIFO or device swapped in after a check never blocks the
+    open) and without following a last symlink unless ``follow``, and ``fstat`` of the open
+    file decides: nothing but a regular file is ever read.
+
+    Raises:
+        NotRegularFileError: a FIFO, socket, device, folder or (unless ``follow``) symlink.
+        OSError: it cannot be opened (``FileNotFoundError`` when it is not there).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a symlink
+            raise NotRegularFileError(str(path), "a symlink") from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR):  # a socket; a folder
+            mode = (os.stat(path) if follow else os.lstat(path)).st_mode
+            raise NotRegularFileError(str(path), file_kind(mode)) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFileError(str(path), file_kind(mode))
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: Path, follow: bool = True) -> bytes:
+    """The bytes of a regular file (see :func:`open_regular`)."""
+    with open_regular(path, follow) as handle:
+        return handle.read()
+
+
+def sha256_file(path: Path, follow: bool = True) -> str:
+    """sha256 of a regular file's bytes (see :func:`open_regular`: a FIFO, socket or
+    device raises ``NotRegularFileError``, never blocks)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path, follow) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
