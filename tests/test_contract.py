@@ -110,3 +110,58 @@ def test_kernel_name_comes_from_the_kernelspec(tmp_path: Path, nb) -> None:  # t
     assert load_template(other).kernel_name == "julia-1.9"
     bare = _mutated(tmp_path, nb, lambda d: d["metadata"].pop("kernelspec") and None)
     assert load_template(bare).kernel_name == "python3"
+
+
+@pytest.mark.parametrize("nbops_meta, message", [
+    ({"preload": 5}, "nbops.preload must be a list of module names"),
+    ({"preload": "pandas"}, "nbops.preload must be a list of module names"),
+    ({"preload": ["pandas", 3]}, "nbops.preload must be a list of module names"),
+    ({"preload": ["os; rm -rf /"]}, "nbops.preload must be a list of module names"),
+    ({"preload": [""]}, "nbops.preload must be a list of module names"),
+    ({"outputs": ["../x"]}, "nbops.outputs has '../x', not an output name"),
+    ({"outputs": ["a b"]}, "nbops.outputs has 'a b', not an output name"),
+    ({"outputs": [""]}, "nbops.outputs has '', not an output name"),
+    ({"outputs": ["ok", "x/y"]}, "nbops.outputs has 'x/y'"),
+    ({"stage": "\x1b[31mtrain"}, r"nbops.stage '\\x1b\[31mtrain' holds control or format "
+                                 r"characters \(U\+001B\)"),
+    ({"stage": "train\u202egnp.exe"}, r"holds control or format characters \(U\+202E\)"),
+    ({"stage": "tr\rain"}, r"holds control or format characters \(U\+000D\)"),
+    ({"stage": "a\u200bb"}, r"\(U\+200B\)"),
+    ({"stage": "  "}, "nbops.stage '  ' is empty"),
+])
+def test_template_metadata_is_checked_before_any_kernel(tmp_path: Path, nb, nbops_meta,  # type: ignore[no-untyped-def]
+                                                        message: str) -> None:
+    bad = _mutated(tmp_path, nb, lambda d: d["metadata"]["nbops"].update(nbops_meta))
+    with pytest.raises(TemplateError, match=message):
+        load_template(bad)
+
+
+def test_plain_metadata_still_loads(tmp_path: Path, nb) -> None:  # type: ignore[no-untyped-def]
+    good = _mutated(tmp_path, nb, lambda d: d["metadata"]["nbops"].update(
+        stage="évaluer-2", outputs=["model_path", "_x.y-z"], preload=["sklearn.linear_model"]))
+    tpl = load_template(good)
+    assert tpl.stage == "évaluer-2" and tpl.outputs == ["model_path", "_x.y-z"]
+
+
+@pytest.mark.parametrize("source, message", [
+    ("from __future__ import braces\nx: int = 1", "not a chance"),
+    ("x: int = 1\nfrom __future__ import annotations", "must occur at the beginning"),
+    ("from __future__ import no_such_feature\nx: int = 1", "not defined"),
+])
+def test_a_parameters_cell_must_compile(source: str, message: str) -> None:
+    with pytest.raises(TemplateError, match=f"not valid Python: .*{message}"):
+        parse_parameters_cell(source)
+
+
+def test_the_cli_refuses_bad_metadata_with_exit_2_and_no_run(tmp_path: Path, nb) -> None:  # type: ignore[no-untyped-def]
+    from conftest import cli
+
+    for i, meta in enumerate([{"preload": 5}, {"stage": "x\u202ey"}]):
+        bad = _mutated(tmp_path, nb, lambda d, m=meta: d["metadata"]["nbops"].update(m))
+        runs = tmp_path / f"runs{i}"
+        done = cli("run", str(bad), "--runs-dir", str(runs), "--tracking-uri", "none",
+                   timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "nbops." in done.stderr and "Traceback" not in done.stderr
+        assert "\u202e" not in done.stderr
+        assert not runs.exists() or not any(runs.iterdir())  # no run, no kernel

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,26 @@ def test_shipped_notebooks_opened_by_hand_record_into_the_root_runs(folder: str)
     root = subprocess.run([sys.executable, "-c", _WHERE], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert root.stdout.split() == [str(runs), f"sqlite:///{runs / 'mlflow.db'}"], root.stderr
+
+
+def test_init_refuses_clearly_where_it_cannot_write(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    for target, said in ((tmp_path / "a-file" / "proj", "Not a directory"),
+                         (Path("/proc/nbops-cannot-be-here"), "cannot initialise")):
+        done = cli("init", str(target), env=ENV)
+        assert done.returncode == 2, done.stderr
+        assert said in done.stderr and "pick a folder you can write" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("target", ["/nowhere/nbops.yaml", "nbops.yaml.old"])
+def test_init_counts_a_dangling_symlink_as_an_existing_file(tmp_path: Path,
+                                                            target: str) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "nbops.yaml").symlink_to(target)
+    done = cli("init", str(root), env=ENV)
+    assert done.returncode == 2 and "already exist" in done.stderr, done.stderr
+    assert f"{root / 'nbops.yaml'}" in done.stderr
+    assert (root / "nbops.yaml").is_symlink() and os.readlink(root / "nbops.yaml") == target
+    assert sorted(p.name for p in root.iterdir()) == ["nbops.yaml"]  # nothing written

@@ -157,3 +157,21 @@ def test_an_unreadable_run_json_is_named_not_hidden(tmp_path: Path, make: Any,
     assert verified.returncode == 1, verified.stdout
     assert str(runs / "odd-run" / "run.json") in verified.stdout and said in verified.stdout
     assert "Traceback" not in verified.stderr + listing.stderr
+
+
+def test_runs_ls_and_show_escape_control_and_bidi_characters(tmp_path: Path) -> None:
+    """A record written by hand (or by an older nbops) may hold any name: printed escaped."""
+    store = RunStore(tmp_path / "runs")
+    run_id = finished(store, {"artifacts/a\rb\u202etxt.csv": "x"}, stage="\x1b[31mred\u202e")
+    bad = ("\x1b", "\u202e", "\r")
+    listing = cli("runs", "ls", "--runs-dir", str(store.root), timeout=50)
+    assert listing.returncode == 0 and "\\x1b[31mred\\u202e" in listing.stdout
+    shown = cli("runs", "show", run_id, "--runs-dir", str(store.root), timeout=50)
+    assert shown.returncode == 0, shown.stderr
+    assert "stage:    \\x1b[31mred\\u202e" in shown.stdout
+    assert "artifacts/a\\rb\\u202etxt.csv" in shown.stdout
+    assert not any(c in listing.stdout + shown.stdout for c in bad)
+    (store.path(run_id) / "artifacts" / "a\rb\u202etxt.csv").write_text("changed")
+    verified = cli("runs", "verify", run_id, "--runs-dir", str(store.root), timeout=50)
+    assert verified.returncode == 1 and "changed artifacts/a\\rb\\u202etxt.csv" in verified.stdout
+    assert not any(c in verified.stdout for c in bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -22,7 +23,8 @@ __pycache__/
 def init_cmd(directory: Path, name: str | None) -> None:
     """Make DIRECTORY an nbops project: nbops.yaml (the root marker), templates/ with an
     example template, pipeline.yaml (the full lifecycle on bundled data) and .gitignore.
-    Nothing is overwritten: existing files make it stop before writing anything."""
+    Nothing is overwritten: existing files (a symlink too, even a dangling one) make it
+    stop before writing anything; a folder that cannot be made or written is exit 2."""
     from ..contract.template import package_templates_dir
     from ..errors import ConfigError
     from ..util.files import atomic_write_text
@@ -34,18 +36,24 @@ def init_cmd(directory: Path, name: str | None) -> None:
              root / ".gitignore": GITIGNORE,
              root / "pipeline.yaml": _pipeline()}
     example = root / "templates" / "example.ipynb"
-    existing = [p for p in [*files, example] if p.exists()]
+    existing = [p for p in [*files, example] if os.path.lexists(p)]
     if existing:
         raise ConfigError("not initialising: these already exist: "
                           + ", ".join(str(p) for p in existing)
                           + "; move them away or pick another folder (nothing was written)")
-    (root / "templates").mkdir(parents=True, exist_ok=True)
     notebook = json.loads((shipped / "sample.ipynb").read_text(encoding="utf-8"))
     notebook["metadata"].pop("jupytext", None)  # no .py twin here
     notebook["metadata"].setdefault("nbops", {})["stage"] = "example"
-    atomic_write_text(example, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
-    for path, text in files.items():
-        atomic_write_text(path, text)
+    try:
+        (root / "templates").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(example, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+        for path, text in files.items():
+            atomic_write_text(path, text)
+    except OSError as exc:
+        where = exc.filename or root
+        raise ConfigError(f"cannot initialise {root}: {where}: {exc.strerror or exc} (is a "
+                          "part of the path a file, or the folder read-only?); pick a folder "
+                          "you can write") from None
     click.echo(f"nbops project in {root}:")
     click.echo("  nbops.yaml         project root marker (and promotion policy)")
     click.echo("  templates/         your templates (example.ipynb to start from)")

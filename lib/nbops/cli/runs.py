@@ -9,12 +9,19 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from ..util.files import dumps
+from ..util.text import shown
 from .common import JSON, RUNS_DIR, num, run_summary, short
 
 if TYPE_CHECKING:
     from ..records.types import RunRecord, Status
 
 STATUS_CHOICE = click.Choice(["running", "succeeded", "failed", "killed"])
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """Print ``text`` with control and format characters escaped line by line: a stage
+    name, file name or error from a record can never recolour or reorder the terminal."""
+    click.echo("\n".join(shown(line) for line in text.split("\n")), err=err)
 
 
 @click.group("runs")
@@ -43,27 +50,27 @@ def runs_ls(stage: str | None, status: str | None, where: tuple[str, ...], limit
     found = list_records(runs_dir, stage=stage, status=cast("Status | None", status),
                          problems=problems)
     for problem in problems:
-        click.echo(f"nbops: warning: skipped {problem}", err=True)
+        _echo(f"nbops: warning: skipped {problem}", err=True)
     if conditions:  # parameters are in the full record, not the listing's summary
         from ..records.queries import get_record
 
         found = [r for r in found if matches(get_record(r["id"], runs_dir), conditions)]
     shown = list(reversed(found))[: limit or None]
     if as_json:
-        click.echo(dumps([_brief(r) for r in shown]))
+        _echo(dumps([_brief(r) for r in shown]))
         return
     if not shown:
-        click.echo("no runs match" if (stage or status or where) else "no runs yet")
+        _echo("no runs match" if (stage or status or where) else "no runs yet")
         return
-    click.echo(f"{'ID':<36}  {'STAGE':<12} {'STATUS':<9} {'STARTED':<19}  {'TIME':>7}  METRICS")
+    _echo(f"{'ID':<36}  {'STAGE':<12} {'STATUS':<9} {'STARTED':<19}  {'TIME':>7}  METRICS")
     for r in shown:
         metrics = " ".join(f"{k}={num(v)}" for k, v in list(r["metrics"].items())[:3])
         started = r["started_at"][:19].replace("T", " ")
         took = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-"
-        click.echo(f"{r['id']:<36}  {r['stage']:<12} {r['status']:<9} {started:<19}  "
+        _echo(f"{r['id']:<36}  {r['stage']:<12} {r['status']:<9} {started:<19}  "
                    f"{took:>7}  {metrics}".rstrip())
     if len(found) > len(shown):
-        click.echo(f"({len(found) - len(shown)} older runs not shown: --limit 0 for all)")
+        _echo(f"({len(found) - len(shown)} older runs not shown: --limit 0 for all)")
 
 
 def _brief(record: RunRecord) -> dict[str, Any]:
@@ -84,21 +91,21 @@ def runs_show(run_id: str, runs_dir: Path | None, as_json: bool) -> None:
     run_id = resolve_run(run_id, runs_dir)
     record = get_record(run_id, runs_dir)
     if as_json:
-        click.echo(dumps(record))
+        _echo(dumps(record))
         return
-    click.echo(run_summary(record, resolve_runs_dir(runs_dir) / run_id))
-    click.echo(f"stage:    {record['stage']}")
+    _echo(run_summary(record, resolve_runs_dir(runs_dir) / run_id))
+    _echo(f"stage:    {record['stage']}")
     origin = record.get("origin")
     if origin:
         cycle = f", loop cycle {origin['cycle']}" if origin["cycle"] else ""
-        click.echo(f"by:       {origin['user']}@{origin['host']} ({origin['trigger']}{cycle})")
+        _echo(f"by:       {origin['user']}@{origin['host']} ({origin['trigger']}{cycle})")
     if record["template"]:
-        click.echo(f"template: {record['template']['name']} ({record['template']['sha256'][:12]})")
+        _echo(f"template: {record['template']['name']} ({record['template']['sha256'][:12]})")
     for name, value in record["parameters"].items():
-        click.echo(f"  param {name} = {value!r}")
-    click.echo(f"artifacts: {len(record['artifacts'])} files")
+        _echo(f"  param {name} = {value!r}")
+    _echo(f"artifacts: {len(record['artifacts'])} files")
     for artifact in record["artifacts"]:
-        click.echo(f"  {artifact['path']}  ({_size(artifact['bytes'])})")
+        _echo(f"  {artifact['path']}  ({_size(artifact['bytes'])})")
 
 
 def _size(count: int) -> str:
@@ -125,17 +132,17 @@ def runs_compare(run_ids: tuple[str, ...], plot_out: Path | None, runs_dir: Path
     if plot_out is not None:
         _plot_histories(records, plot_out)
     if as_json:
-        click.echo(dumps(table))
+        _echo(dumps(table))
         return
     ids = [r["id"] for r in records]
     names = max([len(k) for k in table["rows"]] + [9])
     width = max(14, *(len(i) for i in ids))
-    click.echo(f"{'':<{names}}  " + "  ".join(f"{i:<{width}}" for i in ids))
+    _echo(f"{'':<{names}}  " + "  ".join(f"{i:<{width}}" for i in ids))
     for key, values in table["rows"].items():
         cells = [short(v, width) if v is not None else "-" for v in values]
         flag = "  *" if len({str(v) for v in values}) > 1 else ""
-        click.echo(f"{key:<{names}}  " + "  ".join(f"{c:<{width}}" for c in cells) + flag)
-    click.echo("(* differs)")
+        _echo(f"{key:<{names}}  " + "  ".join(f"{c:<{width}}" for c in cells) + flag)
+    _echo("(* differs)")
 
 
 def _comparison(records: list[RunRecord]) -> dict[str, Any]:
@@ -184,7 +191,7 @@ def runs_sync(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
              for state in ("synced", "already", "running", "untracked", "failed")}
     for result in results:
         if run_ids or result.state not in ("already", "untracked"):  # else only counted
-            click.echo(f"{result.run_id}  {_SYNC_LINE[result.state]}{result.note}")
+            _echo(f"{result.run_id}  {_SYNC_LINE[result.state]}{result.note}")
     skipped = count["running"] + count["untracked"] + count["failed"]
     parts = [f"{count['synced']} synced now", f"{count['already']} already synced",
              f"{count['running']} running (skipped)", f"{count['untracked']} not tracked",
@@ -192,7 +199,7 @@ def runs_sync(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
     summary = ", ".join(p for p in parts if not p.startswith("0 ")) or "no runs"
     if results and not skipped:
         summary += ": every finished run " + ("named " if run_ids else "") + "is mirrored"
-    click.echo(summary)
+    _echo(summary)
     if count["failed"]:
         sys.exit(1)
 
@@ -213,12 +220,12 @@ def runs_verify(run_ids: tuple[str, ...], runs_dir: Path | None) -> None:
 
     found = verify_runs(list(run_ids) or None, runs_dir)
     for run_id in found.running:
-        click.echo(f"{run_id}: running, not checked")
+        _echo(f"{run_id}: running, not checked")
     for problem in found.problems:
-        click.echo(problem)
+        _echo(problem)
     if found.problems:
         sys.exit(1)
     if found.running:
-        click.echo("all artifacts of finished runs match their records")
+        _echo("all artifacts of finished runs match their records")
     else:
-        click.echo("all artifacts match their records")
+        _echo("all artifacts match their records")

@@ -23,6 +23,7 @@ from typing import Any
 import nbformat
 
 from ..errors import TemplateError, TypeMismatch, did_you_mean
+from ..util.text import shown, unsafe
 from .reads import RegistryRead, parse_reads
 from .types import TypeSpec, coerce, infer_spec, parse_annotation
 
@@ -138,7 +139,9 @@ def _valid_notebook(path: Path, raw: bytes) -> Any:
 
 
 def _nbops_metadata(path: Path, meta: Any) -> dict[str, Any]:
-    """The ``nbops`` notebook metadata: a mapping with a string stage and a list of names."""
+    """The ``nbops`` notebook metadata: a mapping with a stage name (no control or format
+    characters), a list of output names (``[A-Za-z_][A-Za-z0-9_.-]*``: what a pipeline can
+    reference as ``${stage.outputs.NAME}``) and a list of module names to ``preload``."""
     if not isinstance(meta, dict):
         raise TemplateError(f"template {path}: notebook metadata 'nbops' must be a mapping "
                             "like {\"stage\": \"train\", \"outputs\": [\"model_path\"]}, "
@@ -148,10 +151,31 @@ def _nbops_metadata(path: Path, meta: Any) -> dict[str, Any]:
             isinstance(o, str) for o in outputs):
         raise TemplateError(f"template {path}: nbops.stage must be a string and nbops.outputs "
                             "a list of output names")
+    if not stage.strip() or unsafe(stage) or len(stage) > 128:
+        why = (f"holds control or format characters ({', '.join(unsafe(stage))})"
+               if unsafe(stage) else "is empty" if not stage.strip() else "is over 128 "
+               "characters")
+        raise TemplateError(f"template {path}: nbops.stage {shown(repr(stage))} {why}; name the "
+                            "stage with plain characters, e.g. \"train\"")
+    bad = [o for o in outputs if not _OUTPUT_NAME.fullmatch(o)]
+    if bad:
+        raise TemplateError(f"template {path}: nbops.outputs has {shown(repr(bad[0]))}, not "
+                            "an output name: start with a letter or '_', then letters, "
+                            "digits, '_', '.' or '-' (at most 128), e.g. \"model_path\"")
     if "cache" in meta and not isinstance(meta["cache"], bool):
         raise TemplateError(f"template {path}: nbops.cache must be true or false (false: the "
                             "stage reads state outside its inputs and always runs)")
+    preload = meta.get("preload", [])
+    if not isinstance(preload, list) or not all(
+            isinstance(m, str) and _MODULE_NAME.fullmatch(m) for m in preload):
+        raise TemplateError(f"template {path}: nbops.preload must be a list of module names "
+                            f"to import in pool kernels, e.g. [\"pandas\", \"sklearn.linear_model"
+                            f"\"], not {shown(repr(preload))[:80]}")
     return meta
+
+
+_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def parse_parameters_cell(source: str, path: Path | str = "<cell>") -> dict[str, Parameter]:
@@ -162,8 +186,10 @@ def parse_parameters_cell(source: str, path: Path | str = "<cell>") -> dict[str,
     """
     try:
         tree = ast.parse(source)
+        compile(tree, str(path), "exec", dont_inherit=True)  # what only compiling finds
     except SyntaxError as exc:
-        raise TemplateError(f"parameters cell of {path} is not valid Python: {exc}") from None
+        raise TemplateError(f"parameters cell of {path} is not valid Python: {exc}; fix the "
+                            "cell (it must compile on its own)") from None
     comments = _trailing_comments(source)
     params: dict[str, Parameter] = {}
     imported = _typing_imports(tree, path)
