@@ -107,7 +107,7 @@ def test_the_cache_skips_a_run_holding_a_fifo_and_says_why(tmp_path: Path) -> No
     store = RunStore(tmp_path / "runs")
     run_id = finished(store, {"artifacts/data.csv": "a,b\n"})
     record = store.read(run_id)
-    record["pipeline"] = {"cache_key": "k" * 64}  # type: ignore[typeddict-item]
+    record["pipeline"] = {"cache_key": "k" * 64}
     store.write(record)
     assert find_cached(store, "k" * 64) is not None
     _fifo(store.path(run_id) / "artifacts" / "pipe")
@@ -175,3 +175,45 @@ def test_runs_ls_and_show_escape_control_and_bidi_characters(tmp_path: Path) -> 
     verified = cli("runs", "verify", run_id, "--runs-dir", str(store.root), timeout=50)
     assert verified.returncode == 1 and "changed artifacts/a\\rb\\u202etxt.csv" in verified.stdout
     assert not any(c in verified.stdout for c in bad)
+
+
+def _lookup(tmp_path: Path, source: str) -> tuple[Any, Any]:
+    import yaml
+
+    from nbops.pipeline.cache import Lookup
+    from nbops.pipeline.spec import load
+
+    notebooks = Path(__file__).parent / "notebooks"
+    file = tmp_path / "pipeline.yaml"
+    file.write_text(yaml.safe_dump({"name": "special", "stages": {"count": {
+        "template": str(notebooks / "fake_count.ipynb"), "parameters": {"source": source}}}}))
+    lookup = Lookup(RunStore(tmp_path / "runs"), "none", tmp_path)
+    return lookup, load(file)
+
+
+def test_the_pipeline_cache_says_which_special_file_makes_a_stage_run(tmp_path: Path) -> None:
+    from nbops.pipeline.cache import stage_parameters
+
+    _fifo(tmp_path / "input.pipe")  # a Path parameter naming a FIFO: never read for the key
+    lookup, spec = _lookup(tmp_path, str(tmp_path / "input.pipe"))
+    stage = spec.stages["count"]
+    decision = lookup.decide(stage, stage_parameters(stage, {}), {})
+    assert decision.cached is None
+    assert decision.reason == ("an input cannot be keyed by its content "
+                               f"({tmp_path / 'input.pipe'}: not a regular file: a FIFO)")
+
+    (tmp_path / "input.txt").write_text("1\n")  # a cached run holding a FIFO: not reused
+    lookup, spec = _lookup(tmp_path, str(tmp_path / "input.txt"))
+    stage = spec.stages["count"]
+    key = lookup.decide(stage, stage_parameters(stage, {}), {}).key
+    run_id = finished(lookup.store, {"artifacts/total.txt": "1"}, stage="count")
+    record = lookup.store.read(run_id)
+    record["pipeline"] = {"cache_key": key}
+    lookup.store.write(record)
+    assert lookup.decide(stage, stage_parameters(stage, {}), {}).cached is not None
+    _fifo(lookup.store.path(run_id) / "artifacts" / "total.txt.pipe")
+    decision = lookup.decide(stage, stage_parameters(stage, {}), {})
+    assert decision.cached is None
+    assert decision.reason == (
+        "the earlier run with these inputs fails verification "
+        f"({run_id}: unlisted artifacts/total.txt.pipe (not a regular file: a FIFO))")
