@@ -18,7 +18,7 @@ from nbops.pipeline.content import content_of
 from nbops.records.integrity import verify
 from nbops.records.queries import list_records
 from nbops.records.store import RunStore
-from nbops.util.files import sha256_file
+from nbops.util.files import open_regular, sha256_file
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -156,7 +156,9 @@ def test_an_unreadable_run_json_is_named_not_hidden(tmp_path: Path, make: Any,
     verified = cli("runs", "verify", "--runs-dir", str(runs), timeout=50)
     assert verified.returncode == 1, verified.stdout
     assert str(runs / "odd-run" / "run.json") in verified.stdout and said in verified.stdout
-    assert "Traceback" not in verified.stderr + listing.stderr
+    shown = cli("runs", "show", "odd-run", "--runs-dir", str(runs), timeout=50)
+    assert shown.returncode == 1 and said in shown.stderr, shown.stderr
+    assert "Traceback" not in verified.stderr + listing.stderr + shown.stderr
 
 
 def test_runs_ls_and_show_escape_control_and_bidi_characters(tmp_path: Path) -> None:
@@ -217,3 +219,20 @@ def test_the_pipeline_cache_says_which_special_file_makes_a_stage_run(tmp_path: 
     assert decision.reason == (
         "the earlier run with these inputs fails verification "
         f"({run_id}: unlisted artifacts/total.txt.pipe (not a regular file: a FIFO))")
+
+
+def test_open_regular_refuses_every_other_kind_without_blocking(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_bytes(b"x")
+    os.symlink(tmp_path / "plain", tmp_path / "link")
+    _fifo(tmp_path / "fifo")
+    _socket(tmp_path / "sock")
+    (tmp_path / "dir").mkdir()
+    for name, kind in (("fifo", "a FIFO"), ("sock", "a socket"), ("dir", "a folder")):
+        with pytest.raises(NotRegularFileError, match=f"not a regular file: {kind}"):
+            open_regular(tmp_path / name)
+    with pytest.raises(NotRegularFileError, match="not a regular file: a symlink"):
+        open_regular(tmp_path / "link", follow=False)
+    with open_regular(tmp_path / "link") as handle:  # following is the caller's choice
+        assert handle.read() == b"x"
+    with pytest.raises(NotRegularFileError, match="a character device"):
+        sha256_file(Path("/dev/zero"))
