@@ -19,6 +19,7 @@ except an unknown model or version (a usage error).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -93,6 +94,14 @@ class AuditCycle(TypedDict):
     detail: str  # what it did with the version
 
 
+class LedgerCheck(TypedDict):
+    """The ledger's own check (hash chain) and its comparison with MLflow's copies."""
+
+    legacy: int  # lines written before the chain: read, not verifiable
+    breaks: list[str]  # each break of the chain: line, kind, detail
+    mlflow: list[str]  # each move the ledger and MLflow's tags disagree about
+
+
 class AuditTrail(TypedDict):
     model: str
     version: int
@@ -105,6 +114,7 @@ class AuditTrail(TypedDict):
     events: list[AuditEvent]
     cycles: list[AuditCycle]
     traffic: Traffic
+    ledger: LedgerCheck
 
 
 def trail(model: str, version: int | None = None, runs_dir: str | Path | None = None,
@@ -142,7 +152,50 @@ def trail(model: str, version: int | None = None, runs_dir: str | Path | None = 
         "events": _events(place["ledger_dir"], model, chosen["version"]),
         "cycles": _cycles(runs_root, model, chosen["version"]),
         "traffic": traffic(log_folder(runs_root, model), chosen["version"]),
+        "ledger": check_ledger(model, chosen, place["ledger_dir"], place["tracking_uri"]),
     }
+
+
+def check_ledger(model: str, chosen: registry.ModelVersion, ledger_dir: Path,
+                 uri: str) -> LedgerCheck:
+    """The chain's breaks, and the moves MLflow's tags hold that the ledger does not: the
+    version's ``nbops.promotion.<alias>`` (its last move to that alias, whole) and each
+    alias's ``nbops.alias_history.<alias>`` (the last 50 moves: version, previous, time).
+    A history one move short at the end is a crash between the two writes, not a mismatch.
+    """
+    state = ledger.read(ledger_dir, model)
+    moves = [e for e in state["entries"] if e["kind"] == "move"]
+    found: list[str] = []
+    for tag, raw in sorted(chosen["tags"].items()):
+        if tag.startswith(registry.PROMOTION_TAG):
+            alias = tag.removeprefix(registry.PROMOTION_TAG)
+            found += _copy_differs(alias, raw, [m for m in moves if m["alias"] == alias])
+    for alias in sorted({m["alias"] for m in moves}):
+        ours = [(m["version"], m["previous"], m["at"]) for m in moves if m["alias"] == alias]
+        theirs = [(c.get("version"), c.get("previous"), c.get("at"))
+                  for c in registry.alias_history(model, alias, uri)]
+        if theirs and theirs not in (ours[-len(theirs):], ours[-len(theirs) - 1:-1]):
+            found.append(f"{alias}: the ledger's moves differ from MLflow's alias history "
+                         f"({len(ours)} in the ledger, {len(theirs)} in MLflow's last)")
+    return {"legacy": state["legacy"], "mlflow": found,
+            "breaks": [f"line {b['line']}: {b['kind']} ({b['detail']})"
+                       for b in state["breaks"]]}
+
+
+def _copy_differs(alias: str, raw: str, moves: list[ledger.LedgerEntry]) -> list[str]:
+    try:
+        copy = json.loads(raw)
+    except ValueError:
+        return [f"{alias}: MLflow's copy of the move is not JSON"]
+    if not isinstance(copy, dict):
+        return [f"{alias}: MLflow's copy of the move is not an object"]
+    same = [m for m in moves if m["seq"] == copy.get("seq")]
+    fields = ("at", "who", "version", "previous", "reason", "evidence")
+    if same and all(same[0].get(f) == copy.get(f) for f in fields):
+        return []
+    return [f"{alias}: MLflow holds a move to v{copy.get('version')} by {copy.get('who')!r} "
+            f"at {copy.get('at')} (seq {copy.get('seq')}) that the ledger "
+            + ("records otherwise" if same else "does not hold")]
 
 
 def _cycles(runs_root: Path, model: str, version: int) -> list[AuditCycle]:
@@ -245,7 +298,8 @@ def _state(path: Path, sha256: str) -> DataState:
 
 
 def _events(ledger_dir: Path, model: str, version: int) -> list[AuditEvent]:
-    """The ledger's entries for this version (a torn last line is left out by the reader)."""
+    """The ledger's well-formed entries for this version (a torn last line is left out by
+    the reader; breaks are reported by :func:`check_ledger`)."""
     try:
         entries = ledger.read(ledger_dir, model)["entries"]
     except NbopsError:

@@ -26,7 +26,8 @@ def audit_cmd(model: str, version: int | None, runs_dir: Path | None,
     """The chain behind MODEL's version: the data its training and evaluation read (hashes
     checked again now), the runs that made it (who ran them, why, template, git commit), its
     evaluation, approvals and promotions, and the traffic it served. Exit 1 when a data file
-    changed or went missing since, or a lineage run is not in this runs folder."""
+    changed or went missing since, a lineage run is not in this runs folder, the ledger's
+    hash chain is broken, or the ledger and MLflow's copies of the moves disagree."""
     import sys
 
     from ..audit import trail
@@ -34,7 +35,8 @@ def audit_cmd(model: str, version: int | None, runs_dir: Path | None,
     found = trail(model, version, runs_dir, tracking_uri)
     click.echo(dumps(found) if as_json else render(found))
     broken = (any(d["state"] != "ok" for d in found["data"])
-              or any(not r["found"] for r in found["runs"]))
+              or any(not r["found"] for r in found["runs"])
+              or bool(found["ledger"]["breaks"] or found["ledger"]["mlflow"]))
     sys.exit(1 if broken else 0)
 
 
@@ -63,6 +65,12 @@ def render(found: AuditTrail) -> str:
                      f"{event['who']}: {event['reason']}{evidence}")
     if not found["events"]:
         lines.append("  (none in the ledger)")
+    check = found["ledger"]
+    if check["legacy"]:
+        lines.append(f"  ({check['legacy']} ledger line(s) predate its hash chain: read, "
+                     "not verifiable)")
+    lines += [f"  LEDGER BROKEN at {text}" for text in check["breaks"]]
+    lines += [f"  LEDGER DIFFERS FROM MLFLOW: {text}" for text in check["mlflow"]]
     if found["cycles"]:
         lines.append("loop cycles:")
         lines += [f"  {c['started_at'][:19]}  {c['id']}  {c['role']:<7} {c['status']}: "

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..util.files import dumps
 from .common import JSON, RUNS_DIR, TRACKING_URI
 
+if TYPE_CHECKING:
+    from ..promotion.service import HistoryRow
+
 ALIAS = click.option("--alias", default="champion", show_default=True, help="The alias.")
 WHO = click.option("--user", "who", default=None,
-                   help="Who is acting [env NBOPS_USER; the login name].")
+                   help="Who is acting, self-declared, not authenticated [env NBOPS_USER; "
+                        "the login name].")
 
 
 @click.group("models")
@@ -148,18 +153,35 @@ def models_rollback(name: str, alias: str, reason: str, who: str | None,
 def models_history(name: str, runs_dir: Path | None, tracking_uri: str | None,
                    as_json: bool) -> None:
     """Every alias move, proposal and approval of NAME (from, to, who, when, why, evidence);
-    moves made outside nbops are shown as unrecorded."""
-    from ..promotion.service import history
+    moves made outside nbops are shown as unrecorded. Exit 1 when the ledger's hash chain
+    is broken (each break is shown as a 'broken' row; the rest is still shown)."""
+    import sys
+
+    from ..promotion.service import history, ledger_state
 
     rows = history(name, runs_dir, tracking_uri)
+    state = ledger_state(name, runs_dir, tracking_uri)
+    if state["legacy"]:
+        click.echo(f"note: the ledger's first {state['legacy']} line(s) predate its hash "
+                   "chain (legacy): read, not verifiable", err=True)
+    if state["breaks"]:
+        click.echo(f"the ledger of {name} is broken ({len(state['breaks'])} break(s), shown "
+                   "as 'broken'): it was changed outside nbops; nothing more is recorded "
+                   "in it until it is restored or moved aside", err=True)
     if as_json:
         click.echo(dumps(rows))
-        return
-    if not rows:
+    elif not rows:
         click.echo(f"no recorded alias moves for {name}")
-    for row in rows:
-        came = f"v{row['previous']}" if row["previous"] is not None else "-"
-        went = f"v{row['version']}" if row["version"] is not None else "unset"
-        evidence = f"  evidence: {', '.join(row['evidence'])}" if row["evidence"] else ""
-        click.echo(f"{row['at'] or '?':<25} {row['kind']:<10} {row['alias']:<11} "
-                   f"{came:>4} -> {went:<5} {row['who']:<12} {row['reason']}{evidence}")
+    else:
+        click.echo("\n".join(_line(row) for row in rows))
+    sys.exit(1 if state["breaks"] else 0)
+
+
+def _line(row: HistoryRow) -> str:
+    if row["kind"] == "broken":
+        return f"{'?':<25} {'BROKEN':<10} {row['reason']}"
+    came = f"v{row['previous']}" if row["previous"] is not None else "-"
+    went = f"v{row['version']}" if row["version"] is not None else "unset"
+    evidence = f"  evidence: {', '.join(row['evidence'])}" if row["evidence"] else ""
+    return (f"{row['at'] or '?':<25} {row['kind']:<10} {row['alias']:<11} "
+            f"{came:>4} -> {went:<5} {row['who']:<12} {row['reason']}{evidence}")

@@ -24,6 +24,7 @@ from ..records.queries import get_record
 from ..tracking import ledger, registry
 from ..tracking.uri import resolve_uri
 from ..util.envvars import current_runs_dir
+from ..util.identity import current_user, key, same_person
 from .evidence import Evidence, evidence_for
 from .policy import AliasPolicy, load_policy
 
@@ -71,8 +72,9 @@ def decide(model: str, version: int, alias: str, place: Where, who: str,
     pending = _moves_since(model, alias, place)  # the ledger, read once
     proposal = _open_proposal(pending, version)
     proposer = proposal["who"] if proposal else None
-    approvers = sorted({e["who"] for e in _approvals(pending, version, proposal)
-                        if e["evidence"] == usable and e["who"] != (proposer or who)})
+    counted = {key(e["who"]): e["who"] for e in _approvals(pending, version, proposal)
+               if e["evidence"] == usable and not same_person(e["who"], proposer or who)}
+    approvers = sorted(counted.values())  # one per person, however they spelled the name
     if len(approvers) < policy["approvals"]:
         missing.append(f"approvals: {len(approvers)} of {policy['approvals']} (others than "
                        f"the proposer run: nbops models approve {model} {version} --alias "
@@ -92,12 +94,13 @@ def promote(model: str, version: int, alias: str = "champion", *, reason: str = 
     compare-and-set fails as for any move).
 
     Raises:
-        PromotionBlocked: evidence or approvals missing (a proposal is recorded), or the
-            alias is not at ``expected`` any more.
+        PromotionBlocked: evidence or approvals missing (a proposal is recorded), the
+            alias is not at ``expected`` any more, or the ledger is broken.
     """
     place = where(runs_dir, tracking_uri)
-    actor = who or ledger.current_user()
+    actor = current_user(who)
     registry.get_version(model, version, place["tracking_uri"])  # unknown → RegistryError
+    ledger.ensure_intact(place["ledger_dir"], model)  # a broken ledger: nothing more
     if expected in (None, version) and registry.current_target(
             model, alias, place["tracking_uri"]) == version:
         return {"moved": False, "policy": load_policy(alias, config), "evidence": [],
@@ -123,18 +126,21 @@ def approve(model: str, version: int, alias: str = "champion", *, who: str | Non
     """Approve the open proposal to move ``alias`` to ``version``.
 
     Raises:
-        PromotionBlocked: no open proposal, or the proposer approving their own.
+        PromotionBlocked: no open proposal, the proposer approving their own (names
+            compared by ``identity.same_person``), or a broken ledger.
     """
     place = where(runs_dir, tracking_uri)
-    actor = who or ledger.current_user()
+    actor = current_user(who)
+    ledger.ensure_intact(place["ledger_dir"], model)  # a broken ledger: nothing more
     proposal = _open_proposal(_moves_since(model, alias, place), version)
     if proposal is None:
         raise PromotionBlocked(f"no open proposal to move {alias!r} of {model} to v{version}: "
                                f"propose it first (nbops models promote {model} {version} "
                                f"--alias {alias})")
-    if proposal["who"] == actor:
-        raise PromotionBlocked(f"{actor} proposed this promotion and cannot approve it; "
-                               "another person has to")
+    if same_person(proposal["who"], actor):
+        raise PromotionBlocked(f"{proposal['who']} proposed this promotion and cannot "
+                               f"approve it (as {actor!r}: names are compared ignoring case, "
+                               "width and surrounding spaces); another person has to")
     decision = decide(model, version, alias, place, actor, config)
     return ledger.append(place["ledger_dir"], model, "approval", alias, version, who=actor,
                          reason=reason, evidence=decision["usable"])
@@ -150,7 +156,7 @@ def rollback(model: str, alias: str = "champion", *, reason: str = "",
 
 class HistoryRow(TypedDict):
     at: str
-    kind: str  # move, proposal, approval, or unrecorded (moved outside nbops)
+    kind: str  # move, proposal, approval, unrecorded (moved outside nbops), broken (ledger)
     alias: str
     version: int | None
     previous: int | None
@@ -161,14 +167,20 @@ class HistoryRow(TypedDict):
 
 def history(model: str, runs_dir: str | Path | None = None,
             tracking_uri: str | None = None) -> list[HistoryRow]:
-    """Every recorded event, oldest first, and for each alias whose current target differs
-    from the last recorded move, an ``unrecorded`` row (moved outside nbops)."""
+    """Every recorded event, oldest first; a ``broken`` row for each break of the ledger's
+    chain (``reason``: the line, its kind and what is wrong); and for each alias whose
+    current target differs from the last recorded move, an ``unrecorded`` row (moved
+    outside nbops)."""
     place = where(runs_dir, tracking_uri)
-    entries = ledger.read(place["ledger_dir"], model)["entries"]
+    state = ledger.read(place["ledger_dir"], model)
+    entries = state["entries"]
     rows: list[HistoryRow] = [{"at": e["at"], "kind": e["kind"], "alias": e["alias"],
                                "version": e["version"], "previous": e["previous"],
                                "who": e["who"], "reason": e["reason"],
                                "evidence": e["evidence"]} for e in entries]
+    rows += [{"at": "", "kind": "broken", "alias": "", "version": None, "previous": None,
+              "who": "?", "reason": describe_break(b), "evidence": []}
+             for b in state["breaks"]]
     last = {e["alias"]: e["version"] for e in entries if e["kind"] == "move"}
     current = next((m["aliases"] for m in registry.list_models(place["tracking_uri"])
                     if m["name"] == model), {})
@@ -179,6 +191,16 @@ def history(model: str, runs_dir: str | Path | None = None,
                          "who": "?", "reason": "moved outside nbops (not in the ledger)",
                          "evidence": []})
     return rows
+
+
+def describe_break(found: ledger.Break) -> str:
+    return f"ledger line {found['line']}: {found['kind']} ({found['detail']})"
+
+
+def ledger_state(model: str, runs_dir: str | Path | None = None,
+                 tracking_uri: str | None = None) -> ledger.Ledger:
+    """The model's ledger as read and checked (entries, legacy lines, torn tail, breaks)."""
+    return ledger.read(where(runs_dir, tracking_uri)["ledger_dir"], model)
 
 
 def _moves_since(model: str, alias: str, place: Where) -> list[ledger.LedgerEntry]:

@@ -7,7 +7,6 @@ together with the hash of every file in the run folder.
 
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 import time
@@ -18,6 +17,7 @@ from typing import Any
 from ..util import envvars
 from ..util.environment import capture
 from ..util.files import atomic_write_bytes, sha256_file
+from ..util.identity import current_user
 from ..util.process import process_start_time
 from .integrity import hash_artifacts
 from .schema import RUN_SCHEMA
@@ -71,14 +71,6 @@ def make_origin(default: Trigger = "api", *, cycle: str | None = None,
                        else next((t for t in TRIGGERS if t == from_env), default))
     return {"user": current_user(), "host": socket.gethostname(), "trigger": chosen,
             "cycle": cycle or os.environ.get(envvars.CYCLE) or None}
-
-
-def current_user() -> str:
-    """The login name of this process's user ("?" when the system cannot say)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER in a container
-        return "?"
 
 
 def input_hashes(parameters: Mapping[str, Any], cwd: Path) -> list[InputHash]:

@@ -22,6 +22,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import PromotionBlocked, RegistryError, RegistryNotFound
+from ..util.identity import current_user
 from . import ledger
 from .uri import current_uri
 
@@ -200,7 +201,9 @@ def _move_alias(mlflow_client: MlflowClient, model_name: str, alias: str, versio
     from mlflow.exceptions import MlflowException
 
     runs_dir = ledger.home(str(mlflow_client.tracking_uri))
+    who = current_user(who)  # a bad name is refused before anything moves
     with ledger.locked(runs_dir, model_name):
+        ledger.ensure_intact(runs_dir, model_name)  # a broken ledger: nothing moves
         try:
             previous: int | None = int(
                 mlflow_client.get_model_version_by_alias(model_name, alias).version)
