@@ -138,3 +138,74 @@ def test_a_forked_kernel_reports_its_death_and_the_zygote_takes_its_kernels_alon
         time.sleep(0.1)
     for kernel in kernels:
         kernel.shutdown()
+
+
+DRIVER = """
+import json, sys, threading, time
+from nbops.execution.forking import Zygote
+from nbops.execution.pool import start_kernel
+from nbops.util.envvars import kernel_base_env
+
+env = {**kernel_base_env(None), "PYTHONPATH": sys.argv[1]}
+zygote = Zygote(env)
+kernel = start_kernel("python3", env, [], zygote)
+threading.Thread(target=zygote.preload, args=(["slow"],), daemon=True).start()
+time.sleep(1.0)  # the zygote is importing 'slow' (two minutes)
+print(json.dumps({"zygote": zygote.pid, "kernel": kernel.pid}), flush=True)
+time.sleep(600)
+"""
+
+
+def gone(pids: list[int], within: float) -> list[int]:
+    """The pids still running (zombies count as gone) after waiting at most ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def test_a_zygote_busy_importing_dies_with_its_sigkilled_driver_and_takes_its_kernels(
+        tmp_path: Path) -> None:
+    """The socket's end is noticed only between requests; a zygote in a long import (or
+    about to answer) still ends with its driver, through its death signal."""
+    import subprocess
+
+    (tmp_path / "slow.py").write_text("import time\ntime.sleep(120)\n")
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        started = json.loads(driver.stdout.readline())
+        assert psutil.Process(started["kernel"]).ppid() == started["zygote"]
+    finally:
+        driver.kill()
+        driver.wait()
+    left = gone([started["zygote"], started["kernel"]], within=30)
+    for pid in left:  # (this test's own processes)
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "the zygote or its kernel outlived the driver"
+
+
+def test_a_zygote_outlives_the_driver_thread_that_started_it(tmp_path: Path) -> None:
+    """The death signal also comes when only the starting thread ends: not a death."""
+    import threading
+
+    made: list[Zygote] = []
+    starter = threading.Thread(target=lambda: made.append(Zygote(kernel_base_env(None))))
+    starter.start()
+    starter.join()
+    zygote = made[0]
+    try:
+        time.sleep(1.0)
+        assert zygote.process.poll() is None
+        assert zygote.preload(["json"])["tainted_by"] is None
+    finally:
+        zygote.close()

@@ -20,15 +20,20 @@ Protocol: JSON requests on the ``SOCK_SEQPACKET`` socket ``FD``, one reply each:
 
 Invariants: the zygote never runs a thread of its own (a fork copies only the calling
 thread; a thread started by an imported module is reported and the client stops forking);
-it reaps its children at once; when the socket closes (the driver ended, even by SIGKILL)
-it kills the process group of every child still running and exits, so nothing outlives
-the driver. A child closes the socket, gets default signal handlers, reseeds numpy's
-global generator (Python's ``random`` reseeds itself after a fork) and never returns into
-the zygote's loop.
+it reaps its children at once; when its driver ends (even by SIGKILL) it kills the process
+group of every child still running and exits, so nothing outlives the driver. Two signs
+tell it: the socket closes or a reply cannot be sent (noticed between requests), and, on
+Linux, ``PR_SET_PDEATHSIG`` (noticed at once, even in the middle of a long import; the
+signal also comes when only the driver's thread that started the zygote ends, so the
+handler ends the zygote only once its parent is no longer the driver's process). A
+child closes the socket, is killed when the zygote ends (``PR_SET_PDEATHSIG``, on Linux),
+gets default signal handlers, reseeds numpy's global generator (Python's ``random``
+reseeds itself after a fork) and never returns into the zygote's loop.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -49,8 +54,12 @@ SENSITIVE = ("matplotlib_inline", "ipympl")
 # what ipykernel needs to start: imported by the zygote before anything else
 KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell")
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+DEATH_SIGNAL = signal.SIGUSR1  # sent by the kernel when the driver (its thread) ends
+
 _exited: dict[int, int] = {}
 _children: set[int] = set()
+_driver = os.getppid()  # the process that started the zygote
 
 
 def sensitive(name: str) -> bool:
@@ -106,14 +115,18 @@ def _preload(modules: list[str]) -> dict[str, Any]:
             "threads": threading.active_count()}
 
 
-def _child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
-    """In the forked child: become the run's kernel; never returns."""
+def _child(conn: socket.socket, request: dict[str, Any], fds: list[int], zygote: int) -> None:
+    """In the forked child of ``zygote``: become the run's kernel; never returns."""
     code = 1
     try:
         conn.close()
         os.setsid()
+        _death_signal(int(signal.SIGKILL))  # the kernel never outlives the zygote
+        if os.getppid() != zygote:
+            os._exit(1)
         # what a new Python process has (SIGPIPE stays ignored, as Python sets it)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(DEATH_SIGNAL, signal.SIG_DFL)  # the zygote's handler is not the kernel's
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -157,10 +170,11 @@ def _fork(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> dict[
     # after it was added; an old entry of a reused pid is dropped)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     try:
+        zygote = os.getpid()
         pid = os.fork()
         if pid == 0:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-            _child(conn, request, fds)
+            _child(conn, request, fds, zygote)
         _exited.pop(pid, None)
         _children.add(pid)
     finally:
@@ -191,12 +205,49 @@ def _end() -> None:
             pass
 
 
+def _orphaned(*_: Any) -> None:
+    """The death signal: end with the driver once it is gone (the signal also comes when
+    only the driver's thread that started the zygote ended: then nothing happens)."""
+    if os.getppid() != _driver:
+        _end()
+        os._exit(0)
+
+
+def _death_signal(signum: int) -> None:
+    """Have the kernel send ``signum`` to this process when its parent ends (Linux only:
+    elsewhere nothing happens)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(
+            ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signum), ctypes.c_ulong(0),
+            ctypes.c_ulong(0), ctypes.c_ulong(0))
+    except (OSError, AttributeError):
+        pass
+
+
+def _watch_driver() -> None:
+    """End with the driver, told by the death signal (and by the socket everywhere)."""
+    signal.signal(DEATH_SIGNAL, _orphaned)
+    _death_signal(int(DEATH_SIGNAL))
+    _orphaned()  # the driver ended before the signal was set
+
+
+def _send(conn: socket.socket, reply: dict[str, Any]) -> None:
+    """Answer; a driver that is gone ends the zygote."""
+    try:
+        conn.send(json.dumps(reply).encode())
+    except OSError:
+        _end()
+        os._exit(0)
+
+
 def serve(fd: int) -> None:
     conn = socket.socket(fileno=fd)
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    conn.send(json.dumps({"ok": True, "pid": os.getpid(),
-                          **_preload(list(KERNEL_MODULES))}).encode())
+    _watch_driver()
+    _send(conn, {"ok": True, "pid": os.getpid(), **_preload(list(KERNEL_MODULES))})
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(conn, MAX_MESSAGE, 4)
@@ -211,7 +262,7 @@ def serve(fd: int) -> None:
             reply = {"ok": False, "error": f"{type(error).__name__}: {error}"}
             for fd in fds:
                 os.close(fd)
-        conn.send(json.dumps(reply).encode())
+        _send(conn, reply)
 
 
 _START_DIR = os.getcwd()
