@@ -221,6 +221,13 @@ def test_history_and_audit_report_a_break_and_promotions_refuse_to_write(
     listed = _nbops(tmp_path, "models", "history", "m")
     assert listed.returncode == 1 and "ledger line 6: not an object" in listed.stdout
     assert "Traceback" not in listed.stderr
+    # a ledger from before the chain: read as legacy, said once, no break
+    path.write_text("".join(json.dumps({k: v for k, v in json.loads(raw).items()
+                                        if k not in ("sha256", "prev_sha256")}) + "\n"
+                            for raw in good.splitlines()))
+    legacy = _nbops(tmp_path, "models", "history", "m")
+    assert legacy.returncode == 0 and legacy.stderr.count("predate its hash chain") == 1
+    assert "first 5 line(s)" in legacy.stderr and "BROKEN" not in legacy.stdout
     # someone who rewrites the whole chain: MLflow's copy of the move disagrees
     lines, prev, out = good.splitlines(keepends=True), None, []
     for raw in lines:

@@ -235,7 +235,8 @@ class _Verifier:
         self.entries: list[LedgerEntry] = []
         self.breaks: list[Break] = []
         self.legacy = 0
-        self.seen = b""  # every byte before the current line
+        self.seen = hashlib.sha256()  # of every byte before the current line
+        self.lines_seen = 0
         self.ref: tuple[bytes, int] | None = None  # the reference line and its seq
         self.ref_edited = False
         self.seqs: set[int] = set()
@@ -245,7 +246,8 @@ class _Verifier:
         try:
             self._check(number, raw)
         finally:
-            self.seen += raw
+            self.seen.update(raw)
+            self.lines_seen += 1
 
     def _check(self, number: int, raw: bytes) -> None:
         try:
@@ -285,7 +287,8 @@ class _Verifier:
             return None, ""
         if entry["sha256"] != _self_hash(dict(entry)):
             return "edited", "its content does not match its sha256"
-        if first and self.seen and entry.get("legacy_sha256") != _sha(self.seen):
+        if (first and self.lines_seen
+                and entry.get("legacy_sha256") != self.seen.copy().hexdigest()):
             return "edited", "the legacy lines before it changed (legacy_sha256)"
         want = _sha(self.ref[0]) if self.ref else None
         if entry.get("prev_sha256") != want and not self.ref_edited:
