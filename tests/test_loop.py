@@ -34,8 +34,8 @@ def config(tmp_path: Path, **loop: Any) -> LoopConfig:
 
 def facts(**given: Any) -> Facts:
     base: Facts = {"now": NOW, "new_rows": 500, "drift_action": None, "drift_share": None,
-                   "model_age_s": None, "retrains": [], "trial": None, "accuracy": None,
-                   "expected_accuracy": None, "labelled_rows": 0}
+                   "model_age_s": None, "retrains": [], "interrupted": [], "trial": None,
+                   "accuracy": None, "expected_accuracy": None, "labelled_rows": 0}
     return {**base, **given}  # type: ignore[typeddict-item]
 
 
@@ -119,6 +119,14 @@ def test_limits_block_with_their_reason(tmp_path: Path) -> None:
     day = decide(cfg, facts(**drift, retrains=[NOW - 20000, NOW - 7200]))
     assert day["action"] == "retrain" and "daily limit: 2 retrains" in str(day["blocked"])
     assert decide(cfg, facts(**drift, retrains=[NOW - 90000, NOW - 7200]))["blocked"] is None
+    # a retrain whose tick was killed: the daily limit counts it, the cooldown does not
+    killed = decide(cfg, facts(**drift, interrupted=[NOW - 600]))
+    assert (killed["action"], killed["blocked"]) == ("retrain", None)
+    both = decide(cfg, facts(**drift, retrains=[NOW - 7200], interrupted=[NOW - 600]))
+    assert "daily limit: 2 retrains in the last 24 h (max 2, 1 of them killed before they " \
+        "ended)" == both["blocked"]
+    sched = config(tmp_path, triggers={"schedule": "1d"})
+    assert decide(sched, facts(interrupted=[NOW - 600]))["cause"] == "schedule"
     dry = config(tmp_path, limits={"dry_run": True})
     assert "dry run" in str(decide(dry, facts(**drift))["blocked"])
 
@@ -406,8 +414,19 @@ def test_demo_loop_retrains_then_experiments_and_promotes_through_ab_trials(
     assert [(e["version"], e["who"]) for e in moves[-2:]] == [(2, "nbops-loop"),
                                                                (3, "nbops-loop")]
     assert moves[-2]["evidence"] == [trial["ab_run"]]
-    assert any(e["kind"] == "proposal" and e["version"] == 2 and e["who"] == "nbops-loop"
-               for e in events)
+    # v2 went on trial because the policy held a better v2 back (a proposal in the loop's
+    # name) or because it tied v1 on the new holdout (a tie never promotes, so nothing was
+    # proposed): the register stage's outputs say which
+    pipe1 = json.loads((folder / "runs" / "pipelines" /
+                        f"{cycles[1]['pipeline_run']}.json").read_text())
+    register = json.loads((folder / "runs" / pipe1["stages"]["register"]["run_id"] /
+                           "run.json").read_text())["outputs"]
+    proposed = any(e["kind"] == "proposal" and e["version"] == 2 and e["who"] == "nbops-loop"
+                   for e in events)
+    if register["score"] == register["champion_score"]:
+        assert "ties champion v1" in register["blocked"] and not proposed, register
+    else:
+        assert register["score"] > register["champion_score"] and proposed, register
     # the audit of v2 shows the cycle that made it and the cycle whose A/B promoted it
     audit = cli("audit", "nbops-demo", "--version", "2", "--json", "--runs-dir",
                 str(folder / "runs"), env=env)

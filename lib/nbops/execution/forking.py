@@ -33,10 +33,11 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 from ..errors import KernelDied
+from ..util.envvars import ZYGOTE_OF
 from .zygote import INLINE_BACKEND, MAX_MESSAGE, sensitive, start_time
 
 START_TIMEOUT = 60.0
-DRIVER_VAR = "NBOPS_ZYGOTE_OF"  # the driver's pid, in the zygote's and its kernels' /proc environ
+DRIVER_VAR = ZYGOTE_OF  # the driver's pid, in the zygote's and its kernels' /proc environ
 
 
 # modules that made a zygote unusable (see zygote.py): later zygotes of this process leave

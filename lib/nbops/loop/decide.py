@@ -7,8 +7,12 @@ fell ``accuracy_drop`` below its evaluation's (on at least ``accuracy_rows`` row
 champion older than ``max_model_age`` or a last
 retrain longer ago than ``schedule`` retrains. Limits then apply to any action: no retrain
 within ``cooldown`` of the last one, at most ``max_per_day`` in any 24 hours, and in
-``dry_run`` nothing runs; while a challenger is on trial (or was promoted by it in this
-cycle) no retrain starts; a blocked decision is recorded with its reason.
+``dry_run`` nothing runs. A retrain whose tick was killed before it ended (SIGKILL, out of
+memory) produced nothing: it counts toward ``max_per_day`` only (a retrain that keeps
+killing its tick is tried at most that often a day), never toward ``cooldown`` or
+``schedule``, so the next tick retries it when its trigger still holds. While a
+challenger is on trial (or was promoted by it in this cycle) no retrain starts; a blocked
+decision is recorded with its reason.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Facts(PerformanceFacts):
     drift_share: float | None
     model_age_s: float | None  # how long the champion has been champion (None: unknown)
     retrains: list[float]  # when earlier cycles' retrains started (epoch seconds)
+    interrupted: list[float]  # ... those whose cycle was killed before it ended
     trial: str | None  # why a challenger's trial holds retrains back (None: it does not)
 
 
@@ -90,8 +95,11 @@ def _blocked(cfg: LoopConfig, facts: Facts) -> str | None:
         return (f"cooldown: the last retrain started {_span(now - last)} ago (cooldown "
                 f"{_span(cfg.cooldown_s)})")
     recent = sum(1 for t in retrains if now - t < DAY)
-    if recent >= cfg.max_per_day:
-        return f"daily limit: {recent} retrains in the last 24 h (max {cfg.max_per_day})"
+    killed = sum(1 for t in facts["interrupted"] if now - t < DAY)
+    if recent + killed >= cfg.max_per_day:
+        also = f", {killed} of them killed before they ended" if killed else ""
+        return (f"daily limit: {recent + killed} retrains in the last 24 h (max "
+                f"{cfg.max_per_day}{also})")
     if cfg.dry_run:
         return "dry run: decided, nothing run"
     return None

@@ -20,6 +20,12 @@ cycle record is written when the cycle starts and at its end (``running`` only w
 tick lives); a retrain never re-triggers itself: the next cycle's window starts where this
 one's ended, the loop acts only on its own monitor run (never on a monitor stage inside the
 retrain pipeline), and the cooldown counts from the retrain's start.
+
+A tick that dies (SIGKILL, out of memory) releases the lease with its process; its cycle
+names it (``driver``), so the next tick (or ``nbops loop history``) marks the cycle, its
+runs and its retrain pipeline ``killed`` and says so. The next tick then decides afresh:
+the killed cycle's window is judged again (with the rows since), and its retrain counts
+toward the daily limit only (``decide``), so a trigger that still holds retrains again.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from ..promotion.service import where
 from ..records.cycles import CycleStore
 from ..records.lifecycle import make_origin
 from ..records.queries import get_record
+from ..records.reconcile import this_driver
 from ..records.schema import CYCLE_SCHEMA
 from ..records.store import new_run_id, utcnow
 from ..records.types import CycleRecord, CycleTrial, Origin, PipelineRecord, Trigger
@@ -116,14 +123,18 @@ class Cycle:
                  report: Callable[[str], None] | None) -> None:
         self.cfg, self.uri, self.runs, self.report = cfg, uri, runs, report
         self.store = CycleStore(runs)
-        self.history = self.store.all()
+        self.history = self.store.all()  # cycles whose tick died are closed here
+        for closed in self.store.closed:
+            self._say(f"cycle {closed['id']} was left running by a tick that is gone: "
+                      f"marked killed ({closed['error']})")
         self.now = time.time()
         # the runs this cycle starts: a loop's, with the cycle's id
         self.origin = make_origin(trigger="loop", cycle=cycle_id)
         # the window starts where the last judged one ended: rows too few to judge are
         # kept for the next cycle (min_new_rows accumulates), never skipped
+        # (a killed cycle's window is judged again)
         start = next((c["window"]["end"] for c in reversed(self.history)
-                      if c["drift"] is not None), None)
+                      if c["drift"] is not None and c["status"] != "killed"), None)
         reference = next((c["reference"]["rotated_to"] for c in reversed(self.history)
                           if c["reference"]["rotated_to"]), None)
         reference = reference or (str(cfg.reference) if cfg.reference else None)
@@ -134,7 +145,8 @@ class Cycle:
             "window": {"start": start, "end": _iso(self.now), "rows": 0},
             "monitor_run": None, "drift": None, "decision": None, "pipeline_run": None,
             "outcome": None, "reference": {"path": reference, "rotated_to": None},
-            "error": None, "data": None, "trial": carried(self.history)}
+            "error": None, "data": None, "trial": carried(self.history),
+            "driver": this_driver()}
 
     def _say(self, text: str) -> None:
         if self.report:
@@ -181,7 +193,10 @@ class Cycle:
             "drift_action": drift["action"] if drift else None,
             "drift_share": drift["share"] if drift else None,
             "model_age_s": age,
-            "retrains": [c["started_at_epoch"] for c in self.history if _retrained(c)],
+            "retrains": [c["started_at_epoch"] for c in self.history
+                         if _retrained(c) and c["status"] != "killed"],
+            "interrupted": [c["started_at_epoch"] for c in self.history
+                            if _retrained(c) and c["status"] == "killed"],
             "trial": blocking(self.record["trial"]), **self._performance(age)}
         decision = decide(self.cfg, facts)
         self.record["decision"] = decision
@@ -299,7 +314,8 @@ class Cycle:
         self._say(f"retrain: running {pipeline}")
         options = PipelineOptions(runs_dir=self.runs, tracking_uri=self.uri, force=True,
                                   origin=self.origin, report=self.report,
-                                  secret_names=secret_names(self.cfg))
+                                  secret_names=secret_names(self.cfg),
+                                  on_start=self._linked)
         pipe = run_pipeline_with_sweeps(pipeline, options, overrides)
         self.record["pipeline_run"] = pipe["id"]
         outputs = _stage_outputs(pipe, self.runs)
@@ -322,6 +338,13 @@ class Cycle:
             was = f"v{before}" if before is not None else "(none)"
             self._say(f"promoted: champion {was} -> v{after}; drift reference now "
                       f"{rotated or '(unchanged: the pipeline gave no reference_path)'}")
+
+
+    def _linked(self, pipeline_id: str) -> None:
+        """The retrain pipeline's record exists: the cycle names it (a reader that finds
+        this tick gone closes both)."""
+        self.record["pipeline_run"] = pipeline_id
+        self.store.write(self.record)
 
 
 def _retrained(cycle: CycleRecord) -> bool:

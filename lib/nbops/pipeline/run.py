@@ -4,7 +4,9 @@ The pipeline run is the coordinator: it resolves each ready stage's parameters f
 upstream records, looks the stage up in the cache, and hands the rest to a scheduler as
 :class:`~nbops.pipeline.task.StageTask` data. Because succeeded stages are cached, running
 a failed pipeline again resumes it from the stage that failed. The pipeline record is
-written (validated) after every change of state.
+written (validated) after every change of state, a stage's start included; it names its
+driver (this process), so a reader marks it ``killed`` once that process is gone
+(``records.pipelines``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..records.background import mirror_queue
 from ..records.lifecycle import make_origin
 from ..records.mirror import mirror_lock
 from ..records.pipelines import PipelineStore
+from ..records.reconcile import this_driver
 from ..records.schema import PIPELINE_SCHEMA
 from ..records.store import RunStore, new_run_id, resolve_runs_dir, utcnow
 from ..records.types import Origin, PipelineRecord, RunRecord, StageState, Status
@@ -60,6 +63,8 @@ class PipelineOptions:
     origin: Origin | None = None  # who and why (default: records.lifecycle.make_origin)
     # secrets of templates around the pipeline (a loop's): withheld and scrubbed like its own
     secret_names: tuple[str, ...] = ()
+    # told the pipeline run's id once its record exists (a loop cycle links it at once)
+    on_start: Callable[[str], None] | None = None
 
 
 class PipelineRun:
@@ -99,7 +104,7 @@ class PipelineRun:
             "schema": PIPELINE_SCHEMA, "id": self.id, "name": pipe.name, "file": str(pipe.path),
             "status": "running", "started_at": utcnow(), "ended_at": None,
             "duration_s": None, "order": pipe.order, "error": None, "mlflow": None,
-            "stages": stages}
+            "stages": stages, "driver": this_driver()}
 
     @property
     def path(self) -> Path:
@@ -122,6 +127,8 @@ class PipelineRun:
                                for n, s in self.pipe.stages.items()}
         scheduler = self._open_scheduler()
         self._save()
+        if self.opts.on_start is not None:
+            self.opts.on_start(self.id)
         stop = threading.Event()
         executor = get_executor(self.opts.executor)
         try:
@@ -214,6 +221,7 @@ class PipelineRun:
             self._save()
             return None
         entry.update({"status": "running", "reason": decision.reason})
+        self._save()
         self._warm(executor, scheduler.jobs)
         self._say(f"[{self._position(name)}] {name}: running {stage.template.name} "
                   f"({decision.reason})")
@@ -260,6 +268,7 @@ class PipelineRun:
             executor=self.opts.executor, force=self.opts.force or name in self.forced,
             parent_run=self._parent_run(), report=self.opts.report, origin=self.origin,
             secret_names=self.secret_names)
+        self._save()
         sweep_id, future = self.opts.sweeper.submit(context, stop)
         entry["sweep_id"] = sweep_id
         self._say(f"[{self._position(name)}] {name}: sweep {sweep_id}")

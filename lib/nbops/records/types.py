@@ -83,6 +83,16 @@ class RunnerInfo(TypedDict):
     kernel_start: int | None  # the kernel's start tick: a reused pid is never killed
 
 
+class DriverInfo(TypedDict):
+    """The process that drives a pipeline run or a loop cycle: while it is gone and its
+    record still says ``running``, a reader marks the record ``killed``
+    (``records.reconcile``)."""
+
+    pid: int
+    host: str
+    proc_start: int | None  # its start tick: a reused pid is never taken for it
+
+
 class PipelineRef(TypedDict):
     run_id: str
     stage: str
@@ -183,6 +193,7 @@ class PipelineRecord(TypedDict, total=False):
     stages: dict[str, StageState]
     summary: dict[str, Any]
     retrained: Retrained
+    driver: DriverInfo  # the driving process (absent in older records: never reconciled)
 
 
 TrialStatus = Literal["pending", "running", "succeeded", "cached", "failed", "killed",
@@ -334,3 +345,4 @@ class CycleRecord(TypedDict):
     data: NotRequired[CycleData | None]  # a retrain with fresh_data: what it trained on
     performance: NotRequired[CyclePerformance | None]  # with triggers.accuracy_drop
     trial: NotRequired[CycleTrial | None]  # the challenger on trial this cycle, as it left it
+    driver: NotRequired[DriverInfo]  # the tick's process (absent in older records)

@@ -13,6 +13,7 @@ EXPERIMENT = "NBOPS_EXPERIMENT"  # MLflow experiment name (default nbops)
 TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable, honoured as is
 TRIGGER = "NBOPS_TRIGGER"  # why runs of this process happen (e.g. schedule, in a cron line)
 CYCLE = "NBOPS_CYCLE"  # the loop cycle id a process works for
+ZYGOTE_OF = "NBOPS_ZYGOTE_OF"  # in a zygote's (and its kernels') environment: the driver's pid
 USER = "NBOPS_USER"  # who acts in the ledger (default: the login name)
 LOOP_USER = "nbops-loop"  # who acts for runs a loop tick starts (a person approves them)
 MIRROR_TIMEOUT = "NBOPS_MIRROR_TIMEOUT"  # seconds a run waits for its MLflow mirror (600)
