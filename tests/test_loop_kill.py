@@ -205,3 +205,35 @@ def test_a_killed_cycle_is_closed_and_its_window_judged_again(tmp_path: Path) ->
     pipeline = json.loads(cli("pipeline", "ls", "--json", cwd=tmp_path, env=env).stdout)[0]
     assert pipeline["status"] == "killed"
     assert pipeline["stages"]["nap"]["status"] == "killed"
+
+
+def test_reading_a_dead_drivers_pipeline_ends_what_its_zygote_left(tmp_path: Path) -> None:
+    """The second line behind the zygote's own death signal: a process marked with the
+    dead driver's pid (``NBOPS_ZYGOTE_OF``) that started after it is killed by the reader;
+    one marked with a live driver's pid is not."""
+    from nbops.records.pipelines import PipelineStore
+
+    ZYGOTE_OF = "NBOPS_ZYGOTE_OF"  # noqa: N806 - nbops.util.envvars.ZYGOTE_OF
+    runs = tmp_path / "runs"
+    driver = dead_driver()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    left = subprocess.Popen(sleeper, env={**os.environ, ZYGOTE_OF: str(driver["pid"])},
+                            start_new_session=True)  # as a zygote
+    other = subprocess.Popen(sleeper, env={**os.environ, ZYGOTE_OF: str(os.getpid())},
+                             start_new_session=True)
+    try:
+        atomic_write_json(runs / "pipelines" / "p.json", {
+            "schema": PIPELINE_SCHEMA, "id": "p", "name": "p", "file": "pipeline.yaml",
+            "status": "running", "started_at": datetime.now(timezone.utc).isoformat(),
+            "ended_at": None, "duration_s": None, "order": ["a"], "error": None,
+            "mlflow": None, "driver": driver,
+            "stages": {"a": {"status": "pending", "run_id": None, "cached": False}}})
+        record = PipelineStore(runs).read("p")
+        assert record["status"] == "killed" and record["stages"]["a"]["status"] == "pending"
+        assert left.wait(timeout=30) == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        left.kill()
+        other.kill()
+        left.wait()
+        other.wait()

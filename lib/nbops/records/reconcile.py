@@ -9,7 +9,9 @@ run is set to KILLED. Pipeline runs and loop cycles name their driver the same w
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -75,7 +77,16 @@ def end_leftovers(driver: Mapping[str, object]) -> None:
     reused = process_start_time(pid)
     for found in marked(ZYGOTE_OF, str(pid)):
         began = process_start_time(found)
-        if began is not None and began >= start and (reused is None or began < reused):
+        if began is None or began < start or (reused is not None and began >= reused):
+            continue
+        try:
+            ours = os.getpgid(found) == os.getpgrp()
+        except OSError:
+            continue
+        if ours:  # not a zygote (each leads a session of its own): never kill our group
+            with contextlib.suppress(OSError):
+                os.kill(found, signal.SIGKILL)
+        else:
             kill_process_tree(found, began)
 
 
