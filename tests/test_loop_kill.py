@@ -115,7 +115,8 @@ def test_a_tick_killed_mid_retrain_leaves_nothing_running_and_the_next_tick_retr
     assert f"{cycle['pipeline_run']}  killed" in listed.stdout, listed.stdout + listed.stderr
     pipeline = json.loads(cli("pipeline", "ls", "--json", cwd=tmp_path, env=env).stdout)[-1]
     assert pipeline["status"] == "killed"
-    assert "pipeline run's driver" in pipeline["error"] and "again" in pipeline["error"]
+    assert "pipeline killed: its driver (process" in pipeline["error"]
+    assert "again: succeeded stages are reused" in pipeline["error"]
     nap = pipeline["stages"]["nap"]
     assert nap["status"] == "killed" and nap["run_id"] and "killed" in nap["error"]
     run = json.loads((runs / nap["run_id"] / "run.json").read_text())

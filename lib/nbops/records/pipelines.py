@@ -53,7 +53,7 @@ class PipelineStore(DocumentStore[PipelineRecord]):
         runs = reconcile_runs(RunStore(self.root.parent), belongs)
         by_stage = {r["pipeline"]["stage"]: r for r in runs.values()  # (the latest)
                     if r["pipeline"] and r["status"] != "succeeded"}
-        reason = gone_message("pipeline run's driver", driver)
+        reason = gone_message("driver", driver)
         for name, stage in record["stages"].items():
             if stage["status"] == "running":
                 run = by_stage.get(name)
