@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import NOTEBOOKS, cli, free_port, wait_for_http
+from conftest import NOTEBOOKS, cli, free_port, stop_process, wait_for_http
 
 pytestmark = pytest.mark.slow
 NAME = "tiny"
@@ -84,21 +84,12 @@ def _serve(store: dict[str, Any], *args: str) -> tuple[subprocess.Popen[bytes], 
     return proc, base
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(store: dict[str, Any]) -> Iterator[dict[str, Any]]:
     proc, base = _serve(store, f"{NAME}@champion", "--timeout", "1", "--max-concurrency", "64",
                         "--max-body-bytes", "20000", "--poll-seconds", "0.2")
     yield {"proc": proc, "base": base, **store}
-    _stop(proc)
+    stop_process(proc)
 
 
 def split_body(rows: dict[str, list[Any]] = ROWS) -> dict[str, Any]:
@@ -337,7 +328,7 @@ def test_split_and_shadow_log_the_variants_they_were_given_and_ab_evaluate_decid
         while time.time() < deadline and (read_log(folder)["_variant"] == "shadow").sum() < 600:
             time.sleep(0.1)
     finally:
-        _stop(proc)
+        stop_process(proc)
     frame = read_log(folder)
     counts = Counter(frame.drop_duplicates(["_request_id", "_variant"])["_variant"])
     assert counts["shadow"] == 200  # every request also went to the shadow
@@ -416,7 +407,7 @@ def test_several_worker_processes_share_one_metrics_view(store: dict[str, Any]) 
             answers = [client.post(f"{base}/invocations", json=split_body()) for _ in range(12)]
             metrics = client.get(f"{base}/metrics").text
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert {a.status_code for a in answers} == {200}
     assert len({a.json()["predictions"][0] for a in answers}) == 1
     served = sum(float(line.split()[-1]) for line in metrics.splitlines()

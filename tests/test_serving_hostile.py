@@ -26,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import NOTEBOOKS, cli, free_port, wait_for_http
+from conftest import NOTEBOOKS, cli, free_port, stop_process, wait_for_http
 from nbops.errors import RequestRejected
 
 NAME = "hostile"
@@ -253,15 +253,6 @@ def _serve(store: dict[str, Any], *args: str) -> tuple[subprocess.Popen[bytes], 
     return proc, base, log
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(store: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Champion and challenger (the same model), half the traffic each, 1 s timeout."""
@@ -269,7 +260,7 @@ def server(store: dict[str, Any]) -> Iterator[dict[str, Any]]:
     proc, base, log = _serve(store, f"{NAME}/{version}", "--challenger", f"{NAME}/{version}",
                              "--split", "50", "--timeout", "1")
     yield {"proc": proc, "base": base, "log": log, **store}
-    _stop(proc)
+    stop_process(proc)
 
 
 def post(base: str, content: bytes, content_type: str = "application/json",
@@ -395,7 +386,7 @@ def test_prediction_log_rows_that_cannot_be_written_are_counted_and_logged(
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         assert "nbops_prediction_log_dropped_rows_total 10.0" in metrics
     finally:
-        _stop(proc)
+        stop_process(proc)
         folder.unlink()
     text = log.read_text()
     assert "prediction log" in text and "dropped 2 row(s)" in text, text[-2000:]
