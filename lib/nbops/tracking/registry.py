@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import PromotionBlocked, RegistryError, RegistryNotFound
@@ -63,7 +65,29 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
     guard_pickle()
     if tracking_uri is None:
         tracking_uri = current_uri()
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if not tracking_uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with _READY_LOCK:
+        if tracking_uri in _READY:
+            return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # the first client of a SQLite store in this process opens it (creating and
+        # migrating it when new) under the lock every nbops writer of it takes
+        # (``.mlflow.lock`` beside it): MlflowClient creates the store as it is made, and
+        # six ``nbops models ls`` on a new runs folder at once left five with alembic
+        # tracebacks ("expected to match one row ... 0 found")
+        from filelock import FileLock
+
+        path = Path(tracking_uri[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path.parent / ".mlflow.lock"), timeout=600):
+            mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            mlflow_client.search_registered_models(max_results=1)  # the registry's store
+        _READY.add(tracking_uri)
+        return mlflow_client
+
+
+_READY: set[str] = set()  # SQLite stores opened under the lock in this process
+_READY_LOCK = threading.Lock()
 
 
 def register_version(model_name: str, *, run_id: str | None, artifact_path: str,
